@@ -1,0 +1,150 @@
+"""What the engine is asked to make, and what it hands back.
+
+``GenerationRequest`` holds canonical field names only (the HTTP layer resolves the
+official API's aliases before building it). Its validators reject values that cannot
+be right and say which field is wrong and what is allowed.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+TASK_TYPES = ("text2music", "repaint", "cover", "extract", "lego", "complete")
+TURBO_TASK_TYPES = ("text2music", "repaint", "cover")
+AUDIO_FORMATS = ("mp3", "wav", "flac", "opus")
+INFER_METHODS = ("ode", "sde")
+TIME_SIGNATURES = ("2", "3", "4", "6")
+DURATION_MIN, DURATION_MAX = 10.0, 600.0
+BPM_MIN, BPM_MAX = 30, 300
+DEFAULT_INSTRUCTION = "Fill the audio semantic mask based on the given conditions:"
+INSTRUMENTAL_LYRICS = ("", "[inst]", "[instrumental]")
+
+
+class GenerationRequest(BaseModel):
+    """One generation job, as the engine understands it."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # Text
+    prompt: str = ""
+    lyrics: str = ""
+    instruction: str = DEFAULT_INSTRUCTION
+    vocal_language: str = "en"
+
+    # Music metadata (None / "" = not given)
+    bpm: int | None = Field(default=None, ge=BPM_MIN, le=BPM_MAX)
+    key_scale: str = ""
+    time_signature: str = ""
+    audio_duration: float | None = Field(default=None, ge=DURATION_MIN, le=DURATION_MAX)
+
+    # Model and task
+    model: str | None = None
+    task_type: Literal["text2music", "repaint", "cover", "extract", "lego", "complete"] = "text2music"
+    batch_size: int = Field(default=2, ge=1)
+
+    # DiT sampling
+    inference_steps: int = Field(default=8, ge=1, le=200)
+    guidance_scale: float = Field(default=7.0, ge=0.0, le=200.0)
+    shift: float = Field(default=3.0, gt=0.0, le=10.0)
+    timesteps: list[float] | None = None
+    infer_method: Literal["ode", "sde"] = "ode"
+    use_adg: bool = False
+    cfg_interval_start: float = Field(default=0.0, ge=0.0, le=1.0)
+    cfg_interval_end: float = Field(default=1.0, ge=0.0, le=1.0)
+
+    # Seeds: use_random_seed wins; otherwise `seeds` maps item by item (-1 = random).
+    use_random_seed: bool = True
+    seeds: list[int] = Field(default_factory=list)
+
+    # Audio-input tasks (their own issue; accepted and carried here)
+    reference_audio_path: str | None = None
+    src_audio_path: str | None = None
+    repainting_start: float = 0.0
+    repainting_end: float | None = None
+    audio_cover_strength: float = Field(default=1.0, ge=0.0, le=1.0)
+    audio_code_string: str = ""
+    track_name: str = ""
+    track_classes: list[str] | None = None
+
+    # Output
+    audio_format: Literal["mp3", "wav", "flac", "opus"] = "mp3"
+    use_tiled_decode: bool = True
+
+    # 5 Hz LM (its own issue; accepted and carried here)
+    thinking: bool = False
+    sample_mode: bool = False
+    sample_query: str = ""
+    use_format: bool = False
+    use_cot_caption: bool = True
+    use_cot_language: bool = True
+    lm_temperature: float = 0.85
+    lm_cfg_scale: float = 2.5
+    lm_top_k: int | None = None
+    lm_top_p: float | None = 0.9
+    lm_negative_prompt: str = "NO USER INPUT"
+    lm_repetition_penalty: float = 1.0
+    constrained_decoding: bool = True
+    allow_lm_batch: bool = True
+    analysis_only: bool = False
+    full_analysis_only: bool = False
+
+    @field_validator("time_signature")
+    @classmethod
+    def _time_signature(cls, value: str) -> str:
+        value = value.strip()
+        if value in ("", "N/A"):
+            return ""
+        numerator = value.split("/", 1)[0].strip()
+        if numerator not in TIME_SIGNATURES:
+            raise ValueError("must be one of 2, 3, 4, 6 (or 2/4, 3/4, 4/4, 6/8)")
+        return numerator
+
+    @field_validator("timesteps")
+    @classmethod
+    def _timesteps(cls, value: list[float] | None) -> list[float] | None:
+        if value is None:
+            return None
+        if not value or any(not 0.0 <= t <= 1.0 for t in value):
+            raise ValueError("must be a non-empty list of numbers between 0 and 1")
+        return value
+
+    @model_validator(mode="after")
+    def _intervals(self) -> "GenerationRequest":
+        if self.cfg_interval_start > self.cfg_interval_end:
+            raise ValueError("cfg_interval_start must not be greater than cfg_interval_end")
+        return self
+
+    @property
+    def is_instrumental(self) -> bool:
+        return self.lyrics.strip().lower() in INSTRUMENTAL_LYRICS
+
+    @property
+    def needs_lm(self) -> bool:
+        """True when the request cannot be served without the 5 Hz LM."""
+        return bool(
+            self.thinking or self.sample_mode or self.sample_query.strip() or self.use_format
+            or self.analysis_only or self.full_analysis_only
+        )
+
+
+class GenerationResult(BaseModel):
+    """What one finished job produced. Stored as JSON with the job."""
+
+    audio_paths: list[str]
+    seeds: list[int]
+    prompt: str
+    lyrics: str
+    # bpm, duration, genres, keyscale, timesignature: value used, or "N/A"
+    metas: dict
+    dit_model: str
+    lm_model: str
+    generation_info: str
+    # Seconds per stage, e.g. {"text_encoding": .., "diffusion": .., "decoding": .., "encoding": .., "total": ..}
+    timings: dict[str, float]
+    sample_rate: int = 48000
+
+
+class GenerationError(RuntimeError):
+    """A job cannot be completed; the message is shown to the client as the job's error."""

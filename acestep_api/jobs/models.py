@@ -1,0 +1,45 @@
+"""The job record shared by the store, the queue, the worker and the HTTP layer."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from acestep_api.engine.request import GenerationRequest, GenerationResult
+
+
+class JobStatus(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def code(self) -> int:
+        """The official API's integer status: 0 queued/running, 1 succeeded, 2 failed."""
+        return {"queued": 0, "running": 0, "succeeded": 1, "failed": 2}[self.value]
+
+
+class JobApi(str, enum.Enum):
+    """Which API generation submitted the job (decides how its result is shaped)."""
+
+    RELEASE_TASK = "release_task"
+    LEGACY = "legacy"
+
+
+@dataclass
+class Job:
+    id: str
+    request: GenerationRequest
+    api: JobApi = JobApi.RELEASE_TASK
+    status: JobStatus = JobStatus.QUEUED
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    progress: float = 0.0
+    stage: str = "queued"
+    result: GenerationResult | None = None
+    error: str | None = None
+    attempts: int = 0  # how many times a worker has started it
+    # Files uploaded with the request, deleted when the job ends.
+    temp_files: list[str] = field(default_factory=list)
