@@ -1,0 +1,201 @@
+"""The FIFO of waiting jobs: submission, positions, ETA, and job state transitions.
+
+The store is the record; this queue holds the live `Job` objects of waiting and running jobs,
+so that the HTTP layer reads current progress without a database round trip. `submit` and
+`report_progress` may be called from any thread; `next_job` is awaited by the one worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+
+from acestep_api.engine.request import GenerationRequest, GenerationResult
+from acestep_api.jobs.models import Job, JobApi, JobStatus
+from acestep_api.jobs.retention import remove_files
+from acestep_api.jobs.store import JobStore
+
+log = logging.getLogger(__name__)
+
+# Progress writes to the store are throttled: a write happens when the fraction moved by at
+# least this much, the stage changed, or this many seconds passed since the last write.
+PROGRESS_MIN_STEP = 0.01
+PROGRESS_MIN_INTERVAL = 0.5
+
+
+class QueueFullError(Exception):
+    """`maxsize` jobs are already waiting."""
+
+
+class JobQueue:
+    def __init__(
+        self,
+        store: JobStore,
+        maxsize: int = 200,
+        avg_job_seconds: float = 5.0,
+        avg_window: int = 50,
+    ):
+        self.store = store
+        self.maxsize = maxsize
+        self.default_job_seconds = avg_job_seconds
+        self._lock = threading.RLock()
+        # One process serves the queue, so any job still marked running was interrupted by
+        # the previous server; recovery is idempotent if the caller already ran it.
+        for job in store.recover_interrupted():
+            if job.status is JobStatus.FAILED:
+                remove_files(job.temp_files)
+                log.warning("Job %s failed: %s", job.id, job.error)
+            else:
+                log.info("Job %s was interrupted by a restart and is queued again", job.id)
+        self._waiting: collections.deque[Job] = collections.deque(store.waiting())
+        self._running: dict[str, Job] = {}
+        durations = store.recent_durations(avg_window)
+        self._durations: collections.deque[float] = collections.deque(reversed(durations), maxlen=avg_window)
+        # job id -> (fraction, stage, monotonic time) of its last progress write
+        self._last_write: dict[str, tuple[float, str, float]] = {}
+        self._wakeup: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- reading ---------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def avg_job_seconds(self) -> float:
+        with self._lock:
+            if not self._durations:
+                return self.default_job_seconds
+            return sum(self._durations) / len(self._durations)
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            live = self._running.get(job_id) or next((j for j in self._waiting if j.id == job_id), None)
+        return live if live is not None else self.store.get(job_id)
+
+    def position(self, job_id: str) -> int | None:
+        with self._lock:
+            for index, job in enumerate(self._waiting):
+                if job.id == job_id:
+                    return index + 1
+        return None
+
+    def eta_seconds(self, job_id: str) -> float | None:
+        position = self.position(job_id)
+        return None if position is None else position * self.avg_job_seconds
+
+    def stats(self) -> dict:
+        return {
+            "jobs": self.store.counts(),
+            "queue_size": self.size,
+            "queue_maxsize": self.maxsize,
+            "avg_job_seconds": self.avg_job_seconds,
+        }
+
+    # --- submitting and taking -------------------------------------------------------
+
+    def submit(
+        self,
+        request: GenerationRequest,
+        api: JobApi = JobApi.RELEASE_TASK,
+        temp_files: Sequence[str] = (),
+    ) -> tuple[Job, int]:
+        job = Job(
+            id=str(uuid.uuid4()),
+            request=request,
+            api=api,
+            created_at=time.time(),
+            temp_files=list(temp_files),
+        )
+        with self._lock:
+            if len(self._waiting) >= self.maxsize:
+                raise QueueFullError("Server busy: queue is full")
+            self.store.add(job)  # stored first: a job the client was told about is never lost
+            self._waiting.append(job)
+            position = len(self._waiting)
+        self._wake_worker()
+        return job, position
+
+    def _wake_worker(self) -> None:
+        loop, wakeup = self._loop, self._wakeup
+        if loop is None or wakeup is None or loop.is_closed():
+            return
+        try:
+            same_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            same_loop = False
+        if same_loop:
+            wakeup.set()
+        else:
+            loop.call_soon_threadsafe(wakeup.set)
+
+    async def next_job(self) -> Job:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop, self._wakeup = loop, asyncio.Event()
+        while True:
+            with self._lock:
+                if self._waiting:
+                    job = self._waiting.popleft()
+                    self._mark_running(job)
+                    return job
+                self._wakeup.clear()
+            await self._wakeup.wait()
+
+    def _mark_running(self, job: Job) -> None:
+        job.status = JobStatus.RUNNING
+        job.attempts += 1
+        job.started_at = time.time()
+        job.finished_at = None
+        job.stage = "running"
+        job.progress = 0.01
+        job.error = None
+        self._running[job.id] = job
+        self._last_write[job.id] = (job.progress, job.stage, time.monotonic())
+        self.store.save(job)
+
+    # --- state changes while and after running ---------------------------------------
+
+    def report_progress(self, job: Job, fraction: float, stage: str) -> None:
+        fraction = min(1.0, max(0.0, float(fraction)))
+        now = time.monotonic()
+        with self._lock:
+            if job.status is not JobStatus.RUNNING:
+                return  # a late callback after the job ended must not undo its final state
+            job.progress, job.stage = fraction, stage
+            last_fraction, last_stage, last_time = self._last_write.get(job.id, (-1.0, "", 0.0))
+            if (
+                abs(fraction - last_fraction) >= PROGRESS_MIN_STEP
+                or stage != last_stage
+                or now - last_time >= PROGRESS_MIN_INTERVAL
+            ):
+                self._last_write[job.id] = (fraction, stage, now)
+                self.store.save(job)
+
+    def finish(self, job: Job, result: GenerationResult) -> None:
+        with self._lock:
+            job.result = result
+            job.error = None
+            job.progress = 1.0
+            self._end(job, JobStatus.SUCCEEDED)
+
+    def fail(self, job: Job, error: str) -> None:
+        with self._lock:
+            job.error = error
+            self._end(job, JobStatus.FAILED)
+
+    def _end(self, job: Job, status: JobStatus) -> None:
+        job.status = status
+        job.stage = status.value
+        job.finished_at = time.time()
+        if job.started_at is not None:
+            self._durations.append(max(0.0, job.finished_at - job.started_at))
+        self._running.pop(job.id, None)
+        self._last_write.pop(job.id, None)
+        self.store.save(job)

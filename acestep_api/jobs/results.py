@@ -1,0 +1,121 @@
+"""How a job looks to clients of each API generation.
+
+`query_result_item` is one entry of POST /query_result (api-contract.md 3.3): `result` is a
+JSON *string* of a list, because the official clients `json.loads` it. `legacy_job_view` is
+the body of GET /v1/jobs/{id} (3.11).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.parse
+
+from acestep_api.jobs.models import Job, JobStatus
+from acestep_api.jobs.queue import JobQueue
+
+ENV = "development"  # the official server reports this constant in every element
+META_KEYS = ("bpm", "duration", "genres", "keyscale", "timesignature")
+NOT_AVAILABLE = "N/A"
+
+
+def audio_url(path: str) -> str:
+    """Root-relative download URL; the whole absolute path is percent-encoded, slashes too."""
+    if path.startswith(("http://", "https://")):
+        return path
+    return "/v1/audio?path=" + urllib.parse.quote(os.path.abspath(path), safe="")
+
+
+def query_result_item(task_id: str, job: Job | None, queue: JobQueue, progress_text: str = "") -> dict:
+    if job is None:
+        # Unknown ids are "not yet known", not an error, and carry no progress_text.
+        return {"task_id": task_id, "result": "[]", "status": 0}
+    return {
+        "task_id": task_id,
+        "result": json.dumps(_result_elements(job, queue), ensure_ascii=False),
+        "status": job.status.code,
+        "progress_text": progress_text,
+    }
+
+
+def _result_elements(job: Job, queue: JobQueue) -> list[dict]:
+    common = {"file": "", "wave": "", "status": job.status.code, "create_time": int(job.created_at), "env": ENV}
+    if job.status is JobStatus.SUCCEEDED and job.result is not None:
+        return _succeeded_elements(job, common)
+    if job.status is JobStatus.FAILED:
+        return [{**common, "progress": 0.0, "stage": "failed", "error": job.error}]
+    waiting = job.status is JobStatus.QUEUED
+    return [{
+        **common,
+        "prompt": "",
+        "lyrics": "",
+        "metas": {},
+        "progress": 0.0 if waiting else float(job.progress),
+        "stage": "queued" if waiting else job.stage,
+        "error": None,
+        "queue_position": (queue.position(job.id) or 0) if waiting else 0,
+        "eta_seconds": queue.eta_seconds(job.id) if waiting else None,
+    }]
+
+
+def _succeeded_elements(job: Job, common: dict) -> list[dict]:
+    result = job.result
+    shared = {
+        "prompt": result.prompt,
+        "lyrics": result.lyrics,
+        "metas": {
+            **{key: result.metas.get(key, NOT_AVAILABLE) for key in META_KEYS},
+            "prompt": job.request.prompt,
+            "lyrics": job.request.lyrics,
+        },
+        "generation_info": result.generation_info,
+        "seed_value": ",".join(str(seed) for seed in result.seeds),
+        "lm_model": result.lm_model,
+        "dit_model": result.dit_model,
+        "progress": 1.0,
+        "stage": "succeeded",
+    }
+    # A success without audio (analysis modes) is still one element, with an empty file.
+    files = [audio_url(path) for path in result.audio_paths] or [""]
+    return [{**common, "file": file, **shared} for file in files]
+
+
+def legacy_job_view(job: Job, queue: JobQueue) -> dict:
+    waiting = job.status is JobStatus.QUEUED
+    return {
+        "job_id": job.id,
+        "status": job.status.value,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "queue_position": (queue.position(job.id) or 0) if waiting else 0,
+        "eta_seconds": queue.eta_seconds(job.id) if waiting else None,
+        "avg_job_seconds": queue.avg_job_seconds,
+        "result": _legacy_result(job),
+        "error": job.error,
+    }
+
+
+def _legacy_result(job: Job) -> dict | None:
+    result = job.result
+    if job.status is not JobStatus.SUCCEEDED or result is None:
+        return None
+    urls = [audio_url(path) for path in result.audio_paths]
+    metas = {key: result.metas.get(key, NOT_AVAILABLE) for key in META_KEYS}
+    return {
+        "first_audio_path": urls[0] if urls else None,
+        "second_audio_path": urls[1] if len(urls) > 1 else None,
+        "audio_paths": urls,
+        "generation_info": result.generation_info,
+        "status_message": "Success",
+        "seed_value": ",".join(str(seed) for seed in result.seeds),
+        "metas": metas,
+        **{key: _known(value) for key, value in metas.items()},
+        "lm_model": result.lm_model,
+        "dit_model": result.dit_model,
+    }
+
+
+def _known(value):
+    """The legacy API reports "N/A" metadata as null."""
+    return None if value in (NOT_AVAILABLE, "") else value

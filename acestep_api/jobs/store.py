@@ -1,0 +1,196 @@
+"""The job store: every accepted job as one row of a SQLite file (WAL mode).
+
+A job is written before it is queued and after every state change, so a restart finds the
+waiting jobs in their submission order and the finished ones still queryable. One connection
+is shared by the event-loop thread and the worker thread, serialised by a lock: writes are
+few (progress is throttled upstream) and each is one short statement.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from acestep_api.engine.request import GenerationRequest, GenerationResult
+from acestep_api.jobs.models import Job, JobApi, JobStatus
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,  -- submission order
+    id           TEXT NOT NULL UNIQUE,
+    api          TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    created_at   REAL NOT NULL,
+    started_at   REAL,
+    finished_at  REAL,
+    progress     REAL NOT NULL,
+    stage        TEXT NOT NULL,
+    request      TEXT NOT NULL,
+    result       TEXT,
+    error        TEXT,
+    attempts     INTEGER NOT NULL,
+    temp_files   TEXT NOT NULL,
+    -- 1 when the job failed because the server stopped under it: its run time is unknown,
+    -- so it must not count in the average job duration.
+    interrupted  INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
+"""
+
+_FIELDS = (
+    "id", "api", "status", "created_at", "started_at", "finished_at", "progress", "stage",
+    "request", "result", "error", "attempts", "temp_files",
+)
+_COLUMNS = ", ".join(_FIELDS)
+_ASSIGNMENTS = ", ".join(f"{name} = ?" for name in _FIELDS[1:])  # every field but the id
+
+_FINISHED = (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value)
+
+
+def interrupted_error(attempt: int, max_attempts: int) -> str:
+    return (
+        f"The server stopped while this job was running (attempt {attempt} of {max_attempts}); "
+        "it was not retried again."
+    )
+
+
+class JobStore:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        # isolation_level=None: autocommit, transactions are opened explicitly where needed.
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a job acknowledged to the client survives a power cut, not only a crash.
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+
+    # --- rows <-> jobs ---------------------------------------------------------------
+
+    @staticmethod
+    def _values(job: Job) -> tuple:
+        return (
+            job.id,
+            JobApi(job.api).value,
+            JobStatus(job.status).value,
+            job.created_at,
+            job.started_at,
+            job.finished_at,
+            job.progress,
+            job.stage,
+            job.request.model_dump_json(),
+            job.result.model_dump_json() if job.result is not None else None,
+            job.error,
+            job.attempts,
+            json.dumps(list(job.temp_files)),
+        )
+
+    @staticmethod
+    def _job(row: tuple) -> Job:
+        (job_id, api, status, created_at, started_at, finished_at, progress, stage,
+         request, result, error, attempts, temp_files) = row
+        return Job(
+            id=job_id,
+            request=GenerationRequest.model_validate_json(request),
+            api=JobApi(api),
+            status=JobStatus(status),
+            created_at=created_at,
+            started_at=started_at,
+            finished_at=finished_at,
+            progress=progress,
+            stage=stage,
+            result=GenerationResult.model_validate_json(result) if result is not None else None,
+            error=error,
+            attempts=attempts,
+            temp_files=json.loads(temp_files),
+        )
+
+    def _select(self, where: str, params: tuple = ()) -> list[Job]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM jobs {where}", params).fetchall()
+        return [self._job(row) for row in rows]
+
+    # --- public API ------------------------------------------------------------------
+
+    def add(self, job: Job) -> None:
+        placeholders = ", ".join("?" * len(_FIELDS))
+        with self._lock:
+            self._db.execute(f"INSERT INTO jobs ({_COLUMNS}) VALUES ({placeholders})", self._values(job))
+
+    def get(self, job_id: str) -> Job | None:
+        jobs = self._select("WHERE id = ?", (job_id,))
+        return jobs[0] if jobs else None
+
+    def save(self, job: Job) -> None:
+        values = self._values(job)
+        with self._lock:
+            self._db.execute(f"UPDATE jobs SET {_ASSIGNMENTS} WHERE id = ?", (*values[1:], values[0]))
+
+    def waiting(self) -> list[Job]:
+        return self._select("WHERE status = ? ORDER BY seq", (JobStatus.QUEUED.value,))
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
+        counts = {status.value: 0 for status in JobStatus}
+        counts.update({status: n for status, n in rows})
+        return {"total": sum(counts.values()), **counts}
+
+    def recent_durations(self, n: int) -> list[float]:
+        """Run times of the last `n` finished jobs, newest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT finished_at - started_at FROM jobs "
+                "WHERE status IN (?, ?) AND started_at IS NOT NULL AND finished_at IS NOT NULL "
+                "AND interrupted = 0 ORDER BY finished_at DESC, seq DESC LIMIT ?",
+                (*_FINISHED, n),
+            ).fetchall()
+        return [max(0.0, duration) for (duration,) in rows]
+
+    def recover_interrupted(self, max_attempts: int = 2) -> list[Job]:
+        """Deal with jobs left 'running' by a server that stopped: retry or fail them."""
+        changed = []
+        now = time.time()
+        for job in self._select("WHERE status = ? ORDER BY seq", (JobStatus.RUNNING.value,)):
+            if job.attempts < max_attempts:
+                # Back to queued; its seq is unchanged, so it keeps its place in line.
+                job.status, job.stage, job.progress = JobStatus.QUEUED, "queued", 0.0
+                job.started_at = None
+                interrupted = 0
+            else:
+                job.status, job.stage = JobStatus.FAILED, "failed"
+                job.finished_at = now
+                job.error = interrupted_error(job.attempts, max_attempts)
+                interrupted = 1
+            with self._lock:
+                self._db.execute(
+                    f"UPDATE jobs SET {_ASSIGNMENTS}, interrupted = ? WHERE id = ?",
+                    (*self._values(job)[1:], interrupted, job.id),
+                )
+            changed.append(job)
+        return changed
+
+    def purge_finished_before(self, cutoff: float) -> list[Job]:
+        """Delete finished jobs older than `cutoff`; the caller removes their files."""
+        where = "WHERE status IN (?, ?) AND finished_at < ?"
+        params = (*_FINISHED, cutoff)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._db.execute(f"SELECT {_COLUMNS} FROM jobs {where}", params).fetchall()
+                self._db.execute(f"DELETE FROM jobs {where}", params)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return [self._job(row) for row in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,128 @@
+"""The one worker that owns the accelerator: takes jobs in order and runs the engine on them.
+
+`engine.generate` blocks for seconds to minutes, so it runs on a dedicated single thread
+(the same thread for every job, which suits GPU contexts) while the event loop keeps serving
+HTTP. When retention is set, a second task purges expired jobs at start and then hourly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from typing import Callable, Protocol
+
+from acestep_api.engine.request import GenerationError, GenerationRequest, GenerationResult
+from acestep_api.jobs.models import Job
+from acestep_api.jobs.queue import JobQueue
+from acestep_api.jobs.retention import purge_expired, remove_files
+
+log = logging.getLogger(__name__)
+
+PURGE_INTERVAL_SECONDS = 3600.0
+
+
+class Engine(Protocol):
+    def generate(
+        self, request: GenerationRequest, progress: Callable[[float, str], None]
+    ) -> GenerationResult: ...
+
+
+def describe_failure(error: BaseException) -> str:
+    """The error text a client sees for a failed job."""
+    if isinstance(error, GenerationError):
+        return str(error) or "Generation failed"
+    message = str(error)
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+class JobWorker:
+    def __init__(
+        self,
+        queue: JobQueue,
+        engine: Engine,
+        retention_seconds: float | None = None,
+        purge_interval: float = PURGE_INTERVAL_SECONDS,
+    ):
+        self.queue = queue
+        self.engine = engine
+        self.retention_seconds = retention_seconds
+        self.purge_interval = purge_interval
+        self._tasks: list[asyncio.Task] = []
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        # Set by stop(): a generate call still finishing in its thread must not write any more.
+        self._stopped = False
+
+    def start(self) -> None:
+        if self._tasks:
+            return
+        self._stopped = False
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="acestep-engine")
+        self._tasks.append(asyncio.create_task(self._run_jobs(), name="acestep-job-worker"))
+        if self.retention_seconds:
+            self._tasks.append(asyncio.create_task(self._purge_periodically(), name="acestep-job-purge"))
+
+    async def stop(self) -> None:
+        """Stop taking jobs. A job cut short stays 'running' in the store and is retried by
+        the next server start (see JobStore.recover_interrupted)."""
+        self._stopped = True
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._executor is not None:
+            # Do not wait for a generate call in progress; the thread ends with it.
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    async def _run_jobs(self) -> None:
+        while True:
+            job = await self.queue.next_job()
+            await self.run_job(job)
+
+    async def run_job(self, job: Job) -> None:
+        """Run one job to its end; never raises except on cancellation."""
+        log.info("Job %s started (attempt %d)", job.id, job.attempts)
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(self._executor, self._generate, job)
+        except asyncio.CancelledError:
+            raise  # the job stays 'running' and keeps its temp files for the retry
+        except Exception as error:  # noqa: BLE001 - any failure ends this job, not the worker
+            if isinstance(error, GenerationError):
+                log.warning("Job %s failed: %s", job.id, error)
+            else:
+                log.exception("Job %s failed", job.id)
+            self._end(job, error=describe_failure(error))
+        else:
+            self._end(job, result=result)
+
+    def _generate(self, job: Job) -> GenerationResult:
+        def progress(fraction: float, stage: str) -> None:
+            if not self._stopped:
+                self.queue.report_progress(job, fraction, stage)
+
+        result = self.engine.generate(job.request, progress)
+        if not isinstance(result, GenerationResult):
+            raise TypeError(f"engine returned {type(result).__name__}, not GenerationResult")
+        return result
+
+    def _end(self, job: Job, result: GenerationResult | None = None, error: str | None = None) -> None:
+        try:
+            if result is not None:
+                self.queue.finish(job, result)
+                log.info("Job %s succeeded: %d audio files", job.id, len(result.audio_paths))
+            else:
+                self.queue.fail(job, error or "Generation failed")
+        except Exception:  # noqa: BLE001 - e.g. the store could not be written; keep serving
+            log.exception("Could not record the end of job %s", job.id)
+        finally:
+            remove_files(job.temp_files)
+
+    async def _purge_periodically(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(purge_expired, self.queue.store, self.retention_seconds)
+            except Exception:  # noqa: BLE001 - a failed purge is retried at the next interval
+                log.exception("Purging expired jobs failed")
+            await asyncio.sleep(self.purge_interval)
