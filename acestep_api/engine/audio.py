@@ -1,0 +1,90 @@
+"""From clean latents to audio files: checks, VAE decode, peak guard, writing.
+
+Follows model-pipeline.md 7 and 9. Files are written with soundfile (libsndfile), which
+encodes mp3, wav, flac and ogg/opus itself, so no ffmpeg is needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from acestep_api.engine.request import GenerationError
+
+SAMPLE_RATE = 48000
+LATENT_RATE = 25
+DECODE_CHUNK = 512
+DECODE_OVERLAP = 64
+
+# audio_format -> (soundfile format, subtype); None lets libsndfile pick its default.
+FILE_FORMATS: dict[str, tuple[str, str | None]] = {
+    "mp3": ("MP3", "MPEG_LAYER_III"),
+    "wav": ("WAV", "PCM_16"),
+    "flac": ("FLAC", "PCM_16"),
+    "opus": ("OGG", "OPUS"),
+}
+
+
+def check_latents(latents: torch.Tensor) -> None:
+    """Refuse latents that cannot decode to music, with a message a client can read."""
+    if not torch.isfinite(latents).all():
+        raise GenerationError(
+            "Generation produced NaN or Inf values in the latents; the model output is unusable. "
+            "Try another seed, fewer steps or a lower guidance scale."
+        )
+    if not latents.any():
+        raise GenerationError("Generation produced all-zero (silent) latents; nothing to decode.")
+
+
+def decode_latents(
+    vae: torch.nn.Module,
+    latents: torch.Tensor,
+    chunk: int = DECODE_CHUNK,
+    overlap: int = DECODE_OVERLAP,
+) -> torch.Tensor:
+    """VAE-decode latents [B, T, C] into float32 waveforms [B, channels, samples] on the CPU.
+
+    Sequences longer than ``chunk`` frames are decoded in overlapping windows and only each
+    window's core is kept (overlap-discard), so a 10-minute song fits in memory.
+    """
+    z = latents.transpose(1, 2).to(dtype=vae.dtype)
+    length = z.shape[-1]
+    with torch.no_grad():
+        if length <= chunk:
+            return vae.decode(z).sample.float().cpu()
+
+        stride = chunk - 2 * overlap
+        pieces = []
+        for core_start in range(0, length, stride):
+            core_end = min(core_start + stride, length)
+            window_start = max(0, core_start - overlap)
+            window_end = min(length, core_end + overlap)
+            wave = vae.decode(z[..., window_start:window_end]).sample
+            # The upsample factor is measured, not assumed (1920 for the ACE-Step VAE).
+            upsample = wave.shape[-1] // (window_end - window_start)
+            keep_from = (core_start - window_start) * upsample
+            keep_to = keep_from + (core_end - core_start) * upsample
+            pieces.append(wave[..., keep_from:keep_to].float().cpu())
+        return torch.cat(pieces, dim=-1)
+
+
+def peak_guard(audio: torch.Tensor) -> torch.Tensor:
+    """Scale an item down only if it clips: divide by max(peak, 1). No loudness normalisation."""
+    peak = audio.abs().amax(dim=tuple(range(1, audio.dim())), keepdim=True)
+    return audio / peak.clamp(min=1.0)
+
+
+def write_audio(wave: torch.Tensor | np.ndarray, path: str | Path, fmt: str, sample_rate: int = SAMPLE_RATE) -> Path:
+    """Write a [channels, samples] float waveform in ``fmt`` (mp3, wav, flac or opus)."""
+    if fmt not in FILE_FORMATS:
+        raise GenerationError(f"audio_format {fmt!r} is not supported; use one of {', '.join(FILE_FORMATS)}")
+    if isinstance(wave, torch.Tensor):
+        wave = wave.detach().float().cpu().numpy()
+    frames = np.ascontiguousarray(np.clip(wave, -1.0, 1.0).T, dtype=np.float32)
+    file_format, subtype = FILE_FORMATS[fmt]
+    path = Path(path)
+    sf.write(path, frames, sample_rate, format=file_format, subtype=subtype)
+    return path
