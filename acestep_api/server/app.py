@@ -1,0 +1,85 @@
+"""The FastAPI app: built from Settings, with the job store, queue, engine and worker opened
+in the lifespan and kept on `app.state` for the routes' dependencies."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from acestep_api import __version__
+from acestep_api.jobs.queue import JobQueue
+from acestep_api.jobs.store import JobStore
+from acestep_api.jobs.worker import JobWorker
+from acestep_api.server.errors import install_error_handlers
+from acestep_api.server.routes import audio, health, models, samples, stats, tasks
+from acestep_api.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SECONDS_PER_DAY = 86400
+# Browser pages served from this machine (the UI, a local file) may call the API; as official.
+CORS_ORIGINS = ["null", "http://localhost", "http://127.0.0.1"]
+CORS_ORIGIN_REGEX = r"^https?://(localhost|127\.0\.0\.1)(:\d+)?$"
+
+
+def load_engine(settings: Settings):
+    # Imported here: torch and the model code load only when a server really starts.
+    from acestep_api.engine.engine import MusicEngine
+
+    return MusicEngine.from_checkpoints(
+        settings.checkpoint_dir,
+        settings.dit_config_paths,
+        settings.audio_dir,
+        settings.device,
+        settings.batch_max,
+        settings.lm_model_path,
+    )
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    settings.audio_dir.mkdir(parents=True, exist_ok=True)
+    store = JobStore(settings.database_path)
+    try:
+        # The queue recovers jobs a previous server left running (retry or fail, and
+        # removes the temp files of those it fails) before it loads the waiting ones.
+        queue = JobQueue(store, settings.queue_maxsize, settings.avg_job_seconds, settings.avg_window)
+        if app.state.engine is None:
+            app.state.engine = await asyncio.to_thread(load_engine, settings)
+        worker = JobWorker(queue, app.state.engine, retention_seconds=settings.retention_days * SECONDS_PER_DAY)
+        app.state.store, app.state.queue, app.state.worker = store, queue, worker
+        if app.state.start_worker:
+            worker.start()
+        log.info("Serving models %s", ", ".join(app.state.engine.model_names))
+        try:
+            yield
+        finally:
+            await worker.stop()
+    finally:
+        store.close()
+
+
+def create_app(settings: Settings, engine=None, *, start_worker: bool = True) -> FastAPI:
+    """`engine` None loads the configured checkpoints at startup; `start_worker` False leaves
+    submitted jobs waiting (for tests of the queue itself)."""
+    app = FastAPI(title="ACE-Step API", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.start_worker = start_worker
+    install_error_handlers(app)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=CORS_ORIGINS,
+        allow_origin_regex=CORS_ORIGIN_REGEX,
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Content-Type", "Authorization"],
+    )
+    for module in (health, tasks, audio, models, stats, samples):
+        app.include_router(module.router)
+    return app

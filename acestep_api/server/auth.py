@@ -1,0 +1,51 @@
+"""The optional API key (api-contract 4): body `ai_token` or the Authorization header.
+
+`settings.api_key` None means no auth; an empty string is a key like any other.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request
+
+from acestep_api.server.dependencies import get_settings
+from acestep_api.settings import Settings
+
+
+def _matches(given: str, key: str) -> bool:
+    return hmac.compare_digest(given.encode("utf-8"), key.encode("utf-8"))
+
+
+def _header_token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    return header[len("Bearer "):] if header.startswith("Bearer ") else header
+
+
+def verify_body_token(fields: dict[str, Any], request: Request, settings: Settings) -> None:
+    """For routes with a body; call it after the body is parsed, as the official server does."""
+    key = settings.api_key
+    if key is None:
+        return
+    token = fields.get("ai_token")
+    if token:
+        if not isinstance(token, str) or not _matches(token, key):
+            raise HTTPException(status_code=401, detail="Invalid ai_token")
+        return
+    if request.headers.get("authorization"):
+        if not _matches(_header_token(request), key):
+            raise HTTPException(status_code=401, detail="Invalid API key")
+        return
+    raise HTTPException(status_code=401, detail="Missing ai_token or Authorization header")
+
+
+def require_api_key(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
+    """Dependency for routes that only accept the header."""
+    key = settings.api_key
+    if key is None:
+        return
+    if not request.headers.get("authorization"):
+        raise HTTPException(status_code=401, detail="Missing Authorization header")
+    if not _matches(_header_token(request), key):
+        raise HTTPException(status_code=401, detail="Invalid API key")

@@ -1,0 +1,189 @@
+"""Turning loosely typed request values into typed ones, or a clear error.
+
+The official server coerces like this (api-contract 1.4) but silently falls back to the
+default when a value cannot be used; here such a value is an `InvalidField` whose message
+names the field and what is allowed, so the client learns why its setting was not applied.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "y", "on"})
+
+
+class InvalidField(ValueError):
+    """A request value that cannot be used; the message is shown to the client as is."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def show(value: Any) -> str:
+    """A short rendering of what the client sent, for error messages."""
+    if isinstance(value, str):
+        text = value if len(value) <= 40 else value[:37] + "..."
+        return repr(text)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return str(value)
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def range_words(minimum: float | None = None, maximum: float | None = None, *,
+                exclusive_minimum: bool = False) -> str:
+    """'between 1 and 200', 'at least 1', 'greater than 0 and at most 10', or ''."""
+    if minimum is not None and maximum is not None:
+        if exclusive_minimum:
+            return f"greater than {_number(minimum)} and at most {_number(maximum)}"
+        return f"between {_number(minimum)} and {_number(maximum)}"
+    if minimum is not None:
+        return f"{'greater than' if exclusive_minimum else 'at least'} {_number(minimum)}"
+    if maximum is not None:
+        return f"at most {_number(maximum)}"
+    return ""
+
+
+def _is_blank(value: Any) -> bool:
+    return isinstance(value, str) and not value.strip()
+
+
+def to_bool(value: Any, default: bool) -> bool:
+    """Official rule: real booleans as is, else a yes-word is true and anything else false."""
+    if value is None or _is_blank(value):
+        return default
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in TRUE_WORDS
+
+
+def to_text(field: str, value: Any, default: str) -> str:
+    if value is None:
+        return default
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, int, float)):
+        return str(value)
+    raise InvalidField(field, f"{field} must be a string (got {show(value)})")
+
+
+def _check_range(field: str, value: float, raw: Any, kind: str, unit: str,
+                 minimum: float | None, maximum: float | None, exclusive_minimum: bool) -> None:
+    too_low = minimum is not None and (value <= minimum if exclusive_minimum else value < minimum)
+    too_high = maximum is not None and value > maximum
+    if too_low or too_high:
+        words = range_words(minimum, maximum, exclusive_minimum=exclusive_minimum)
+        raise InvalidField(field, f"{field} must be {kind}{words}{unit} (got {show(raw)})")
+
+
+def to_int(field: str, value: Any, default: int | None, *, minimum: float | None = None,
+           maximum: float | None = None, unit: str = "") -> int | None:
+    """Whole numbers in any spelling ("120", 120.0) are accepted; anything else is an error."""
+    if value is None or _is_blank(value):
+        return default
+    words = range_words(minimum, maximum)
+    if words.startswith("at "):
+        words = "of " + words  # "an integer of at least 1"
+    failure = InvalidField(field, f"{field} must be an integer{' ' + words if words else ''}{unit} (got {show(value)})")
+    if isinstance(value, bool):
+        raise failure
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            raise failure
+        number = int(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            number = int(text)
+        except ValueError:
+            try:
+                as_float = float(text)
+            except ValueError:
+                raise failure from None
+            if not math.isfinite(as_float) or not as_float.is_integer():
+                raise failure from None
+            number = int(as_float)
+    else:
+        raise failure
+    _check_range(field, number, value, "an integer of " if words.startswith("of ") else "an integer ",
+                 unit, minimum, maximum, False)
+    return number
+
+
+def to_float(field: str, value: Any, default: float | None, *, minimum: float | None = None,
+             maximum: float | None = None, exclusive_minimum: bool = False, unit: str = "") -> float | None:
+    if value is None or _is_blank(value):
+        return default
+    words = range_words(minimum, maximum, exclusive_minimum=exclusive_minimum)
+    failure = InvalidField(field, f"{field} must be a number{' ' + words if words else ''}{unit} (got {show(value)})")
+    if isinstance(value, bool):
+        raise failure
+    if isinstance(value, (int, float)):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise failure from None
+    else:
+        raise failure
+    if not math.isfinite(number):
+        raise failure
+    _check_range(field, number, value, "", unit, minimum, maximum, exclusive_minimum)
+    return number
+
+
+def to_choice(field: str, value: Any, default: str | None, choices: Sequence[str]) -> str | None:
+    """A case-insensitive pick from `choices`; blank means the default."""
+    if value is None or _is_blank(value):
+        return default
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text not in choices:
+        raise InvalidField(field, f"{field} must be one of {', '.join(choices)} (got {show(value)})")
+    return text
+
+
+def to_float_list(field: str, value: Any, allowed: str) -> list[float] | None:
+    """A list of numbers, or a comma-separated string of them; blank means none."""
+    if value is None or _is_blank(value):
+        return None
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        items = [value]
+    numbers = []
+    for item in items:
+        if _is_blank(item):
+            continue
+        try:
+            if isinstance(item, bool):
+                raise ValueError
+            number = float(item.strip() if isinstance(item, str) else item)
+        except (TypeError, ValueError):
+            raise InvalidField(field, f"{field} must be {allowed} (got {show(value)})") from None
+        if not math.isfinite(number):
+            raise InvalidField(field, f"{field} must be {allowed} (got {show(value)})")
+        numbers.append(number)
+    return numbers or None
+
+
+def to_text_list(field: str, value: Any) -> list[str] | None:
+    """A list of strings; a single string is a one-item list."""
+    if value is None or _is_blank(value):
+        return None
+    if isinstance(value, str):
+        return [value.strip()]
+    if isinstance(value, (list, tuple)):
+        items = [to_text(field, item, "").strip() for item in value if item is not None]
+        return [item for item in items if item] or None
+    raise InvalidField(field, f"{field} must be a string or a list of strings (got {show(value)})")

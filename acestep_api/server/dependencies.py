@@ -1,0 +1,20 @@
+"""What routes take from the running app: settings, the job queue and the engine."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from acestep_api.jobs.queue import JobQueue
+from acestep_api.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_queue(request: Request) -> JobQueue:
+    return request.app.state.queue
+
+
+def get_engine(request: Request):
+    return request.app.state.engine

@@ -1,0 +1,281 @@
+"""POST /release_task body (any alias, any source) -> a validated GenerationRequest.
+
+Alias lookup follows the official server (api-contract 1.5): sources in order are the flat
+body, then `param_obj`, then the first truthy of the metadata keys; within a source the
+aliases are tried in order and the first value that is not null wins, so an empty string
+under an earlier alias shadows a later one.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import annotated_types
+from pydantic import ValidationError
+
+from acestep_api.engine.request import (
+    AUDIO_FORMATS,
+    DEFAULT_INSTRUCTION,
+    INFER_METHODS,
+    TASK_TYPES,
+    GenerationRequest,
+)
+from acestep_api.server.coercion import (
+    InvalidField,
+    show,
+    to_bool,
+    to_choice,
+    to_float,
+    to_float_list,
+    to_int,
+    to_text,
+    to_text_list,
+)
+from acestep_api.settings import Settings
+
+# Canonical name -> accepted spellings, in lookup order. Names absent here have one spelling.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "prompt": ("prompt", "caption"),
+    "sample_mode": ("sample_mode", "sampleMode"),
+    "sample_query": ("sample_query", "sampleQuery", "description", "desc"),
+    "use_format": ("use_format", "useFormat", "format"),
+    "model": ("model", "model_name", "modelName", "dit_model", "ditModel"),
+    "key_scale": ("key_scale", "keyscale", "keyScale", "key"),
+    "time_signature": ("time_signature", "timesignature", "timeSignature"),
+    "audio_duration": ("audio_duration", "duration", "audioDuration", "target_duration", "targetDuration"),
+    "vocal_language": ("vocal_language", "vocalLanguage", "language"),
+    "inference_steps": ("inference_steps", "inferenceSteps"),
+    "guidance_scale": ("guidance_scale", "guidanceScale"),
+    "use_random_seed": ("use_random_seed", "useRandomSeed"),
+    "audio_cover_strength": ("audio_cover_strength", "audioCoverStrength", "cover_strength", "coverStrength"),
+    "reference_audio_path": ("reference_audio_path", "ref_audio_path", "referenceAudioPath", "refAudioPath"),
+    "src_audio_path": ("src_audio_path", "ctx_audio_path", "sourceAudioPath", "srcAudioPath", "ctxAudioPath"),
+    "task_type": ("task_type", "taskType"),
+    "infer_method": ("infer_method", "inferMethod"),
+    "use_tiled_decode": ("use_tiled_decode", "useTiledDecode"),
+    "constrained_decoding": ("constrained_decoding", "constrainedDecoding", "constrained"),
+    "constrained_decoding_debug": ("constrained_decoding_debug", "constrainedDecodingDebug"),
+    "use_cot_caption": ("use_cot_caption", "cot_caption", "cot-caption"),
+    "use_cot_language": ("use_cot_language", "cot_language", "cot-language"),
+    "is_format_caption": ("is_format_caption", "isFormatCaption"),
+    "allow_lm_batch": ("allow_lm_batch", "allowLmBatch", "parallel_thinking"),
+    "analysis_only": ("analysis_only", "analysisOnly"),
+    "full_analysis_only": ("full_analysis_only", "fullAnalysisOnly"),
+    "audio_code_string": ("audio_code_string", "audioCodeString", "audio_codes"),
+    "cover_noise_strength": ("cover_noise_strength", "coverNoiseStrength"),
+    "extract_codes_only": ("extract_codes_only", "extractCodesOnly"),
+    "track_name": ("track_name", "trackName"),
+    "track_classes": ("track_classes", "trackClasses", "instruments"),
+    "sampler_mode": ("sampler_mode", "samplerMode"),
+    "velocity_norm_threshold": ("velocity_norm_threshold", "velocityNormThreshold"),
+    "velocity_ema_factor": ("velocity_ema_factor", "velocityEmaFactor"),
+    "latent_shift": ("latent_shift", "latentShift"),
+    "latent_rescale": ("latent_rescale", "latentRescale"),
+}
+
+METADATA_KEYS = ("metas", "meta", "metadata", "user_metadata", "userMetadata")
+LM_BACKENDS = ("vllm", "pt", "mlx")
+CHUNK_MASK_MODES = ("explicit", "auto")
+REPAINT_MODES = ("conservative", "balanced", "aggressive")
+SEED_MAX = 2**32 - 1
+DEFAULT_BATCH_SIZE = 2
+
+
+def _as_object(value: Any) -> dict:
+    """A dict, or a JSON string of one; anything else counts as absent."""
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except (ValueError, RecursionError):
+            return {}
+        return parsed if isinstance(parsed, dict) else {}
+    return {}
+
+
+class ReleaseTaskFields:
+    """Raw values of a /release_task body, looked up by canonical name."""
+
+    def __init__(self, body: dict):
+        metadata = next((body[key] for key in METADATA_KEYS if body.get(key)), None)
+        self.sources = (body, _as_object(body.get("param_obj")), _as_object(metadata))
+
+    def raw(self, name: str) -> Any:
+        for source in self.sources:
+            for alias in ALIASES.get(name, (name,)):
+                value = source.get(alias)
+                if value is not None:
+                    return value
+        return None
+
+
+def _bounds(name: str) -> dict:
+    """The numeric limits GenerationRequest declares for a field, as coercion keywords."""
+    limits: dict = {}
+    for constraint in GenerationRequest.model_fields[name].metadata:
+        if isinstance(constraint, annotated_types.Ge):
+            limits["minimum"] = constraint.ge
+        elif isinstance(constraint, annotated_types.Gt):
+            limits["minimum"], limits["exclusive_minimum"] = constraint.gt, True
+        elif isinstance(constraint, annotated_types.Le):
+            limits["maximum"] = constraint.le
+    return limits
+
+
+def _int_field(fields: ReleaseTaskFields, name: str, default: int | None) -> int | None:
+    return to_int(name, fields.raw(name), default, **_bounds(name))
+
+
+def _float_field(fields: ReleaseTaskFields, name: str, default: float | None) -> float | None:
+    return to_float(name, fields.raw(name), default, **_bounds(name))
+
+
+def _seeds(value: Any) -> list[int]:
+    """`seed` as an int or "1,2,-1" -> per-item seeds (-1 = random); -1 alone means none."""
+    allowed = f"seed must be an integer between 0 and {SEED_MAX}, -1 for random, or a comma-separated list of them"
+    if value is None:
+        return []
+    items = value.split(",") if isinstance(value, str) else value if isinstance(value, list) else [value]
+    seeds = []
+    for item in items:
+        try:
+            seed = to_int("seed", item, None)
+        except InvalidField:
+            raise InvalidField("seed", f"{allowed} (got {show(value)})") from None
+        if seed is None:
+            continue
+        if seed != -1 and not 0 <= seed <= SEED_MAX:
+            raise InvalidField("seed", f"{allowed} (got {show(value)})")
+        seeds.append(seed)
+    return [] if seeds == [-1] else seeds
+
+
+def _audio_duration(value: Any) -> float | None:
+    # Null or <= 0 means "not given": the LM, or a random length, decides (as official).
+    number = to_float("audio_duration", value, None)
+    if number is None or number <= 0:
+        return None
+    return to_float("audio_duration", number, None, unit=" seconds", **_bounds("audio_duration"))
+
+
+def _bpm(value: Any) -> int | None:
+    try:
+        number = to_int("bpm", value, None)
+    except InvalidField:
+        number = to_int("bpm", value, None, **_bounds("bpm"))  # raises, worded with the range
+    if not number:
+        return None  # 0 is how some clients say "not given"
+    return to_int("bpm", number, None, **_bounds("bpm"))
+
+
+def _batch_size(value: Any, batch_max: int) -> int:
+    size = to_int("batch_size", value, DEFAULT_BATCH_SIZE, **_bounds("batch_size"))
+    return min(size, batch_max)  # the official server clamps to what the hardware allows
+
+
+def _check_unused(fields: ReleaseTaskFields) -> None:
+    """Validate the accepted fields the engine does not use yet, so bad values still fail."""
+    to_choice("lm_backend", fields.raw("lm_backend"), None, LM_BACKENDS)
+    to_choice("chunk_mask_mode", fields.raw("chunk_mask_mode"), None, CHUNK_MASK_MODES)
+    to_choice("repaint_mode", fields.raw("repaint_mode"), None, REPAINT_MODES)
+    for name in ("repaint_strength", "cover_noise_strength"):
+        to_float(name, fields.raw(name), None, minimum=0.0, maximum=1.0)
+    to_int("repaint_latent_crossfade_frames", fields.raw("repaint_latent_crossfade_frames"), None, minimum=0)
+    to_float("repaint_wav_crossfade_sec", fields.raw("repaint_wav_crossfade_sec"), None, minimum=0.0)
+
+
+def parse_release_task(body: dict, settings: Settings) -> GenerationRequest:
+    """Raises InvalidField (a 400 for the client) when a value cannot be used."""
+    fields = ReleaseTaskFields(body)
+    _check_unused(fields)
+
+    def text(name: str, default: str = "") -> str:
+        return to_text(name, fields.raw(name), default)
+
+    def flag(name: str, default: bool) -> bool:
+        return to_bool(fields.raw(name), default)
+
+    lyrics = text("lyrics")
+    if not lyrics.strip() and flag("instrumental", False):
+        lyrics = "[inst]"
+    instruction = text("instruction")
+    lm_top_k = to_int("lm_top_k", fields.raw("lm_top_k"), None)
+    repainting_end = to_float("repainting_end", fields.raw("repainting_end"), None)
+
+    values = dict(
+        prompt=text("prompt"),
+        lyrics=lyrics,
+        instruction=instruction if instruction.strip() else DEFAULT_INSTRUCTION,
+        vocal_language=text("vocal_language", "en"),
+        bpm=_bpm(fields.raw("bpm")),
+        key_scale=text("key_scale"),
+        time_signature=text("time_signature"),
+        audio_duration=_audio_duration(fields.raw("audio_duration")),
+        model=text("model").strip() or None,
+        task_type=to_choice("task_type", fields.raw("task_type"), "text2music", TASK_TYPES),
+        batch_size=_batch_size(fields.raw("batch_size"), settings.batch_max),
+        inference_steps=_int_field(fields, "inference_steps", 8),
+        guidance_scale=_float_field(fields, "guidance_scale", 7.0),
+        shift=_float_field(fields, "shift", 3.0),
+        timesteps=to_float_list("timesteps", fields.raw("timesteps"),
+                                "comma-separated numbers between 0 and 1"),
+        infer_method=to_choice("infer_method", fields.raw("infer_method"), "ode", INFER_METHODS),
+        use_adg=flag("use_adg", False),
+        cfg_interval_start=_float_field(fields, "cfg_interval_start", 0.0),
+        cfg_interval_end=_float_field(fields, "cfg_interval_end", 1.0),
+        use_random_seed=flag("use_random_seed", True),
+        seeds=_seeds(fields.raw("seed")),
+        reference_audio_path=text("reference_audio_path").strip() or None,
+        src_audio_path=text("src_audio_path").strip() or None,
+        repainting_start=to_float("repainting_start", fields.raw("repainting_start"), 0.0),
+        # 0 and negative values mean "to the end", as in the official server.
+        repainting_end=repainting_end if repainting_end and repainting_end > 0 else None,
+        audio_cover_strength=_float_field(fields, "audio_cover_strength", 1.0),
+        audio_code_string=text("audio_code_string"),
+        track_name=text("track_name"),
+        track_classes=to_text_list("track_classes", fields.raw("track_classes")),
+        audio_format=to_choice("audio_format", fields.raw("audio_format"), "mp3", AUDIO_FORMATS),
+        use_tiled_decode=flag("use_tiled_decode", True),
+        thinking=flag("thinking", False),
+        sample_mode=flag("sample_mode", False),
+        sample_query=text("sample_query"),
+        use_format=flag("use_format", False),
+        use_cot_caption=flag("use_cot_caption", True),
+        use_cot_language=flag("use_cot_language", True),
+        lm_temperature=to_float("lm_temperature", fields.raw("lm_temperature"), 0.85, minimum=0.0),
+        lm_cfg_scale=to_float("lm_cfg_scale", fields.raw("lm_cfg_scale"), 2.5, minimum=0.0),
+        lm_top_k=lm_top_k if lm_top_k and lm_top_k > 0 else None,
+        lm_top_p=to_float("lm_top_p", fields.raw("lm_top_p"), 0.9, minimum=0.0, maximum=1.0),
+        lm_negative_prompt=text("lm_negative_prompt", "NO USER INPUT"),
+        lm_repetition_penalty=to_float("lm_repetition_penalty", fields.raw("lm_repetition_penalty"), 1.0,
+                                       minimum=0.0, exclusive_minimum=True),
+        constrained_decoding=flag("constrained_decoding", True),
+        allow_lm_batch=flag("allow_lm_batch", True),
+        analysis_only=flag("analysis_only", False),
+        full_analysis_only=flag("full_analysis_only", False),
+    )
+    try:
+        return GenerationRequest(**values)
+    except ValidationError as error:
+        raise invalid_field_from(error) from None
+
+
+def invalid_field_from(error: ValidationError) -> InvalidField:
+    """The first problem of a pydantic error, in plain words and naming the field."""
+    first = error.errors(include_url=False)[0]
+    field = ".".join(str(part) for part in first.get("loc", ()))
+    message = first.get("msg", "is invalid")
+    kind = first.get("type", "")
+    if kind == "value_error":
+        message = message.removeprefix("Value error, ")
+    elif kind == "literal_error":
+        message = "must be one of " + first.get("ctx", {}).get("expected", "the allowed values").replace("'", "")
+    else:
+        message = message[:1].lower() + message[1:]
+        message = message if message.startswith("must") else "must be valid: " + message
+    got = f" (got {show(first['input'])})" if field and "input" in first else ""
+    if not field:
+        return InvalidField("", message)
+    return InvalidField(field, f"{field} {message}{got}")

@@ -1,0 +1,43 @@
+"""GET /v1/audio: download a generated file, only from inside the audio folder."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.responses import FileResponse
+
+from acestep_api.server.auth import require_api_key
+from acestep_api.server.dependencies import get_settings
+from acestep_api.settings import Settings
+
+router = APIRouter(tags=["audio"], dependencies=[Depends(require_api_key)])
+
+MEDIA_TYPES = {".mp3": "audio/mpeg", ".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg",
+               ".opus": "audio/ogg"}
+ACCESS_DENIED = "Access denied: path outside allowed directory"
+
+
+def resolve_audio_path(path: str, audio_dir: os.PathLike) -> str:
+    """The real path of `path` if it lies in `audio_dir` (symlinks resolved), else 403."""
+    try:
+        base = os.path.realpath(audio_dir)
+        real = os.path.realpath(path)
+    except (ValueError, OSError):  # e.g. an embedded NUL byte
+        raise HTTPException(status_code=403, detail=ACCESS_DENIED) from None
+    if real != base and not real.startswith(base + os.sep):
+        raise HTTPException(status_code=403, detail=ACCESS_DENIED)
+    return real
+
+
+@router.get("/v1/audio")
+async def get_audio(
+    path: Annotated[str, Query()],
+    settings: Annotated[Settings, Depends(get_settings)],
+) -> FileResponse:
+    real = resolve_audio_path(path, settings.audio_dir)
+    if not os.path.isfile(real):
+        raise HTTPException(status_code=404, detail="Audio file not found")
+    media_type = MEDIA_TYPES.get(os.path.splitext(real)[1].lower(), "audio/mpeg")
+    return FileResponse(real, media_type=media_type)

@@ -1,0 +1,40 @@
+"""GET /health: never authenticated; clients treat the server as up iff data.status == "ok"."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from acestep_api.server.dependencies import get_engine, get_settings
+from acestep_api.server.envelope import wrap
+from acestep_api.settings import Settings
+
+router = APIRouter(tags=["health"])
+
+DEMO_NOTE = (
+    "Demo mode: the model weights are random, so the generated audio is noise. "
+    "It shows that the server works end to end, not what the music sounds like."
+)
+
+
+def lm_model_name(engine, settings: Settings) -> str | None:
+    return settings.lm_model_path.rstrip("/").rsplit("/", 1)[-1] if engine.lm_available else None
+
+
+@router.get("/health")
+async def health(engine: Annotated[object, Depends(get_engine)],
+                 settings: Annotated[Settings, Depends(get_settings)]) -> dict:
+    data = {
+        "status": "ok",
+        "service": "ACE-Step API",
+        "version": "1.0",
+        "models_initialized": engine is not None,
+        "llm_initialized": bool(engine.lm_available),
+        "loaded_model": engine.default_model,
+        "loaded_lm_model": lm_model_name(engine, settings),
+        "demo": bool(engine.is_demo),
+    }
+    if data["demo"]:
+        data["note"] = DEMO_NOTE
+    return wrap(data)

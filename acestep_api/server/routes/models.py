@@ -1,0 +1,62 @@
+"""GET /v1/models (OpenRouter list, open) and GET /v1/model_inventory (wrapped, header auth).
+
+The official server answers /v1/models with the OpenRouter list because that router shadows
+its documented wrapped route; clients rely on the actual behaviour, so we keep it and serve
+the documented inventory under its newer name.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from acestep_api.server.auth import require_api_key
+from acestep_api.server.dependencies import get_engine, get_settings
+from acestep_api.server.envelope import wrap
+from acestep_api.server.routes.health import lm_model_name
+from acestep_api.settings import Settings
+
+router = APIRouter(tags=["models"])
+
+MODEL_ID_PREFIX = "acestep/"
+THIRTY_DAYS = 30 * 86400
+
+
+def openrouter_model(name: str, created: int) -> dict:
+    return {
+        "id": MODEL_ID_PREFIX + name,
+        "name": f"ACE-Step {name}",
+        "created": created,
+        "input_modalities": ["text", "audio"],
+        "output_modalities": ["audio", "text"],
+        "context_length": 4096,
+        "max_output_length": 300,
+        "pricing": {"prompt": "0", "completion": "0", "request": "0", "image": "0"},
+        "description": "AI music generation model",
+        "architecture": None,
+    }
+
+
+@router.get("/v1/models")
+async def list_models(engine: Annotated[object, Depends(get_engine)]) -> dict:
+    created = int(time.time()) - THIRTY_DAYS
+    return {"object": "list", "data": [openrouter_model(name, created) for name in engine.model_names]}
+
+
+@router.get("/v1/model_inventory", dependencies=[Depends(require_api_key)])
+async def model_inventory(engine: Annotated[object, Depends(get_engine)],
+                          settings: Annotated[Settings, Depends(get_settings)]) -> dict:
+    lm_name = settings.lm_model_path.rstrip("/").rsplit("/", 1)[-1]
+    return wrap({
+        "models": engine.model_inventory(),
+        "default_model": engine.default_model,
+        "lm_models": [{"name": lm_name, "is_loaded": bool(engine.lm_available)}],
+        "loaded_lm_model": lm_model_name(engine, settings),
+        "llm_initialized": bool(engine.lm_available),
+        # One device serves every model in this server.
+        "gpus": [],
+        "gpu_mapping": {},
+        "device_map": {name: str(engine.device) for name in engine.model_names},
+    })

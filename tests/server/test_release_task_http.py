@@ -1,0 +1,245 @@
+"""POST /release_task over HTTP: content types, the 400/415/429 answers, uploads."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+
+import pytest
+
+from acestep_api.server.app import create_app
+from tests.server.conftest import serve, wait_finished
+
+pytestmark = pytest.mark.anyio
+
+ENVELOPE_KEYS = ["data", "code", "error", "timestamp", "extra"]
+
+
+def assert_envelope(body: dict) -> None:
+    assert list(body) == ENVELOPE_KEYS
+    assert body["code"] == 200 and body["error"] is None and body["extra"] is None
+    assert isinstance(body["timestamp"], int) and body["timestamp"] > 1_600_000_000_000
+
+
+async def test_e2_caption_and_duration_aliases(idle):
+    app, client = idle
+    body = {"caption": "upbeat electronic dance music with heavy bass",
+            "lyrics": "[Verse]\nDancing through the night...", "duration": 60}
+    response = await client.post("/release_task", json=body)
+    assert response.status_code == 200
+    envelope = response.json()
+    assert_envelope(envelope)
+    data = envelope["data"]
+    assert list(data) == ["task_id", "status", "queue_position"]
+    assert uuid.UUID(data["task_id"]).version == 4
+    assert data["status"] == "queued" and data["queue_position"] == 1
+    job = app.state.store.get(data["task_id"])  # the persisted record, not just the live one
+    assert job.request.prompt == body["caption"]
+    assert job.request.lyrics == body["lyrics"]
+    assert job.request.audio_duration == 60.0
+    assert job.request.batch_size == 2
+
+
+async def test_e3_cli_submit_and_positions(idle):
+    app, client = idle
+    body = {"caption": "Upbeat indie pop with jangly guitars and energetic vocals",
+            "lyrics": "[Verse 1]\nWalking down the street\n", "duration": 90, "batch_size": 1}
+    first = (await client.post("/release_task", json=body, headers={"User-Agent": "ACE-Step-CLI/1.0"})).json()
+    second = (await client.post("/release_task", json=body)).json()
+    assert first["code"] == 200 and isinstance(first["data"]["task_id"], str)
+    assert (first["data"]["queue_position"], second["data"]["queue_position"]) == (1, 2)
+    job = app.state.queue.get(first["data"]["task_id"])
+    assert job.request.batch_size == 1 and job.request.audio_duration == 90.0
+    polled = (await client.post("/query_result", json={"task_id_list": [first["data"]["task_id"]]})).json()
+    assert len(json.loads(polled["data"][0]["result"])) == 1
+
+
+async def test_plus_json_content_type(idle):
+    app, client = idle
+    response = await client.post("/release_task", content=b'{"prompt": "x", "bpm": "100"}',
+                                 headers={"Content-Type": "application/vnd.acestep+json; charset=utf-8"})
+    assert response.status_code == 200
+    assert app.state.queue.get(response.json()["data"]["task_id"]).request.bpm == 100
+
+
+async def test_e11_content_type_errors(idle):
+    _, client = idle
+    response = await client.post("/release_task", content=b"[1,2]", headers={"Content-Type": "application/json"})
+    assert (response.status_code, response.json()) == (400, {"detail": "JSON payload must be an object"})
+
+    response = await client.post("/release_task", content=b"hello", headers={"Content-Type": "text/plain"})
+    assert response.status_code == 415
+    assert response.json() == {"detail": "Unsupported Content-Type: text/plain; use application/json, "
+                                         "application/x-www-form-urlencoded, or multipart/form-data"}
+
+    response = await client.post("/release_task", content=b"hello")  # no Content-Type at all
+    assert response.status_code == 415
+    assert response.json()["detail"].startswith("Unsupported Content-Type: (missing); ")
+
+    response = await client.post("/release_task", content=b'{"prompt":"x"}')
+    assert response.status_code == 200 and response.json()["data"]["status"] == "queued"
+
+    response = await client.post("/release_task", content=b"{bad")
+    assert response.status_code == 400
+    assert response.json() == {"detail": "Invalid JSON body (hint: set 'Content-Type: application/json')"}
+
+    response = await client.post("/release_task", content=b"{bad", headers={"Content-Type": "application/json"})
+    assert (response.status_code, response.json()) == (400, {"detail": "Malformed JSON payload"})
+
+
+async def test_sniffed_query_string_and_urlencoded_form(idle):
+    app, client = idle
+    response = await client.post("/release_task", content=b"caption=rainy%20day&duration=30")
+    assert response.status_code == 200
+    job = app.state.queue.get(response.json()["data"]["task_id"])
+    assert (job.request.prompt, job.request.audio_duration) == ("rainy day", 30.0)
+
+    response = await client.post("/release_task", data={"prompt": "form song", "bpm": "90", "thinking": "true"})
+    assert response.status_code == 200
+    job = app.state.queue.get(response.json()["data"]["task_id"])
+    assert (job.request.prompt, job.request.bpm, job.request.thinking) == ("form song", 90, True)
+
+
+async def test_repeated_form_keys_collapse_to_lists(idle):
+    app, client = idle
+    response = await client.post("/release_task", content=b"prompt=x&track_classes=vocals&track_classes=drums",
+                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 200
+    job = app.state.queue.get(response.json()["data"]["task_id"])
+    assert job.request.track_classes == ["vocals", "drums"]
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"audio_duration": 5000}, "audio_duration"), ({"batch_size": 0}, "batch_size"), ({"bpm": "fast"}, "bpm"),
+    ({"audio_format": "aac"}, "audio_format"), ({"task_type": "remix"}, "task_type"),
+    ({"infer_method": "x"}, "infer_method"), ({"lm_backend": "x"}, "lm_backend"),
+])
+async def test_impossible_values_are_a_400_naming_the_field(idle, body, field):
+    app, client = idle
+    response = await client.post("/release_task", json=body)
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith(f"{field} must be")
+    assert app.state.queue.stats()["jobs"]["total"] == 0
+
+
+GARBAGE = [
+    (b"\xff\xfe\x00garbage", "application/json"),
+    (b"\xff\xfe{\x00", None),
+    (b"[" * 100_000, "application/json"),
+    (b'{"a":' * 50_000, None),
+    (b'"just a string"', "application/json"),
+    (b"null", "application/ld+json"),
+    (b"--xyz\r\nnot really multipart", "multipart/form-data; boundary=xyz"),
+    (b"prompt=x", "multipart/form-data"),
+    (b"%zz=%%&&==", "application/x-www-form-urlencoded"),
+    (b"=", None),
+    (b"", "application/json"),
+    (b'{"prompt": ["a", "b"], "bpm": {"x": 1}}', "application/json"),
+    (b'{"seed": [[1]], "timesteps": {"a": 1}}', "application/json"),
+    (b'{"param_obj": 5, "metas": [1], "task_id_list": 3}', "application/json"),
+    (b'{"duration": 1e400, "bpm": -1e400}', "application/json"),
+    (b"\x00\x01\x02", "application/octet-stream"),
+]
+
+
+@pytest.mark.parametrize("content,content_type", GARBAGE)
+@pytest.mark.parametrize("path", ["/release_task", "/query_result", "/create_random_sample", "/format_input"])
+async def test_malformed_bodies_never_give_a_server_error(idle, path, content, content_type):
+    _, client = idle
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = await client.post(path, content=content, headers=headers)
+    assert response.status_code < 500 or response.status_code == 503, response.text
+    assert "detail" in response.json() or response.json()["code"] == 200
+
+
+async def test_unexpected_errors_are_json_and_the_server_keeps_serving(settings, engine):
+    import httpx
+
+    app = create_app(settings, engine, start_worker=False)
+
+    @app.get("/boom")
+    async def boom():
+        raise RuntimeError("secret internals")
+
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            response = await client.get("/boom")
+            assert response.status_code == 500
+            assert response.json() == {"detail": "Internal server error (RuntimeError)"}
+            assert (await client.get("/health")).status_code == 200
+
+
+async def test_e18_queue_full_answers_429(settings, engine):
+    settings = settings.model_copy(update={"queue_maxsize": 3})
+    async with serve(settings, engine, start_worker=False) as (app, client):
+        for expected_position in (1, 2, 3):
+            response = await client.post("/release_task", json={"prompt": "x"})
+            assert response.json()["data"]["queue_position"] == expected_position
+        response = await client.post("/release_task", json={"prompt": "x"})
+        assert (response.status_code, response.json()) == (429, {"detail": "Server busy: queue is full"})
+        assert app.state.queue.size == 3
+
+
+@pytest.fixture
+def saved_uploads(monkeypatch) -> list[str]:
+    """Paths of the temp files the server saves uploads to, in order."""
+    import acestep_api.server.bodies as bodies
+
+    saved: list[str] = []
+    real_save = bodies._save_upload
+
+    async def recording_save(upload, prefix):
+        saved.append(await real_save(upload, prefix))
+        return saved[-1]
+
+    monkeypatch.setattr(bodies, "_save_upload", recording_save)
+    return saved
+
+
+async def test_queue_full_deletes_the_upload(settings, engine, saved_uploads):
+    settings = settings.model_copy(update={"queue_maxsize": 1})
+    async with serve(settings, engine, start_worker=False) as (app, client):
+        await client.post("/release_task", json={"prompt": "x"})
+        response = await client.post("/release_task", data={"prompt": "x"},
+                                      files={"ref_audio": ("ref.wav", b"RIFF....WAVE", "audio/wav")})
+        assert response.status_code == 429
+        assert app.state.queue.size == 1
+    assert len(saved_uploads) == 1 and not os.path.exists(saved_uploads[0])
+
+
+async def test_e12_multipart_upload_is_used_then_deleted_after_the_job(live):
+    app, client = live
+    audio = b"ID3fake mp3 bytes" * 100
+    response = await client.post(
+        "/release_task",
+        data={"prompt": "remix this song", "task_type": "repaint", "src_audio_path": "/not/used.mp3"},
+        files={"src_audio": ("song.mp3", audio, "audio/mpeg")},
+    )
+    assert response.status_code == 200, response.text
+    task_id = response.json()["data"]["task_id"]
+    path = app.state.store.get(task_id).request.src_audio_path
+    assert path != "/not/used.mp3" and os.path.basename(path).startswith("ctx_audio_") and path.endswith(".mp3")
+    job = await wait_finished(app, task_id)
+    # This engine has no audio-input tasks yet, so the job fails; either way the upload goes.
+    assert job.status.value == "failed"
+    assert not os.path.exists(path)
+
+
+async def test_upload_is_deleted_when_the_request_is_rejected(idle, saved_uploads):
+    _, client = idle
+    response = await client.post("/release_task", data={"bpm": "fast"},
+                                 files={"reference_audio": ("r.flac", b"fLaC", "audio/flac")})
+    assert response.status_code == 400
+    assert len(saved_uploads) == 1 and saved_uploads[0].endswith(".flac")
+    assert not os.path.exists(saved_uploads[0])
+
+
+async def test_curl_d_json_labelled_as_a_form_is_read_as_json(idle):
+    app, client = idle
+    response = await client.post("/release_task", content=b'{"caption": "from curl", "duration": 30}',
+                                  headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 200
+    job = app.state.queue.get(response.json()["data"]["task_id"])
+    assert (job.request.prompt, job.request.audio_duration) == ("from curl", 30.0)
