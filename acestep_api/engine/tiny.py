@@ -1,0 +1,340 @@
+"""Tiny random ACE-Step 1.5 checkpoints, written in the official on-disk layout.
+
+They let the whole server (loading, conditioning, sampling, decoding) run on a laptop CPU
+in moments, through exactly the code that loads the real weights. The audio they make
+is noise-like: they are for demos and tests, never for music. A marker file at the root
+(:data:`DEMO_MARKER`) lets the server say so.
+
+Layout written under ``root`` (same names as the real ``checkpoints/`` folder)::
+
+    acestep-v15-turbo/      config.json, model.safetensors, silence_latent.pt
+    acestep-v15-base/       same, non-turbo
+    vae/                    AutoencoderOobleck (48 kHz stereo, hop 1920 -> 25 latent frames/s)
+    Qwen3-Embedding-0.6B/   tiny Qwen3Model + an offline byte-level BPE tokenizer
+    DEMO_CHECKPOINTS        marker
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from acestep_api.engine.checkpoints import (
+    OFFICIAL_WEIGHTS,
+    SILENCE_LATENT_FILE,
+    alternating_layer_types,
+    build_dit_modules,
+    complete_official_config,
+    official_state_dict,
+)
+
+DEMO_MARKER = "DEMO_CHECKPOINTS"
+TURBO_FOLDER = "acestep-v15-turbo"
+BASE_FOLDER = "acestep-v15-base"
+VAE_FOLDER = "vae"
+TEXT_ENCODER_FOLDER = "Qwen3-Embedding-0.6B"
+
+# Real latents have 64 channels; 4 keeps the VAE's full-rate convolutions cheap on CPU.
+LATENT_CHANNELS = 4
+TEXT_HIDDEN_DIM = 32
+SILENCE_FRAMES = 15000  # 600 s at 25 Hz, like the real silence_latent.pt
+AUDIO_CODE_TOKENS = 1000
+
+# Official AceStepConfig field names (the golden tiny config's set), tiny values.
+TINY_DIT_CONFIG: dict[str, Any] = {
+    "architectures": ["AceStepConditionGenerationModel"],
+    "model_type": "acestep",
+    "dtype": "float32",
+    "attention_bias": False,
+    "attention_dropout": 0.0,
+    "audio_acoustic_hidden_dim": LATENT_CHANNELS,
+    "data_proportion": 0.5,
+    "fsq_dim": 64,
+    "fsq_input_levels": [8, 8, 8, 5, 5, 5],
+    "fsq_input_num_quantizers": 1,
+    "head_dim": 16,
+    "hidden_act": "silu",
+    "hidden_size": 64,
+    "in_channels": 3 * LATENT_CHANNELS,  # noisy + source + chunk mask
+    "initializer_range": 0.02,
+    "intermediate_size": 128,
+    "layer_types": ["sliding_attention", "full_attention"],
+    "max_position_embeddings": 32768,
+    "num_attention_heads": 4,
+    "num_attention_pooler_hidden_layers": 2,
+    "num_audio_decoder_hidden_layers": 2,
+    "num_hidden_layers": 2,
+    "num_key_value_heads": 2,
+    "num_lyric_encoder_hidden_layers": 2,
+    "num_timbre_encoder_hidden_layers": 2,
+    "patch_size": 2,
+    "pool_window_size": 5,
+    "rms_norm_eps": 1e-06,
+    "rope_scaling": None,
+    "rope_theta": 1000000,
+    "sliding_window": 16,
+    "text_hidden_dim": TEXT_HIDDEN_DIM,
+    "tie_word_embeddings": True,
+    "timbre_fix_frame": 750,
+    "timbre_hidden_dim": LATENT_CHANNELS,
+    "timestep_mu": -0.4,
+    "timestep_sigma": 1.0,
+    "use_cache": True,
+    "use_sliding_window": True,
+    "vocab_size": 64003,
+}
+
+# A larger random DiT for benchmarks (``dit_overrides``): real-model proportions at a
+# quarter of the width and a third of the depth; latent and text dims stay tiny so the
+# same VAE and text encoder fit.
+MID_SIZE_DIT: dict[str, Any] = {
+    "hidden_size": 512,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 8,
+    "num_audio_decoder_hidden_layers": 8,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+    "head_dim": 64,
+    "num_lyric_encoder_hidden_layers": 4,
+    "num_timbre_encoder_hidden_layers": 2,
+    "fsq_dim": 512,
+    "sliding_window": 128,
+}
+
+TINY_VAE_CONFIG: dict[str, Any] = {
+    "sampling_rate": 48000,
+    "audio_channels": 2,
+    "downsampling_ratios": [2, 4, 4, 6, 10],  # product 1920, as real
+    "channel_multiples": [1, 2, 2, 4, 4],
+    "encoder_hidden_size": 2 * LATENT_CHANNELS,  # mean + scale
+    "decoder_channels": 2,
+    "decoder_input_channels": LATENT_CHANNELS,
+}
+
+TINY_TEXT_ENCODER_DIMS: dict[str, Any] = {
+    "hidden_size": TEXT_HIDDEN_DIM,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 8,
+    "max_position_embeddings": 4096,
+    "rope_theta": 1000000.0,
+    "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": True,
+}
+
+# Special tokens of the real Qwen3 tokenizers that the pipeline relies on.
+ENDOFTEXT = "<|endoftext|>"
+SPECIAL_TOKENS = [ENDOFTEXT, "<|im_start|>", "<|im_end|>"]
+THINK_TOKENS = ["<think>", "</think>"]
+
+# Training text for the tiny BPE: the prompt templates' words plus some music vocabulary,
+# so that real prompts tokenize to a sensible number of tokens.
+_BPE_TRAINING_TEXT = """\
+# Instruction
+Fill the audio semantic mask based on the given conditions:
+Repaint the mask area based on the given conditions:
+Generate audio semantic tokens based on the given conditions:
+Extract the track from the audio: Generate the track based on the audio context:
+Complete the input track with VOCALS | DRUMS | BASS | GUITAR | KEYBOARD | STRINGS | SYNTH:
+# Caption
+An upbeat pop song with bright synths, punchy drums and a catchy female vocal.
+A slow acoustic ballad with warm guitar, soft piano and gentle strings.
+Energetic rock with distorted electric guitars, driving bass and powerful male vocals.
+Chill lo-fi hip hop beat with vinyl crackle, jazzy chords and a relaxed groove.
+Epic orchestral soundtrack with brass, percussion, choir and cinematic tension.
+# Metas
+- bpm: 120
+- timesignature: 4
+- keyscale: C major
+- duration: 30 seconds
+- bpm: N/A
+- keyscale: A minor, F# minor, Bb major, E minor, G major, D major
+# Languages
+en zh ja ko es fr de it pt ru unknown
+# Lyric
+[Verse]
+Walking down the empty street tonight, city lights are shining bright
+[Chorus]
+We are singing, we are dancing, hold on to the music and the night
+[Bridge]
+Every heartbeat, every moment, every dream we left behind
+[Instrumental] [Intro] [Outro] [Pre-Chorus] [Hook]
+0123456789 . , ! ? : ; ' " ( ) - _ / \\ | [ ] { } < >
+"""
+
+
+def write_tiny_checkpoints(root: Path, seed: int = 0, *, dit_overrides: dict[str, Any] | None = None) -> Path:
+    """Write the tiny demo checkpoints under ``root`` and return ``root``.
+
+    Deterministic for a given ``seed``; takes a couple of seconds. Existing files of the
+    same names are overwritten. ``dit_overrides`` replaces DiT config fields (e.g.
+    :data:`MID_SIZE_DIT`); the latent and text dims must stay those of the tiny VAE and
+    text encoder.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    overrides = dict(dit_overrides or {})
+    _write_text_encoder(root / TEXT_ENCODER_FOLDER, seed)
+    _write_vae(root / VAE_FOLDER, seed)
+    _write_dit(root / TURBO_FOLDER, {**overrides, "is_turbo": True, "model_version": "turbo"}, seed)
+    _write_dit(root / BASE_FOLDER, {**overrides, "is_turbo": False, "model_version": "base"}, seed + 1)
+    (root / DEMO_MARKER).write_text(
+        "Tiny random-weight ACE-Step 1.5 checkpoints written by acestep_api.engine.tiny "
+        f"(seed {seed}). They produce noise, not music: for demos and tests only.\n",
+        encoding="utf-8",
+    )
+    return root
+
+
+def is_demo_checkpoint(path: Path) -> bool:
+    """True if ``path`` is (inside) a folder written by :func:`write_tiny_checkpoints`."""
+    path = Path(path)
+    return any((folder / DEMO_MARKER).is_file() for folder in (path, *path.parents[:2]))
+
+
+# --------------------------------------------------------------------------- #
+#  Random parameters                                                           #
+# --------------------------------------------------------------------------- #
+
+
+def randomize_parameters(module: nn.Module, generator: torch.Generator) -> None:
+    """Give every parameter a random value of a sensible scale.
+
+    Nothing is left at zero or one, so a swapped or dropped tensor changes the output.
+    """
+    with torch.no_grad():
+        for name, param in sorted(module.named_parameters()):
+            noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf == "bias":
+                value = 0.05 * noise
+            elif param.ndim == 1:  # RMSNorm gains
+                value = 1.0 + 0.1 * noise
+            elif "scale_shift_table" in name:
+                value = noise / math.sqrt(param.shape[-1])
+            elif "special_token" in name or "null_condition_emb" in name:
+                value = 0.5 * noise
+            else:
+                fan_in = param.numel() // param.shape[0]
+                value = noise / math.sqrt(fan_in)
+            param.copy_(value.to(param.dtype))
+
+
+# --------------------------------------------------------------------------- #
+#  DiT                                                                         #
+# --------------------------------------------------------------------------- #
+
+
+def _write_dit(folder: Path, variant: dict[str, Any], seed: int) -> None:
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    raw_config = {**TINY_DIT_CONFIG, **variant}
+    if "layer_types" not in variant:  # one entry per DiT layer, as official configs have
+        raw_config["layer_types"] = alternating_layer_types(raw_config["num_hidden_layers"])
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # diffusers' own init, overwritten below but kept reproducible
+        modules = build_dit_modules(complete_official_config(raw_config))
+    for name in sorted(modules):
+        randomize_parameters(modules[name], generator)
+    state = {key: tensor.contiguous() for key, tensor in official_state_dict(modules).items()}
+    save_file(state, str(folder / OFFICIAL_WEIGHTS), metadata={"format": "pt"})
+
+    # Official silence_latent.pt is [1, C, L]: a per-channel offset plus small noise.
+    channels = raw_config["timbre_hidden_dim"]
+    offset = 0.5 * torch.randn(1, channels, 1, generator=generator)
+    silence = offset + 0.1 * torch.randn(1, channels, SILENCE_FRAMES, generator=generator)
+    torch.save(silence, folder / SILENCE_LATENT_FILE)
+    (folder / "config.json").write_text(json.dumps(raw_config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- #
+#  VAE                                                                         #
+# --------------------------------------------------------------------------- #
+
+
+def _write_vae(folder: Path, seed: int) -> None:
+    from diffusers import AutoencoderOobleck
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vae = AutoencoderOobleck(**TINY_VAE_CONFIG)
+    vae.save_pretrained(str(folder), safe_serialization=True)
+
+
+# --------------------------------------------------------------------------- #
+#  Text encoder and tokenizer                                                  #
+# --------------------------------------------------------------------------- #
+
+
+def audio_code_token(code: int) -> str:
+    return f"<|audio_code_{code}|>"
+
+
+def build_tiny_tokenizer() -> Any:
+    """An offline Qwen3-style tokenizer (``tokenizers.Tokenizer``).
+
+    Byte-level BPE trained on a built-in text, the Qwen special tokens, the audio-code
+    tokens, and the post-processor of the current Qwen3-Embedding tokenizer that appends
+    ``<|endoftext|>`` to every encoded text (model-pipeline.md 3.3).
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=512,
+        min_frequency=2,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_BPE_TRAINING_TEXT.splitlines(), trainer)
+    # Added after the learned vocabulary, as in Qwen (whose <|endoftext|> follows the BPE ids).
+    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS])
+    tokenizer.add_tokens(
+        [AddedToken(audio_code_token(i), special=False, normalized=False) for i in range(AUDIO_CODE_TOKENS)]
+    )
+    eos_id = tokenizer.token_to_id(ENDOFTEXT)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"$A:0 {ENDOFTEXT}:0",
+        pair=f"$A:0 {ENDOFTEXT}:0 $B:1 {ENDOFTEXT}:1",
+        special_tokens=[(ENDOFTEXT, eos_id)],
+    )
+    return tokenizer
+
+
+def _write_text_encoder(folder: Path, seed: int) -> None:
+    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3Model
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=build_tiny_tokenizer(),
+        eos_token=ENDOFTEXT,
+        pad_token=ENDOFTEXT,
+        model_max_length=32768,
+    )
+    fast.save_pretrained(str(folder))
+
+    vocab_size = 64 * math.ceil(len(fast) / 64)  # padded like real embedding tables
+    config = Qwen3Config(
+        vocab_size=vocab_size,
+        bos_token_id=None,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+        **TINY_TEXT_ENCODER_DIMS,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen3Model(config)
+    randomize_parameters(model, torch.Generator().manual_seed(seed + 100))
+    model.save_pretrained(str(folder), safe_serialization=True)
