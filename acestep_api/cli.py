@@ -1,0 +1,133 @@
+"""The `acestep-api` command: serve the API, write demo checkpoints, download weights."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+from acestep_api.settings import Settings
+
+logger = logging.getLogger("acestep_api")
+
+DEMO_DIT_MODELS = ("acestep-v15-turbo", "acestep-v15-base")
+MAIN_REPO = "ACE-Step/Ace-Step1.5"
+EXTRA_REPOS = {
+    "acestep-v15-base": "ACE-Step/acestep-v15-base",
+    "acestep-v15-sft": "ACE-Step/acestep-v15-sft",
+    "acestep-5Hz-lm-0.6B": "ACE-Step/acestep-5Hz-lm-0.6B",
+    "acestep-5Hz-lm-4B": "ACE-Step/acestep-5Hz-lm-4B",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="acestep-api", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the REST API")
+    serve.add_argument("--host", help="bind address (ACESTEP_API_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (ACESTEP_API_PORT, default 8001)")
+    serve.add_argument("--api-key", help="require this key (ACESTEP_API_KEY)")
+    serve.add_argument("--checkpoint-dir", type=Path, help="checkpoints folder (ACESTEP_CHECKPOINT_DIR)")
+    serve.add_argument("--output-dir", type=Path, help="audio files and the job database (ACESTEP_OUTPUT_DIR)")
+    serve.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="ACESTEP_DEVICE")
+    demo = serve.add_mutually_exclusive_group()
+    demo.add_argument("--demo", action="store_true", default=None,
+                      help="serve small random-weight checkpoints (the audio is noise); ACESTEP_DEMO=1")
+    demo.add_argument("--demo-if-no-weights", action="store_true",
+                      help="serve the demo when the primary checkpoint is not in the checkpoints folder")
+
+    tiny = commands.add_parser("demo-checkpoints", help="write small random checkpoints in the official layout")
+    tiny.add_argument("dir", type=Path)
+    tiny.add_argument("--seed", type=int, default=0)
+
+    download = commands.add_parser("download", help="download ACE-Step 1.5 weights from the Hugging Face Hub")
+    download.add_argument("--dir", type=Path, default=Path("checkpoints"))
+    download.add_argument("models", nargs="*", help=f"extra models: {', '.join(EXTRA_REPOS)}")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides = {
+        "api_host": args.host,
+        "api_port": args.port,
+        "api_key": args.api_key,
+        "checkpoint_dir": args.checkpoint_dir,
+        "output_dir": args.output_dir,
+        "device": args.device,
+        "demo": args.demo,
+    }
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def primary_checkpoint_exists(settings: Settings) -> bool:
+    primary = Path(settings.config_path)
+    folder = primary if primary.is_absolute() else settings.checkpoint_dir / primary
+    return (folder / "config.json").is_file()
+
+
+def use_demo_checkpoints(settings: Settings) -> Settings:
+    """Write tiny checkpoints to a temporary folder and point the settings at them."""
+    from acestep_api.engine.tiny import write_tiny_checkpoints
+
+    root = Path(tempfile.mkdtemp(prefix="acestep-demo-"))
+    write_tiny_checkpoints(root)
+    logger.warning("Demo mode: serving random-weight checkpoints from %s; the audio is noise.", root)
+    return settings.model_copy(update={
+        "demo": True,
+        "checkpoint_dir": root,
+        "config_path": DEMO_DIT_MODELS[0],
+        "config_path2": DEMO_DIT_MODELS[1],
+        "config_path3": "",
+    })
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from acestep_api.server.app import create_app
+
+    settings = settings_from_args(args)
+    if args.demo_if_no_weights and not settings.demo and not primary_checkpoint_exists(settings):
+        logger.warning("No %s checkpoint under %s.", settings.config_path, settings.checkpoint_dir)
+        settings = settings.model_copy(update={"demo": True})
+    if settings.demo:
+        settings = use_demo_checkpoints(settings)
+    # The app object is built here with the final settings, so --api-key always takes effect.
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, workers=1)
+    return 0
+
+
+def demo_checkpoints(args: argparse.Namespace) -> int:
+    from acestep_api.engine.tiny import write_tiny_checkpoints
+
+    root = write_tiny_checkpoints(args.dir, seed=args.seed)
+    print(root)
+    return 0
+
+
+def download(args: argparse.Namespace) -> int:
+    from huggingface_hub import snapshot_download
+
+    unknown = [m for m in args.models if m not in EXTRA_REPOS]
+    if unknown:
+        print(f"error: unknown model(s) {', '.join(unknown)}; choose from {', '.join(EXTRA_REPOS)}", file=sys.stderr)
+        return 2
+    snapshot_download(MAIN_REPO, local_dir=args.dir)
+    for name in args.models:
+        snapshot_download(EXTRA_REPOS[name], local_dir=args.dir / name)
+    print(args.dir)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    handlers = {"serve": serve, "demo-checkpoints": demo_checkpoints, "download": download}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
