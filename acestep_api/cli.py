@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -73,6 +75,7 @@ def use_demo_checkpoints(settings: Settings) -> Settings:
     from acestep_api.engine.tiny import write_tiny_checkpoints
 
     root = Path(tempfile.mkdtemp(prefix="acestep-demo-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
     write_tiny_checkpoints(root)
     logger.warning("Demo mode: serving random-weight checkpoints from %s; the audio is noise.", root)
     return settings.model_copy(update={

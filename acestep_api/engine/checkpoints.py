@@ -530,6 +530,11 @@ def _load_official(folder: Path, device: torch.device, dtype: torch.dtype) -> Di
         if leftover:  # cannot happen after the key check; guards against a diffusers change
             raise CheckpointError(f"{folder}: {component} parameters not loaded: {_format_keys(leftover)}")
 
+    return _checkpoint(folder, config, modules)
+
+
+def _checkpoint(folder: Path, config: dict[str, Any], modules: dict[str, nn.Module]) -> DitCheckpoint:
+    encoder = modules["condition_encoder"]
     return DitCheckpoint(
         name=folder.name,
         path=folder,
@@ -603,19 +608,8 @@ def _load_diffusers(folder: Path, device: torch.device, dtype: torch.dtype) -> D
             raise CheckpointError(f"{sub} does not match its config.json: {problems}")
         modules[component] = _finish(module, device, dtype)
 
-    encoder = modules["condition_encoder"]
     config = official_config_from_diffusers(modules)
-    return DitCheckpoint(
-        name=folder.name,
-        path=folder,
-        config=config,
-        transformer=modules["transformer"],
-        condition_encoder=encoder,
-        audio_tokenizer=modules["audio_tokenizer"],
-        audio_detokenizer=modules["audio_detokenizer"],
-        silence_latent=encoder.silence_latent,
-        is_turbo=bool(config["is_turbo"]),
-    )
+    return _checkpoint(folder, config, modules)
 
 
 # --------------------------------------------------------------------------- #
