@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,7 +22,11 @@ class Settings(BaseSettings):
     api_key: str | None = Field(default=None, description="Enables auth when set (an empty string counts as set).")
 
     # Storage
-    output_dir: Path = Path("outputs")
+    # ACESTEP_TMPDIR is the official server's name for its audio folder (RunPod images set it).
+    output_dir: Path = Field(
+        default=Path("outputs"),
+        validation_alias=AliasChoices("output_dir", "ACESTEP_OUTPUT_DIR", "ACESTEP_TMPDIR"),
+    )
     retention_days: float = Field(default=7.0, ge=0, description="How long finished jobs and their files are kept.")
 
     # Queue

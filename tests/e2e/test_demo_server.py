@@ -66,3 +66,19 @@ def test_bad_input_gets_a_4xx_and_the_server_keeps_serving(demo_server):
         garbage = client.post("/release_task", content=b"\xff\xfe{{", headers={"Content-Type": "application/json"})
         assert garbage.status_code == 400
         assert client.get("/health").json()["data"]["status"] == "ok"
+
+
+def test_cli_shaped_request_yields_exactly_one_file(demo_server):
+    # E3: what generate_music.py sends, with its User-Agent; batch_size 1 gives one element.
+    with httpx.Client(base_url=demo_server.url, timeout=30, headers={"User-Agent": "ACE-Step-CLI/1.0"}) as client:
+        submitted = client.post("/release_task", json={
+            "caption": "Upbeat indie pop with jangly guitars and energetic vocals",
+            "lyrics": "[Verse 1]\nWalking down the street\n", "duration": 10, "batch_size": 1,
+        }).json()
+        assert submitted["code"] == 200
+        (item,) = wait_for(client, [submitted["data"]["task_id"]])
+        (entry,) = json.loads(item["result"])
+        assert entry["status"] == 1 and entry["file"].endswith(".mp3")
+        info_lines = [line for line in entry["generation_info"].splitlines()
+                      if any(key in line for key in ("BPM:", "Key Scale:", "Total Time:"))]
+        assert len(info_lines) == 3  # the lines the CLI prints
