@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 
+from acestep_api.server.bodies import read_request_body
 from acestep_api.server.dependencies import get_settings
 from acestep_api.settings import Settings
 
@@ -49,3 +50,12 @@ def require_api_key(request: Request, settings: Annotated[Settings, Depends(get_
         raise HTTPException(status_code=401, detail="Missing Authorization header")
     if not _matches(_header_token(request), key):
         raise HTTPException(status_code=401, detail="Invalid API key")
+
+
+async def authorized_fields(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> dict[str, Any]:
+    """Dependency for body routes that keep no uploads: the parsed fields, once the caller is
+    authorised (body errors are answered before auth errors, as the official server does)."""
+    body = await read_request_body(request, strict=False)
+    body.discard_uploads()
+    verify_body_token(body.fields, request, settings)
+    return body.fields

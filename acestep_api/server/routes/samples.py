@@ -7,13 +7,11 @@ import random
 from importlib import resources
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException
 
-from acestep_api.server.auth import verify_body_token
-from acestep_api.server.bodies import read_request_body
-from acestep_api.server.dependencies import get_engine, get_settings
+from acestep_api.server.auth import authorized_fields
+from acestep_api.server.dependencies import get_engine
 from acestep_api.server.envelope import wrap
-from acestep_api.settings import Settings
 
 router = APIRouter(tags=["samples"])
 
@@ -36,11 +34,8 @@ def load_examples(sample_type: str) -> list[dict]:
 
 
 @router.post("/create_random_sample")
-async def create_random_sample(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> dict:
-    body = await read_request_body(request, strict=False)
-    body.discard_uploads()
-    verify_body_token(body.fields, request, settings)
-    sample_type = body.fields.get("sample_type") or SIMPLE_MODE
+async def create_random_sample(fields: Annotated[dict, Depends(authorized_fields)]) -> dict:
+    sample_type = fields.get("sample_type") or SIMPLE_MODE
     examples = load_examples(str(sample_type))
     if not examples:
         return wrap(None, code=500, error="No example data available")
@@ -49,13 +44,9 @@ async def create_random_sample(request: Request, settings: Annotated[Settings, D
 
 @router.post("/format_input")
 async def format_input(
-    request: Request,
-    settings: Annotated[Settings, Depends(get_settings)],
+    fields: Annotated[dict, Depends(authorized_fields)],
     engine: Annotated[object, Depends(get_engine)],
 ) -> dict:
-    body = await read_request_body(request, strict=False)
-    body.discard_uploads()
-    verify_body_token(body.fields, request, settings)
     if not engine.lm_available:
         raise HTTPException(status_code=503, detail=LLM_NOT_INITIALIZED)
     # The engine has no LM formatting call yet; an LM-enabled engine must provide one.

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from acestep_api.jobs.models import JobApi, JobStatus
 from acestep_api.jobs.queue import JobQueue, QueueFullError
 from acestep_api.jobs.results import query_result_item
-from acestep_api.server.auth import verify_body_token
+from acestep_api.server.auth import authorized_fields, verify_body_token
 from acestep_api.server.bodies import read_request_body
 from acestep_api.server.coercion import InvalidField
 from acestep_api.server.dependencies import get_queue, get_settings
@@ -60,15 +60,11 @@ def task_ids(value: Any) -> list[str]:
 
 @router.post("/query_result")
 async def query_result(
-    request: Request,
-    settings: Annotated[Settings, Depends(get_settings)],
+    fields: Annotated[dict, Depends(authorized_fields)],
     queue: Annotated[JobQueue, Depends(get_queue)],
 ) -> dict:
-    body = await read_request_body(request, strict=False)
-    body.discard_uploads()
-    verify_body_token(body.fields, request, settings)
     items = []
-    for task_id in task_ids(body.fields.get("task_id_list")):
+    for task_id in task_ids(fields.get("task_id_list")):
         job = queue.get(task_id)
         # Our own job's stage, not a server-wide log line: nothing leaks between clients.
         active = job is not None and job.status in (JobStatus.QUEUED, JobStatus.RUNNING)
