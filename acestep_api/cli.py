@@ -65,9 +65,14 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def primary_checkpoint_exists(settings: Settings) -> bool:
-    primary = Path(settings.config_path)
-    folder = primary if primary.is_absolute() else settings.checkpoint_dir / primary
-    return (folder / "config.json").is_file()
+    """Whether the loader will find the primary DiT (official or diffusers layout)."""
+    from acestep_api.engine.checkpoints import CheckpointError, resolve_dit_folder
+
+    try:
+        resolve_dit_folder(settings.checkpoint_dir, settings.config_path)
+    except CheckpointError:
+        return False
+    return True
 
 
 def use_demo_checkpoints(settings: Settings) -> Settings:
@@ -94,7 +99,8 @@ def serve(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     if args.demo_if_no_weights and not settings.demo and not primary_checkpoint_exists(settings):
-        logger.warning("No %s checkpoint under %s.", settings.config_path, settings.checkpoint_dir)
+        logger.warning("No usable %s checkpoint under %s (config.json with model.safetensors, or "
+                       "diffusers' transformer/ layout).", settings.config_path, settings.checkpoint_dir)
         settings = settings.model_copy(update={"demo": True})
     if settings.demo:
         settings = use_demo_checkpoints(settings)

@@ -29,3 +29,16 @@ def test_primary_checkpoint_detection(tmp_path):
     write_tiny_checkpoints(tmp_path)
     assert primary_checkpoint_exists(settings)
     assert not primary_checkpoint_exists(parse("--checkpoint-dir", str(Path(tmp_path) / "nope")))
+
+
+def test_primary_checkpoint_detection_agrees_with_the_loader(tmp_path):
+    # A config.json without weights is not a checkpoint the loader can serve...
+    (tmp_path / "acestep-v15-turbo").mkdir()
+    (tmp_path / "acestep-v15-turbo" / "config.json").write_text("{}")
+    assert not primary_checkpoint_exists(parse("--checkpoint-dir", str(tmp_path)))
+    # ...while a diffusers-layout folder is one, so the demo must not replace it.
+    diffusers_layout = tmp_path / "diffusers-dit"
+    (diffusers_layout / "transformer").mkdir(parents=True)
+    (diffusers_layout / "transformer" / "config.json").write_text("{}")
+    settings = parse("--checkpoint-dir", str(tmp_path)).model_copy(update={"config_path": "diffusers-dit"})
+    assert primary_checkpoint_exists(settings)
