@@ -18,6 +18,7 @@ INFER_METHODS = ("ode", "sde")
 TIME_SIGNATURES = ("2", "3", "4", "6")
 DURATION_MIN, DURATION_MAX = 10.0, 600.0
 BPM_MIN, BPM_MAX = 30, 300
+SEED_MAX = 2**32 - 1  # seeds are unsigned 32-bit; -1 asks for a random one
 DEFAULT_INSTRUCTION = "Fill the audio semantic mask based on the given conditions:"
 INSTRUMENTAL_LYRICS = ("", "[inst]", "[instrumental]")
 

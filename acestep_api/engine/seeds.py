@@ -6,7 +6,8 @@ import random
 
 import torch
 
-SEED_MAX = 2**32 - 1
+from acestep_api.engine.request import SEED_MAX
+
 RANDOM_SEED = -1
 
 

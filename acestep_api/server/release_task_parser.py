@@ -18,6 +18,7 @@ from acestep_api.engine.request import (
     AUDIO_FORMATS,
     DEFAULT_INSTRUCTION,
     INFER_METHODS,
+    SEED_MAX,
     TASK_TYPES,
     GenerationRequest,
 )
@@ -78,7 +79,6 @@ METADATA_KEYS = ("metas", "meta", "metadata", "user_metadata", "userMetadata")
 LM_BACKENDS = ("vllm", "pt", "mlx")
 CHUNK_MASK_MODES = ("explicit", "auto")
 REPAINT_MODES = ("conservative", "balanced", "aggressive")
-SEED_MAX = 2**32 - 1
 DEFAULT_BATCH_SIZE = 2
 
 

@@ -46,6 +46,18 @@ def assert_equal_ints(actual: torch.Tensor, expected: torch.Tensor, what: str) -
     assert differ == 0, f"{what}: {differ} of {expected.numel()} integers differ from golden"
 
 
+def encode_conditions(encoder: torch.nn.Module, g: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The condition encoder on a golden case's text, lyric and reference inputs."""
+    return encoder(
+        text_hidden_states=g["text_hidden_states"],
+        text_attention_mask=g["text_attention_mask"],
+        lyric_hidden_states=g["lyric_hidden_states"],
+        lyric_attention_mask=g["lyric_attention_mask"],
+        refer_audio_acoustic_hidden_states_packed=g["refer_audio_acoustic_hidden_states_packed"],
+        refer_audio_order_mask=g["refer_audio_order_mask"],
+    )
+
+
 def test_golden_checkpoint_is_the_expected_model(ckpt: DitCheckpoint) -> None:
     assert ckpt.name == "acestep-v15-tiny"
     assert ckpt.is_turbo is True
@@ -74,14 +86,7 @@ def test_condition_encoder(ckpt: DitCheckpoint) -> None:
     g = golden("encoder", "encoder.")
     enc = ckpt.condition_encoder
     with torch.no_grad():
-        hidden, mask = enc(
-            text_hidden_states=g["text_hidden_states"],
-            text_attention_mask=g["text_attention_mask"],
-            lyric_hidden_states=g["lyric_hidden_states"],
-            lyric_attention_mask=g["lyric_attention_mask"],
-            refer_audio_acoustic_hidden_states_packed=g["refer_audio_acoustic_hidden_states_packed"],
-            refer_audio_order_mask=g["refer_audio_order_mask"],
-        )
+        hidden, mask = encode_conditions(enc, g)
         lyric = enc.lyric_encoder(inputs_embeds=g["lyric_hidden_states"], attention_mask=g["lyric_attention_mask"])
         timbre, timbre_mask = enc.timbre_encoder(
             g["refer_audio_acoustic_hidden_states_packed"], g["refer_audio_order_mask"]
@@ -167,14 +172,7 @@ def turbo_euler(ckpt: DitCheckpoint, noise, timesteps, encoder_hidden_states, co
 def test_turbo_generate(ckpt: DitCheckpoint, case: str) -> None:
     g = golden("generate", f"generate.{case}.")
     with torch.no_grad():
-        encoder_hidden_states, _ = ckpt.condition_encoder(
-            text_hidden_states=g["text_hidden_states"],
-            text_attention_mask=g["text_attention_mask"],
-            lyric_hidden_states=g["lyric_hidden_states"],
-            lyric_attention_mask=g["lyric_attention_mask"],
-            refer_audio_acoustic_hidden_states_packed=g["refer_audio_acoustic_hidden_states_packed"],
-            refer_audio_order_mask=g["refer_audio_order_mask"],
-        )
+        encoder_hidden_states, _ = encode_conditions(ckpt.condition_encoder, g)
         src = g["src_latents"]
         quantized, _ = ckpt.audio_tokenizer.tokenize(src, ckpt.silence_latent)
         hints = ckpt.audio_detokenizer(quantized)[:, : src.shape[1]]
