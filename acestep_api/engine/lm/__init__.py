@@ -1,0 +1,1 @@
+"""The 5 Hz language model: the planner that writes metadata, captions, lyrics and audio codes."""
