@@ -46,6 +46,13 @@ class LMVocab:
     def code_of(self, token_id: int) -> int:
         return token_id - self.first_code_id
 
-    def codes_in(self, text: str) -> list[int]:
-        """Every ``<|audio_code_N|>`` in ``text``, N clamped to the valid range, as the official handler parses them."""
-        return [min(max(int(n), 0), AUDIO_CODE_COUNT - 1) for n in AUDIO_CODE_PATTERN.findall(text)]
+
+
+def parse_audio_codes(text: str) -> list[int]:
+    """Every ``<|audio_code_N|>`` in ``text`` (a client's ``audio_code_string`` or LM output), N clamped
+    to ``[0, 63999]``, as the official handler parses them."""
+    return [min(max(int(n), 0), AUDIO_CODE_COUNT - 1) for n in AUDIO_CODE_PATTERN.findall(text)]
+
+
+def format_audio_codes(codes: list[int]) -> str:
+    return "".join(audio_code_token(code) for code in codes)
