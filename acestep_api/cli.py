@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--checkpoint-dir", type=Path, help="checkpoints folder (ACESTEP_CHECKPOINT_DIR)")
     serve.add_argument("--output-dir", type=Path, help="audio files and the job database (ACESTEP_OUTPUT_DIR)")
     serve.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="ACESTEP_DEVICE")
+    serve.add_argument("--init-llm", help="load the 5 Hz LM: auto (when present), true or false (ACESTEP_INIT_LLM)")
+    serve.add_argument("--lm-model-path", help="LM folder name under the checkpoints, or a path (ACESTEP_LM_MODEL_PATH)")
+    serve.add_argument("--lm-backend", choices=["transformers", "pt", "vllm"], help="ACESTEP_LM_BACKEND")
+    serve.add_argument("--lm-device", choices=["auto", "cpu", "cuda", "mps"], help="ACESTEP_LM_DEVICE")
     demo = serve.add_mutually_exclusive_group()
     demo.add_argument("--demo", action="store_true", default=None,
                       help="serve small random-weight checkpoints (the audio is noise); ACESTEP_DEMO=1")
@@ -59,6 +63,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         "checkpoint_dir": args.checkpoint_dir,
         "output_dir": args.output_dir,
         "device": args.device,
+        "init_llm": args.init_llm,
+        "lm_model_path": args.lm_model_path,
+        "lm_backend": args.lm_backend,
+        "lm_device": args.lm_device,
         "demo": args.demo,
     }
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
@@ -77,7 +85,7 @@ def primary_checkpoint_exists(settings: Settings) -> bool:
 
 def use_demo_checkpoints(settings: Settings) -> Settings:
     """Write tiny checkpoints to a temporary folder and point the settings at them."""
-    from acestep_api.engine.tiny import write_tiny_checkpoints
+    from acestep_api.engine.tiny import LM_FOLDER, write_tiny_checkpoints
 
     root = Path(tempfile.mkdtemp(prefix="acestep-demo-"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
@@ -89,6 +97,7 @@ def use_demo_checkpoints(settings: Settings) -> Settings:
         "config_path": DEMO_DIT_MODELS[0],
         "config_path2": DEMO_DIT_MODELS[1],
         "config_path3": "",
+        "lm_model_path": LM_FOLDER,
     })
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -29,6 +29,12 @@ class Settings(BaseSettings):
     )
     retention_days: float = Field(default=7.0, ge=0, description="How long finished jobs and their files are kept.")
 
+    # Audio input
+    max_upload_mb: float = Field(default=100.0, gt=0, description="Largest accepted upload, per file (MiB).")
+    input_dir: Path | None = Field(
+        default=None, description="Folder whose files requests may name in src_audio_path / reference_audio_path."
+    )
+
     # Queue
     queue_maxsize: int = Field(default=200, ge=1)
     avg_job_seconds: float = 5.0
@@ -41,13 +47,44 @@ class Settings(BaseSettings):
     config_path2: str = ""
     config_path3: str = ""
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    # The 5 Hz LM. init_llm: "auto" loads it when its folder exists; true-ish requires it
+    # (a failed load is reported by the LM routes and jobs); false-ish never loads it.
     init_llm: str = "auto"
-    lm_model_path: str = "acestep-5Hz-lm-0.6B"
+    lm_model_path: str = Field(default="acestep-5Hz-lm-0.6B", description="A folder name under checkpoint_dir, or a path.")
+    lm_backend: Literal["transformers", "pt", "vllm"] = Field(
+        default="transformers", description='"pt" is the official name of the transformers backend.'
+    )
+    lm_device: Literal["auto", "cpu", "cuda", "mps"] = Field(default="auto", description="auto = the DiT's device.")
+    lm_max_duration: float = Field(
+        default=600.0, ge=10, le=600, description="Longest song (s) the LM may choose when the client gives no duration."
+    )
     demo: bool = False
+
+    @property
+    def llm_mode(self) -> Literal["auto", "on", "off"]:
+        value = self.init_llm.strip().lower()
+        if value in ("", "auto"):
+            return "auto"
+        return "on" if value in ("1", "true", "yes", "on") else "off"
+
+    @field_validator("input_dir", mode="before")
+    @classmethod
+    def _blank_input_dir_is_none(cls, value):
+        # An empty ACESTEP_INPUT_DIR= must not become Path("."), the working folder.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @property
     def audio_dir(self) -> Path:
         return self.output_dir / "api_audio"
+
+    @property
+    def upload_dir(self) -> Path:
+        """Where uploaded audio waits for its job; emptied as jobs end."""
+        return self.output_dir / "uploads"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
 
     @property
     def database_path(self) -> Path:

@@ -14,7 +14,7 @@ TINY_DIT_MODELS = ["acestep-v15-turbo", "acestep-v15-base"]
 
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A checkpoint dir in the official layout (turbo, base, vae, text encoder, demo marker)."""
+    """A checkpoint dir in the official layout (turbo, base, vae, text encoder, 5 Hz LM, demo marker)."""
     from acestep_api.engine.tiny import write_tiny_checkpoints
 
     return write_tiny_checkpoints(tmp_path_factory.mktemp("checkpoints"))
@@ -22,7 +22,8 @@ def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_engine(tiny_checkpoints: Path, tmp_path_factory: pytest.TempPathFactory):
-    """A MusicEngine on CPU, fp32, with the tiny turbo DiT as primary and the tiny base DiT second."""
+    """A MusicEngine on CPU, fp32, with the tiny turbo DiT as primary and the tiny base DiT second,
+    and no 5 Hz LM (the DiT-only path: requests run as the user wrote them)."""
     from acestep_api.engine.engine import MusicEngine
 
     return MusicEngine.from_checkpoints(
@@ -30,4 +31,24 @@ def tiny_engine(tiny_checkpoints: Path, tmp_path_factory: pytest.TempPathFactory
         TINY_DIT_MODELS,
         output_dir=tmp_path_factory.mktemp("engine-outputs"),
         device="cpu",
+        init_llm="off",
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_engine(tiny_engine, tiny_checkpoints: Path):
+    """The same engine with the tiny 5 Hz LM loaded (it shares the DiT, VAE and text encoder)."""
+    import copy
+
+    from acestep_api.engine.lm.planner import load_planner
+
+    planner, error = load_planner(tiny_checkpoints, "acestep-5Hz-lm-0.6B", mode="on", device="cpu", duration_max=30)
+    assert planner is not None, error
+    engine = copy.copy(tiny_engine)
+    engine.planner, engine.lm_model, engine.lm_error = planner, planner.model_name, None
+    return engine
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_planner(tiny_lm_engine):
+    return tiny_lm_engine.planner

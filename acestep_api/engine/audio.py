@@ -1,4 +1,4 @@
-"""From clean latents to audio files: checks, VAE decode, peak guard, writing.
+"""Between waveforms and latents: VAE encode of input audio, checks, VAE decode, peak guard, writing.
 
 Follows model-pipeline.md 7 and 9. Files are written with soundfile (libsndfile), which
 encodes mp3, wav, flac and ogg/opus itself, so no ffmpeg is needed.
@@ -6,6 +6,7 @@ encodes mp3, wav, flac and ogg/opus itself, so no ffmpeg is needed.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,9 @@ SAMPLE_RATE = 48000
 LATENT_RATE = 25
 DECODE_CHUNK = 512
 DECODE_OVERLAP = 64
+# Tiled encode windows, in seconds of audio (model-pipeline.md 7.4).
+ENCODE_CHUNK_SECONDS = 30.0
+ENCODE_OVERLAP_SECONDS = 2.0
 
 # audio_format -> (soundfile format, subtype); None lets libsndfile pick its default.
 FILE_FORMATS: dict[str, tuple[str, str | None]] = {
@@ -26,6 +30,59 @@ FILE_FORMATS: dict[str, tuple[str, str | None]] = {
     "flac": ("FLAC", "PCM_16"),
     "opus": ("OGG", "OPUS"),
 }
+
+
+def hop_length(vae: torch.nn.Module) -> int:
+    """Audio samples per latent frame (1920 for the ACE-Step VAE)."""
+    return math.prod(vae.config.downsampling_ratios)
+
+
+def encode_audio(
+    vae: torch.nn.Module,
+    wave: torch.Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    sample: bool = True,
+    chunk_seconds: float = ENCODE_CHUNK_SECONDS,
+    overlap_seconds: float = ENCODE_OVERLAP_SECONDS,
+) -> torch.Tensor:
+    """VAE-encode one waveform [channels, samples] into latents [1, T, C], T = samples // hop.
+
+    ``sample`` draws from the latent distribution (``mean + std*eps``, eps from
+    ``generator``), as the official handler does; otherwise the mean is returned. Audio
+    longer than ``chunk_seconds`` is encoded in overlapping windows whose cores are
+    kept (overlap-discard), so a 10-minute source fits in memory. Window edges fall on
+    latent-frame boundaries, so the frame count equals a one-shot encode's.
+    """
+    hop = hop_length(vae)
+    rate = int(vae.config.sampling_rate)
+    device = next(vae.parameters()).device
+    audio = wave.unsqueeze(0).to(device=device, dtype=vae.dtype)
+    total = audio.shape[-1] // hop
+    chunk = max(1, int(chunk_seconds * rate) // hop)
+    overlap = int(overlap_seconds * rate) // hop
+    stride = max(1, chunk - 2 * overlap)
+
+    def encode(piece: torch.Tensor) -> torch.Tensor:
+        dist = vae.encode(piece).latent_dist
+        return dist.sample(generator=generator) if sample else dist.mean
+
+    with torch.no_grad():
+        if total <= chunk:
+            latents = encode(audio)
+        else:
+            pieces = []
+            for core_start in range(0, total, stride):
+                core_end = min(core_start + stride, total)
+                window_start = max(0, core_start - overlap)
+                window_end = min(total, core_end + overlap)
+                # The last window takes the leftover samples too (fewer than one hop).
+                sample_end = audio.shape[-1] if window_end == total else window_end * hop
+                encoded = encode(audio[..., window_start * hop : sample_end])
+                keep_from = core_start - window_start
+                pieces.append(encoded[..., keep_from : keep_from + core_end - core_start])
+            latents = torch.cat(pieces, dim=-1)
+    return latents.transpose(1, 2)
 
 
 def check_latents(latents: torch.Tensor) -> None:

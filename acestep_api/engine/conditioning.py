@@ -1,6 +1,6 @@
 """What the DiT is conditioned on: prompt texts, their encodings, and the packed conditions.
 
-Follows model-pipeline.md 3 and 5 (text2music without audio input). The prompt
+Follows model-pipeline.md 3, 4.6 and 5. The prompt
 templates, task instructions and metas lines are diffusers' ``AceStepPipeline`` helpers,
 which match the official handler. Tokenization is ours: the official handler pads on the
 right with the pad id whatever the tokenizer's padding side, which diffusers' batched
@@ -114,6 +114,80 @@ class Conditions:
     context_latents: torch.Tensor  # [B, T, 2C] source latents + chunk mask
 
 
+def _placement(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    parameter = next(module.parameters())
+    return parameter.device, parameter.dtype
+
+
+def silence_timbre(silence_latent: torch.Tensor, batch_size: int, frames: int = TIMBRE_FRAMES) -> torch.Tensor:
+    """The timbre input of items without reference audio: the first 30 s of silence, per item."""
+    return silence_frames(silence_latent, frames).expand(batch_size, -1, -1)
+
+
+@torch.no_grad()
+def encode_conditions(
+    condition_encoder: torch.nn.Module, texts: TextEncoding, timbre: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The packed cross-attention sequence [B, S, D] and its mask, one timbre input per item."""
+    device, dtype = _placement(condition_encoder)
+    batch_size = texts.caption_states.shape[0]
+    return condition_encoder(
+        text_hidden_states=texts.caption_states.to(dtype),
+        text_attention_mask=texts.caption_mask,
+        lyric_hidden_states=texts.lyrics_states.to(dtype),
+        lyric_attention_mask=texts.lyrics_mask,
+        refer_audio_acoustic_hidden_states_packed=timbre.to(device=device, dtype=dtype),
+        refer_audio_order_mask=torch.arange(batch_size, device=device, dtype=torch.long),
+    )
+
+
+def context_latents(source: torch.Tensor, chunk_mask: torch.Tensor) -> torch.Tensor:
+    """Source latents [B, T, C] next to the chunk mask [B, T] (True = generate), repeated over channels."""
+    mask = chunk_mask.to(dtype=source.dtype).unsqueeze(-1).expand_as(source)
+    return torch.cat([source, mask], dim=-1)
+
+
+@torch.no_grad()
+def cover_hints(
+    audio_tokenizer: torch.nn.Module,
+    audio_detokenizer: torch.nn.Module,
+    source: torch.Tensor,
+    silence_latent: torch.Tensor,
+) -> torch.Tensor:
+    """Source latents through the 5 Hz FSQ bottleneck and back: what a cover keeps of its source.
+
+    The tokenizer pads to a multiple of 5 frames with the first silence frames; the
+    result is cropped back to the source length (model-pipeline.md 4.6).
+    """
+    device, dtype = _placement(audio_tokenizer)
+    quantized, _ = audio_tokenizer.tokenize(source.to(device=device, dtype=dtype), silence_latent.to(device, dtype))
+    return audio_detokenizer(quantized)[:, : source.shape[1]].to(source.dtype)
+
+
+@torch.no_grad()
+def codes_to_latents(
+    audio_tokenizer: torch.nn.Module, audio_detokenizer: torch.nn.Module, codes: list[int]
+) -> torch.Tensor:
+    """5 Hz FSQ codes -> 25 Hz latents [1, 5N, C] ("LM hints"), as the official handler decodes them."""
+    device, dtype = _placement(audio_tokenizer)
+    indices = torch.tensor(codes, device=device, dtype=torch.long).view(1, -1, 1)
+    quantized = audio_tokenizer.quantizer.get_output_from_indices(indices).to(dtype)
+    return audio_detokenizer(quantized)
+
+
+@torch.no_grad()
+def build_conditions(
+    condition_encoder: torch.nn.Module,
+    texts: TextEncoding,
+    timbre: torch.Tensor,
+    source: torch.Tensor,
+    chunk_mask: torch.Tensor,
+) -> Conditions:
+    """Encoder states for ``texts`` and ``timbre``, context latents for ``source`` and ``chunk_mask``."""
+    states, mask = encode_conditions(condition_encoder, texts, timbre)
+    return Conditions(states, mask, context_latents(source, chunk_mask))
+
+
 @torch.no_grad()
 def build_text2music_conditions(
     condition_encoder: torch.nn.Module,
@@ -124,22 +198,11 @@ def build_text2music_conditions(
 ) -> Conditions:
     """Conditions for text2music with no reference audio, no source audio and no codes:
     the timbre input and the source latents are silence, the chunk mask all ones."""
-    dtype = next(condition_encoder.parameters()).dtype
-    device = next(condition_encoder.parameters()).device
+    device, dtype = _placement(condition_encoder)
     batch_size = texts.caption_states.shape[0]
     silence = silence_latent.to(device=device, dtype=dtype)
-
-    timbre = silence_frames(silence, timbre_frames).expand(batch_size, -1, -1)
-    encoder_hidden_states, encoder_attention_mask = condition_encoder(
-        text_hidden_states=texts.caption_states.to(dtype),
-        text_attention_mask=texts.caption_mask,
-        lyric_hidden_states=texts.lyrics_states.to(dtype),
-        lyric_attention_mask=texts.lyrics_mask,
-        refer_audio_acoustic_hidden_states_packed=timbre,
-        refer_audio_order_mask=torch.arange(batch_size, device=device, dtype=torch.long),
-    )
-
     source = silence_frames(silence, latent_length).expand(batch_size, -1, -1)
-    chunk_mask = torch.ones_like(source)
-    context_latents = torch.cat([source, chunk_mask], dim=-1)
-    return Conditions(encoder_hidden_states, encoder_attention_mask, context_latents)
+    chunk_mask = torch.ones(source.shape[:2], dtype=torch.bool, device=device)
+    return build_conditions(
+        condition_encoder, texts, silence_timbre(silence, batch_size, timbre_frames), source, chunk_mask
+    )

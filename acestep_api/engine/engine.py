@@ -1,8 +1,9 @@
 """``MusicEngine``: the loaded models, and one call that turns a request into audio files.
 
 The engine knows nothing about HTTP or jobs. ``generate`` blocks; the worker runs it in a
-thread. Its steps follow the official handler's text2music path without the 5 Hz LM
-(model-pipeline.md 2.2 "pure dit mode").
+thread. Its steps follow the official handler without the 5 Hz LM (model-pipeline.md 2.2
+"pure dit mode"), for every task: text2music, cover, repaint, lego, extract, complete,
+reference timbre and audio codes (model-pipeline.md 5).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, Callable
 import torch
 
 from acestep_api.engine import audio, conditioning, seeds
+from acestep_api.engine.audio_input import AudioInputError, load_audio
 from acestep_api.engine.checkpoints import (
     DitCheckpoint,
     load_dit_checkpoint,
@@ -30,19 +32,33 @@ from acestep_api.engine.checkpoints import (
     load_vae,
     resolve_dit_folder,
 )
-from acestep_api.engine.request import GenerationError, GenerationRequest, GenerationResult
-from acestep_api.engine.sampler import FlowMatchSampler, GuidanceInterval, build_schedule, guidance_active
+from acestep_api.engine.request import DEFAULT_INSTRUCTION, GenerationError, GenerationRequest, GenerationResult
+from acestep_api.engine.sampler import (
+    ConditionSwitch,
+    FlowMatchSampler,
+    GuidanceInterval,
+    RepaintGuide,
+    build_schedule,
+    guidance_active,
+    start_from_source,
+)
+from acestep_api.engine.tasks import TaskBuilder, item_codes, resolve_task
+from acestep_api.engine.lm.planner import LMPlanner, Plan, load_planner
 from acestep_api.engine.tiny import DEMO_MARKER
 
 TEXT_ENCODER_FOLDER = "Qwen3-Embedding-0.6B"
 VAE_FOLDER = "vae"
 RANDOM_DURATION_RANGE = (10.0, 120.0)  # no duration and no LM: the official DiT picks one at random
-MIN_LATENT_FRAMES = 128
 
 Progress = Callable[[float, str], None]
 
 # Progress fractions at which each stage starts; diffusion fills the span up to decoding.
-PROGRESS_TEXT, PROGRESS_DIFFUSION, PROGRESS_DECODING, PROGRESS_ENCODING = 0.02, 0.10, 0.85, 0.93
+PROGRESS_LM, PROGRESS_TEXT, PROGRESS_DIFFUSION, PROGRESS_DECODING, PROGRESS_ENCODING = 0.01, 0.02, 0.10, 0.85, 0.93
+ANALYSIS_ONLY_MODEL = "None (Analysis Only)"
+LM_NOT_LOADED = (
+    "the 5Hz language model is not initialized on this server, so thinking, sample mode, format and "
+    "analysis requests cannot run. Send the request without them, or start the server with the LM enabled."
+)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -89,14 +105,41 @@ class StageClock:
         return time.perf_counter() - self.started
 
 
-def generation_info(metas: dict, timings: dict[str, float], seeds_used: list[int], steps: int) -> str:
+def _seconds(value: Any) -> str:
+    return f"{value:g} seconds" if isinstance(value, (int, float)) else str(value)
+
+
+def lm_info(plan: Plan) -> list[str]:
+    """The "LM-Generated Metadata" block of ``generation_info`` and the LM's time per phase."""
+    if not plan.used:
+        return []
+    metas = plan.lm_metas
+    lines = []
+    if metas:
+        labels = (("bpm", "BPM"), ("caption", "Refined Caption"), ("duration", "Duration"),
+                  ("keyscale", "Key Scale"), ("language", "Language"), ("timesignature", "Time Signature"))
+        lines += ["**🤖 LM-Generated Metadata:**"]
+        lines += [
+            f"- **{label}:** {_seconds(metas[key]) if key == 'duration' else metas[key]}"
+            for key, label in labels if key in metas
+        ]
+        lines.append("")
+    phases = (("sample", "Sample"), ("format", "Format"), ("phase1", "Phase 1 (metadata)"), ("phase2", "Phase 2 (audio codes)"))
+    if plan.seconds:
+        lines += ["**🧠 LM Time Costs:**"]
+        lines += [f"  - {label}: {plan.seconds[key]:.2f}s" for key, label in phases if key in plan.seconds]
+        lines.append("")
+    return lines
+
+
+def generation_info(
+    metas: dict, timings: dict[str, float], seeds_used: list[int], steps: int, plan: Plan | None = None
+) -> str:
     """The markdown summary the official server returns as ``generation_info``."""
-
-    def seconds(value: Any) -> str:
-        return f"{value:g} seconds" if isinstance(value, (int, float)) else str(value)
-
+    seconds = _seconds
     return "\n".join(
         [
+            *(lm_info(plan) if plan else []),
             "**🎵 Generation Complete**",
             "",
             f"- **BPM:** {metas['bpm']}",
@@ -122,8 +165,6 @@ def generation_info(metas: dict, timings: dict[str, float], seeds_used: list[int
 class MusicEngine:
     """The text encoder, the VAE and every configured DiT, loaded once."""
 
-    lm_available = False  # the 5 Hz LM is not part of this engine yet
-
     def __init__(
         self,
         tokenizer: Any,
@@ -136,6 +177,8 @@ class MusicEngine:
         max_batch: int = 8,
         lm_model: str = "acestep-5Hz-lm-0.6B",
         is_demo: bool = False,
+        planner: LMPlanner | None = None,
+        lm_error: str | None = None,
     ):
         if not dits:
             raise ValueError("MusicEngine needs at least one DiT checkpoint")
@@ -149,8 +192,10 @@ class MusicEngine:
         self.device = device
         self.dtype = dtype
         self.max_batch = max_batch
-        self.lm_model = lm_model
+        self.lm_model = planner.model_name if planner else lm_model
         self.is_demo = is_demo
+        self.planner = planner
+        self.lm_error = lm_error  # why the LM is not available, when it was asked for and failed
         self.sample_rate = int(vae.config.sampling_rate)
         self.hop_length = math.prod(vae.config.downsampling_ratios)
 
@@ -163,8 +208,14 @@ class MusicEngine:
         device: str = "auto",
         max_batch: int = 8,
         lm_model: str = "acestep-5Hz-lm-0.6B",
+        *,
+        init_llm: str = "auto",
+        lm_backend: str = "transformers",
+        lm_device: str = "auto",
+        lm_max_duration: float = 600.0,
     ) -> "MusicEngine":
-        """Load the shared text encoder and VAE, then each DiT in ``config_paths`` (primary first)."""
+        """Load the shared text encoder and VAE, each DiT in ``config_paths`` (primary first), and
+        the 5 Hz LM (``init_llm``: "auto" when its folder exists, "on", or "off")."""
         checkpoint_dir = Path(checkpoint_dir)
         torch_device = resolve_device(device)
         dtype, vae_dtype = compute_dtypes(torch_device)
@@ -174,6 +225,11 @@ class MusicEngine:
             load_dit_checkpoint(resolve_dit_folder(checkpoint_dir, name), torch_device, dtype)
             for name in dict.fromkeys(config_paths)  # a name configured twice loads once
         ]
+        planner, lm_error = load_planner(
+            checkpoint_dir, lm_model, mode=init_llm, backend=lm_backend,
+            device=torch_device if lm_device == "auto" else resolve_device(lm_device),
+            duration_max=lm_max_duration,
+        )
         return cls(
             tokenizer,
             text_encoder,
@@ -185,7 +241,13 @@ class MusicEngine:
             max_batch=max_batch,
             lm_model=lm_model,
             is_demo=(checkpoint_dir / DEMO_MARKER).exists(),
+            planner=planner,
+            lm_error=lm_error,
         )
+
+    @property
+    def lm_available(self) -> bool:
+        return self.planner is not None
 
     # --- Inventory ----------------------------------------------------------------------
 
@@ -218,36 +280,77 @@ class MusicEngine:
 
         # 1. Model, task and capability checks.
         dit = self.select_model(request.model)
-        request = self._check_request(request, dit)
+        self._check_request(request, dit)
         batch_size = min(request.batch_size, self.max_batch)
-
-        # 2. Duration and latent length.
-        duration = round(request.audio_duration or random.uniform(*RANDOM_DURATION_RANGE), 1)
-        latents_per_second = self.sample_rate / self.hop_length
-        frames = int(duration * latents_per_second)
-        # The DiT runs on at least 128 frames (padded with silence); the audio is cropped back.
-        latent_length = max(frames, MIN_LATENT_FRAMES)
-
-        # 3. Seeds and initial noise.
         seeds_used = seeds.resolve_seeds(request.use_random_seed, request.seeds, batch_size)
+
+        # 2. The 5 Hz LM plans: sample / format, metadata, and with thinking the audio codes.
+        plan = Plan(request=request)
+        if self.planner is not None:
+            planned = request.model_copy(update={"thinking": False}) if request.analysis_only else request
+            plan = self.planner.plan(planned, seeds_used, progress=lambda stage: report(PROGRESS_LM, stage))
+            request = plan.request
+            clock.lap("lm")
+        if request.analysis_only:
+            return self._analysis_result(request, plan, seeds_used, clock)
+        request = resolve_task(request)
+
+        # 3. Duration (text2music only: a source or audio codes set their own), noise generators.
+        codes = item_codes(request, batch_size)
+        duration = None
+        if not (codes or request.src_audio_path):
+            duration = round(request.audio_duration or random.uniform(*RANDOM_DURATION_RANGE), 1)
         generators = seeds.item_generators(seeds_used, self.device)
-        channels = dit.transformer.config.audio_acoustic_hidden_dim
-        noise = seeds.initial_noise(generators, latent_length, channels, self.device, self.dtype)
 
-        # 4. Text encoding (identical texts for every item: encode once, repeat).
-        report(PROGRESS_TEXT, "text encoding")
-        caption = conditioning.caption_prompt(request, duration)
-        lyrics = conditioning.lyrics_prompt(request)
-        texts = conditioning.encode_texts(self.tokenizer, self.text_encoder, [caption], [lyrics]).repeat(batch_size)
-
-        # 5. Condition encoder: packed cross-attention sequence and context latents.
-        conditions = conditioning.build_text2music_conditions(
-            dit.condition_encoder, texts, dit.silence_latent, latent_length
+        # 4. Audio inputs -> the task's DiT inputs (target/source latents, masks, timbre).
+        report(PROGRESS_TEXT, "preparing inputs")
+        builder = TaskBuilder(dit, self.vae, self.device, self.dtype)
+        inputs = builder.build(
+            request,
+            seeds=seeds_used,
+            duration=duration,
+            # Audio codes take the source's place, as in the official server.
+            source=None if codes else self._read_audio("src_audio_path", request.src_audio_path),
+            reference=self._read_audio("reference_audio_path", request.reference_audio_path),
+            codes=codes,
         )
+
+        # 5. Initial noise.
+        channels = dit.transformer.config.audio_acoustic_hidden_dim
+        noise = seeds.initial_noise(generators, inputs.latent_length, channels, self.device, self.dtype)
+
+        # 6. Text encoding (identical texts for every item: encode once, repeat).
+        report(PROGRESS_TEXT, "text encoding")
+        lyrics = conditioning.lyrics_prompt(request)
+
+        def encode(task_request: GenerationRequest) -> conditioning.TextEncoding:
+            caption = conditioning.caption_prompt(task_request, inputs.caption_duration)
+            return conditioning.encode_texts(self.tokenizer, self.text_encoder, [caption], [lyrics]).repeat(batch_size)
+
+        texts = encode(request)
+
+        # 7. Condition encoder: packed cross-attention sequence and context latents; a partial
+        #    cover also gets the text2music set it switches to part-way (model-pipeline.md 5.3).
+        conditions = conditioning.build_conditions(
+            dit.condition_encoder, texts, inputs.timbre, builder.cover_source(inputs), inputs.chunk_mask
+        )
+        switch = None
+        if request.audio_cover_strength < 1.0:
+            plain = request.model_copy(update={"task_type": "text2music", "instruction": DEFAULT_INSTRUCTION})
+            second = conditioning.build_conditions(
+                dit.condition_encoder, encode(plain), inputs.timbre, builder.non_cover_source(inputs), inputs.chunk_mask
+            )
+            switch = ConditionSwitch(request.audio_cover_strength, second.encoder_hidden_states, second.context_latents)
+        repaint = None
+        if inputs.repaint_mask is not None:
+            repaint = RepaintGuide(inputs.repaint_mask, inputs.target_latents, request.repaint_latent_crossfade_frames)
         clock.lap("text_encoding")
 
-        # 6. Denoising loop.
+        # 8. Denoising loop.
         schedule = build_schedule(dit.is_turbo, request.inference_steps, request.shift, request.timesteps)
+        start = None
+        if request.cover_noise_strength > 0.0:
+            start, schedule = start_from_source(schedule, noise, inputs.source_latents, request.cover_noise_strength)
         guided = guidance_active(request.guidance_scale, dit.is_turbo)
         diffusion_span = PROGRESS_DECODING - PROGRESS_DIFFUSION
         report(PROGRESS_DIFFUSION, f"diffusion step 0/{len(schedule)}")
@@ -267,17 +370,20 @@ class MusicEngine:
             infer_method=request.infer_method,
             generators=generators,
             on_step=on_step,
+            switch=switch,
+            repaint=repaint,
+            start=start,
         )
         clock.lap("diffusion")
 
-        # 7. Checks, VAE decode, crop to the requested length, peak guard.
+        # 9. Checks, VAE decode, crop to the output length, peak guard.
         report(PROGRESS_DECODING, "decoding")
         audio.check_latents(latents)
         waves = audio.decode_latents(self.vae, latents)
-        waves = audio.peak_guard(waves[..., : frames * self.hop_length])
+        waves = audio.peak_guard(waves[..., : inputs.output_samples])
         clock.lap("decoding")
 
-        # 8. Audio files.
+        # 10. Audio files.
         report(PROGRESS_ENCODING, "encoding")
         self.output_dir.mkdir(parents=True, exist_ok=True)
         nonce = secrets.token_hex(8)
@@ -294,15 +400,9 @@ class MusicEngine:
             paths = [path.resolve() for path in written]
         clock.lap("encoding")
 
-        # 9. Result.
+        # 11. Result.
         timings = {**clock.seconds, "total": clock.total()}
-        metas = {
-            "bpm": request.bpm if request.bpm is not None else "N/A",
-            "duration": duration,
-            "genres": "N/A",
-            "keyscale": request.key_scale or "N/A",
-            "timesignature": request.time_signature or "N/A",
-        }
+        metas = self._metas(request, duration if duration is not None else round(waves.shape[-1] / self.sample_rate, 2))
         report(1.0, "done")
         return GenerationResult(
             audio_paths=[str(p) for p in paths],
@@ -312,32 +412,56 @@ class MusicEngine:
             metas=metas,
             dit_model=dit.name,
             lm_model=self.lm_model,
-            generation_info=generation_info(metas, timings, seeds_used, len(schedule)),
+            generation_info=generation_info(metas, timings, seeds_used, len(schedule), plan),
             timings=timings,
             sample_rate=self.sample_rate,
         )
 
-    def _check_request(self, request: GenerationRequest, dit: DitCheckpoint) -> GenerationRequest:
-        """Refuse what this engine cannot serve, with the reason; return the request to run."""
+    @staticmethod
+    def _metas(request: GenerationRequest, duration: Any) -> dict:
+        """The song's metadata as clients see it: the value used, or "N/A"."""
+        return {
+            "bpm": request.bpm if request.bpm is not None else "N/A",
+            "duration": duration if duration is not None else "N/A",
+            "genres": "N/A",
+            "keyscale": request.key_scale or "N/A",
+            "timesignature": request.time_signature or "N/A",
+        }
+
+    def _analysis_result(
+        self, request: GenerationRequest, plan: Plan, seeds_used: list[int], clock: StageClock
+    ) -> GenerationResult:
+        """``analysis_only``: the LM's metadata, no audio (api-contract.md 6.7)."""
+        duration = int(request.audio_duration) if request.audio_duration else None
+        return GenerationResult(
+            audio_paths=[],
+            seeds=seeds_used,
+            prompt=request.prompt,
+            lyrics=request.lyrics,
+            metas=self._metas(request, duration),
+            dit_model=ANALYSIS_ONLY_MODEL,
+            lm_model=self.lm_model,
+            generation_info="Analysis Only Mode Complete",
+            timings={**clock.seconds, "total": clock.total()},
+            sample_rate=self.sample_rate,
+        )
+
+    def _read_audio(self, field_name: str, path: str | None) -> torch.Tensor | None:
+        """An input file as a [2, samples] 48 kHz waveform; the server checked it at submission,
+        so a failure here means the file changed or vanished since."""
+        if not path:
+            return None
+        try:
+            return load_audio(path)
+        except AudioInputError as exc:
+            raise GenerationError(f"{field_name}: {exc}") from None
+
+    def _check_request(self, request: GenerationRequest, dit: DitCheckpoint) -> None:
+        """Refuse what this engine cannot serve, with the reason."""
         if request.task_type not in dit.supported_task_types:
             raise GenerationError(
                 f"task_type {request.task_type!r} is not supported by model {dit.name!r}; "
                 f"it supports: {', '.join(dit.supported_task_types)}"
             )
         if request.needs_lm and not self.lm_available:
-            raise GenerationError(
-                "5Hz LM init failed: the 5Hz language model is not initialized on this server, "
-                "so thinking, sample mode, format and analysis requests cannot run. "
-                "Send the request without them, or start the server with the LM enabled."
-            )
-        has_audio_input = bool(request.src_audio_path or request.reference_audio_path or request.audio_code_string)
-        if request.task_type == "cover" and not has_audio_input:
-            # Official behaviour: a cover with nothing to cover falls back to text2music.
-            return request.model_copy(update={"task_type": "text2music"})
-        if request.task_type != "text2music" or has_audio_input:
-            what = f"task_type {request.task_type!r}" if request.task_type != "text2music" else "audio input"
-            raise GenerationError(
-                f"{what} needs audio input support (source audio, reference audio or audio codes), "
-                "which this server does not have yet"
-            )
-        return request
+            raise GenerationError(f"5Hz LM init failed: {self.lm_error or LM_NOT_LOADED}")

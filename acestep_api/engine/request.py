@@ -59,12 +59,16 @@ class GenerationRequest(BaseModel):
     use_random_seed: bool = True
     seeds: list[int] = Field(default_factory=list)
 
-    # Audio-input tasks (their own issue; accepted and carried here)
+    # Audio-input tasks. Paths are local files the server already checked (audio_input.check_audio).
     reference_audio_path: str | None = None
     src_audio_path: str | None = None
+    # Seconds in the source; a negative start or an end past the source outpaints.
+    # repainting_end None, 0 or negative = the end of the source.
     repainting_start: float = 0.0
     repainting_end: float | None = None
     audio_cover_strength: float = Field(default=1.0, ge=0.0, le=1.0)
+    cover_noise_strength: float = Field(default=0.0, ge=0.0, le=1.0)
+    repaint_latent_crossfade_frames: int = Field(default=10, ge=0, le=250)
     audio_code_string: str = ""
     track_name: str = ""
     track_classes: list[str] | None = None
@@ -90,6 +94,9 @@ class GenerationRequest(BaseModel):
     allow_lm_batch: bool = True
     analysis_only: bool = False
     full_analysis_only: bool = False
+    # Set by the planner, not by clients: the audio codes the LM wrote, one string per batch
+    # item; they take the place of ``audio_code_string`` item by item.
+    lm_audio_codes: list[str] | None = None
 
     @field_validator("time_signature")
     @classmethod

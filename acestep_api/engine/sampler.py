@@ -6,9 +6,10 @@ Convention (model-pipeline.md 6.1): ``x_t = t*noise + (1-t)*x0``, the DiT predic
 
 We own the loop (instead of calling ``AceStepPipeline.__call__``) because the official
 server differs from diffusers in the turbo schedule (fixed 8-step tables, shift snapping,
-custom timesteps snapping), the guidance interval (gated on t itself), ADG and SDE
-(model-pipeline.md 14.2). APG itself is diffusers' ``normalized_guidance``, which is the
-official ``apg_forward``.
+custom timesteps snapping), the guidance interval (gated on t itself), ADG and SDE, the
+``audio_cover_strength`` condition switch, repaint source re-injection with its boundary
+crossfade, and the noised-source start of ``cover_noise_strength`` (model-pipeline.md 14.2).
+APG itself is diffusers' ``normalized_guidance``, which is the official ``apg_forward``.
 
 diffusers' transformer has no cross-attention K/V cache, so every step recomputes the
 cross-attention keys and values.
@@ -167,6 +168,87 @@ class GuidanceInterval:
 
 StepCallback = Callable[[int, int], None]
 
+REPAINT_INJECTION_RATIO = 0.5  # the official default: re-inject the source during the first half
+REPAINT_CROSSFADE_FRAMES = 10
+
+
+@dataclass(frozen=True)
+class ConditionSwitch:
+    """The second condition set of a partial cover (``audio_cover_strength`` < 1).
+
+    The first ``int(steps * strength)`` steps see the cover conditions; the rest see these
+    (text2music instruction, silence source, not cover), as the official loop does.
+    """
+
+    strength: float
+    encoder_hidden_states: torch.Tensor
+    context_latents: torch.Tensor
+
+    def first_step(self, num_steps: int) -> int:
+        return int(num_steps * self.strength)
+
+
+@dataclass(frozen=True)
+class RepaintGuide:
+    """Keeps a repaint's source outside its window.
+
+    ``mask`` [B, T] is True where the model generates. After each of the first
+    ``round(injection_ratio * steps)`` steps the frames outside the mask are replaced by the
+    clean source noised to the step's new t (with the run's initial noise); at the end the
+    result is blended into the source with linear ramps ``crossfade_frames`` wide just
+    outside the window, so everything further out is the source itself (with 0 frames
+    there is no final blend, as in the official loop).
+    """
+
+    mask: torch.Tensor
+    clean_latents: torch.Tensor
+    crossfade_frames: int = REPAINT_CROSSFADE_FRAMES
+    injection_ratio: float = REPAINT_INJECTION_RATIO
+
+    def injection_steps(self, num_steps: int) -> int:
+        return round(self.injection_ratio * num_steps)
+
+    def inject(self, x: torch.Tensor, t_next: float, noise: torch.Tensor) -> torch.Tensor:
+        noised_source = t_next * noise + (1.0 - t_next) * self.clean_latents
+        return torch.where(self.mask.unsqueeze(-1), x, noised_source)
+
+    def blend_weights(self) -> torch.Tensor:
+        """Per-frame weight of the generated latents [B, T]: 1 in the window, ramps beside it, 0 elsewhere."""
+        mask = self.mask.cpu()
+        weights = mask.float()
+        frames = weights.shape[1]
+        for row, item_mask in zip(weights, mask):
+            if item_mask.all() or not item_mask.any():
+                continue
+            inside = torch.nonzero(item_mask).squeeze(-1)
+            left, right = int(inside[0]), int(inside[-1]) + 1
+            ramp_start = max(left - self.crossfade_frames, 0)
+            if left > ramp_start:
+                # Endpoints excluded: the ramp never reaches pure source nor pure generation.
+                row[ramp_start:left] = torch.linspace(0, 1, left - ramp_start + 2)[1:-1]
+            ramp_end = min(right + self.crossfade_frames, frames)
+            if ramp_end > right:
+                row[right:ramp_end] = torch.linspace(1, 0, ramp_end - right + 2)[1:-1]
+        return weights
+
+    def blend(self, x: torch.Tensor) -> torch.Tensor:
+        if self.crossfade_frames <= 0:
+            return x  # the official loop blends only when a crossfade is asked for
+        weights = self.blend_weights().to(device=x.device, dtype=x.dtype).unsqueeze(-1)
+        return weights * x + (1.0 - weights) * self.clean_latents
+
+
+def start_from_source(
+    schedule: Schedule, noise: torch.Tensor, source: torch.Tensor, strength: float
+) -> tuple[torch.Tensor, Schedule]:
+    """``cover_noise_strength``: start from the source noised to the schedule value nearest
+    ``1 - strength`` and run only the steps from there on (1 = closest to the source)."""
+    target = 1.0 - strength
+    start = min(range(len(schedule)), key=lambda k: abs(schedule.timesteps[k] - target))
+    t = schedule.timesteps[start]
+    x = t * noise + (1.0 - t) * source
+    return x, Schedule(schedule.timesteps[start:], schedule.renoise_timesteps[start:])
+
 
 class FlowMatchSampler:
     """Runs the denoising loop of one DiT: Euler (ODE) or x0-then-renoise (SDE) steps,
@@ -202,34 +284,42 @@ class FlowMatchSampler:
         infer_method: str = "ode",
         generators: list[torch.Generator] | None = None,
         on_step: StepCallback | None = None,
+        switch: ConditionSwitch | None = None,
+        repaint: RepaintGuide | None = None,
+        start: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Denoise ``noise`` [B, T, C] into clean latents [B, T, C].
 
         ``generators`` (one per batch item) supply the SDE re-noising noise. The official
         server draws it from the global unseeded RNG; we continue each item's seeded
         generator instead, so an SDE run is reproducible from its seeds.
+
+        ``switch`` changes the conditions part-way (partial cover), ``repaint`` keeps the
+        source outside a repaint window, and ``start`` replaces the pure-noise start (a
+        noised source, with ``schedule`` already cut to match; ``noise`` stays the noise
+        that repaint re-injects).
         """
         device, dtype = noise.device, noise.dtype
         guidance_interval = guidance_interval or GuidanceInterval()
+        num_steps = len(schedule)
+        switch_step = switch.first_step(num_steps) if switch is not None else num_steps
+        injection_steps = repaint.injection_steps(num_steps) if repaint is not None else 0
 
         # 1. Guidance: only when asked for and the checkpoint carries a null condition.
         guidance = None
-        null_states = None
         if guidance_scale > 1.0 and self.null_condition_emb is not None:
             guidance = ADG(guidance_scale) if use_adg else APG(guidance_scale)
-            null_states = self.null_condition_emb.to(device=device, dtype=encoder_hidden_states.dtype).expand_as(
-                encoder_hidden_states
-            )
-            doubled_states = torch.cat([encoder_hidden_states, null_states], dim=0)
-            doubled_context = torch.cat([context_latents, context_latents], dim=0)
+        doubled_states, doubled_context = self._doubled(guidance, encoder_hidden_states, context_latents)
 
         # 2. The schedule runs in the model dtype, like the official loop (bf16 on CUDA).
         timesteps = torch.tensor(schedule.timesteps + [0.0], device=device, dtype=dtype)
-        num_steps = len(schedule)
-        x = noise
+        x = noise if start is None else start
 
         # 3. Denoising loop.
         for k in range(num_steps):
+            if k == switch_step:
+                encoder_hidden_states, context_latents = switch.encoder_hidden_states, switch.context_latents
+                doubled_states, doubled_context = self._doubled(guidance, encoder_hidden_states, context_latents)
             t, t_next = timesteps[k], timesteps[k + 1]
             t_value = float(t)
             if guidance is not None and t_value in guidance_interval:
@@ -250,10 +340,29 @@ class FlowMatchSampler:
                 x = renoise_t * self._fresh_noise(x, generators) + (1.0 - renoise_t) * x0
             else:
                 x = x - v * (t - t_next)
+            if k < min(injection_steps, num_steps - 1):
+                renoised_to = schedule.renoise_timesteps[k] if infer_method == "sde" else t_next
+                x = repaint.inject(x, float(renoised_to), noise)
 
             if on_step is not None:
                 on_step(k + 1, num_steps)
+        if repaint is not None:
+            x = repaint.blend(x)
         return x
+
+    def _doubled(
+        self, guidance, encoder_hidden_states: torch.Tensor, context_latents: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The conditional and unconditional halves of a guided batch (None when unguided)."""
+        if guidance is None:
+            return None, None
+        null_states = self.null_condition_emb.to(
+            device=encoder_hidden_states.device, dtype=encoder_hidden_states.dtype
+        ).expand_as(encoder_hidden_states)
+        return (
+            torch.cat([encoder_hidden_states, null_states], dim=0),
+            torch.cat([context_latents, context_latents], dim=0),
+        )
 
     @staticmethod
     def _fresh_noise(like: torch.Tensor, generators: list[torch.Generator] | None) -> torch.Tensor:

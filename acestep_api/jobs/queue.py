@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from acestep_api.engine.request import GenerationRequest, GenerationResult
 from acestep_api.jobs.models import Job, JobApi, JobStatus
-from acestep_api.jobs.retention import remove_files
+from acestep_api.jobs.retention import remove_orphan_uploads, remove_uploads
 from acestep_api.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -48,11 +48,16 @@ class JobQueue:
         # the previous server; recovery is idempotent if the caller already ran it.
         for job in store.recover_interrupted():
             if job.status is JobStatus.FAILED:
-                remove_files(job.temp_files)
+                remove_uploads(job.temp_files, store.upload_dir)
                 log.warning("Job %s failed: %s", job.id, job.error)
             else:
                 log.info("Job %s was interrupted by a restart and is queued again", job.id)
         self._waiting: collections.deque[Job] = collections.deque(store.waiting())
+        # Only waiting jobs still need their uploads; anything else there was left by a stop
+        # mid-upload or mid-cleanup.
+        orphans = remove_orphan_uploads(store.upload_dir, [p for job in self._waiting for p in job.temp_files])
+        if orphans:
+            log.info("Removed %d uploaded files no job owns", len(orphans))
         self._running: dict[str, Job] = {}
         durations = store.recent_durations(avg_window)
         self._durations: collections.deque[float] = collections.deque(reversed(durations), maxlen=avg_window)
@@ -191,6 +196,7 @@ class JobQueue:
             self._end(job, JobStatus.FAILED)
 
     def _end(self, job: Job, status: JobStatus) -> None:
+        """Every way a job ends passes here, so its uploads go whatever the outcome."""
         job.status = status
         job.stage = status.value
         job.finished_at = time.time()
@@ -198,4 +204,7 @@ class JobQueue:
             self._durations.append(max(0.0, job.finished_at - job.started_at))
         self._running.pop(job.id, None)
         self._last_write.pop(job.id, None)
-        self.store.save(job)
+        try:
+            self.store.save(job)
+        finally:
+            remove_uploads(job.temp_files, self.store.upload_dir)

@@ -1,4 +1,4 @@
-"""Removing what jobs leave behind: expired jobs with their audio, and uploaded temp files."""
+"""Removing what jobs leave behind: expired jobs with their audio, and uploaded files."""
 
 from __future__ import annotations
 
@@ -26,13 +26,42 @@ def remove_files(paths: Iterable[str]) -> None:
             log.warning("Could not delete %s: %s", path, error)
 
 
+def remove_uploads(paths: Iterable[str], upload_dir: os.PathLike | str) -> None:
+    """Delete uploaded files, but only those lying directly in the upload folder: a path
+    recorded with a job is never trusted to name a file elsewhere (a client's own file)."""
+    root = os.path.realpath(upload_dir)
+    for path in paths:
+        if not path:
+            continue
+        real = os.path.realpath(path)
+        if os.path.dirname(real) != root:
+            log.warning("Not deleting %s: it is not in the upload folder %s", path, root)
+            continue
+        remove_files([real])
+
+
+def remove_orphan_uploads(upload_dir: os.PathLike | str, keep: Iterable[str]) -> list[str]:
+    """Delete files in the upload folder that no job owns (a server stopped mid-upload, or
+    before it could clean up); returns what was deleted."""
+    root = os.path.realpath(upload_dir)
+    kept = {os.path.realpath(path) for path in keep}
+    try:
+        entries = list(os.scandir(root))
+    except FileNotFoundError:
+        return []
+    orphans = [entry.path for entry in entries
+               if entry.is_file(follow_symlinks=False) and os.path.realpath(entry.path) not in kept]
+    remove_files(orphans)
+    return orphans
+
+
 def purge_expired(store: JobStore, retention_seconds: float, now: float | None = None) -> list[Job]:
     """Delete finished jobs older than the retention period, and their files."""
     cutoff = (time.time() if now is None else now) - retention_seconds
     expired = store.purge_finished_before(cutoff)
     for job in expired:
         remove_files(job.result.audio_paths if job.result is not None else ())
-        remove_files(job.temp_files)
+        remove_uploads(job.temp_files, store.upload_dir)
     if expired:
         log.info("Purged %d jobs finished more than %.0f s ago", len(expired), retention_seconds)
     return expired

@@ -58,9 +58,14 @@ def interrupted_error(attempt: int, max_attempts: int) -> str:
     )
 
 
+UPLOAD_FOLDER = "uploads"  # next to the database by default, as Settings.upload_dir places it
+
+
 class JobStore:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, upload_dir: Path | None = None):
         self.path = Path(path)
+        # The one folder a job's recorded uploads (`temp_files`) may be deleted from.
+        self.upload_dir = Path(upload_dir) if upload_dir is not None else self.path.parent / UPLOAD_FOLDER
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         # isolation_level=None: autocommit, transactions are opened explicitly where needed.

@@ -15,7 +15,7 @@ from typing import Callable, Protocol
 from acestep_api.engine.request import GenerationError, GenerationRequest, GenerationResult
 from acestep_api.jobs.models import Job
 from acestep_api.jobs.queue import JobQueue
-from acestep_api.jobs.retention import purge_expired, remove_files
+from acestep_api.jobs.retention import purge_expired, remove_uploads
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class JobWorker:
         try:
             result = await loop.run_in_executor(self._executor, self._generate, job)
         except asyncio.CancelledError:
-            raise  # the job stays 'running' and keeps its temp files for the retry
+            raise  # the job stays 'running' and keeps its uploads for the retry
         except Exception as error:  # noqa: BLE001 - any failure ends this job, not the worker
             if isinstance(error, GenerationError):
                 log.warning("Job %s failed: %s", job.id, error)
@@ -117,7 +117,8 @@ class JobWorker:
         except Exception:  # noqa: BLE001 - e.g. the store could not be written; keep serving
             log.exception("Could not record the end of job %s", job.id)
         finally:
-            remove_files(job.temp_files)
+            # The queue removes them as the job ends; this covers a store that failed first.
+            remove_uploads(job.temp_files, self.queue.store.upload_dir)
 
     async def _purge_periodically(self) -> None:
         while True:

@@ -38,6 +38,10 @@ def load_engine(settings: Settings):
         settings.device,
         settings.batch_max,
         settings.lm_model_path,
+        init_llm=settings.llm_mode,
+        lm_backend=settings.lm_backend,
+        lm_device=settings.lm_device,
+        lm_max_duration=settings.lm_max_duration,
     )
 
 
@@ -45,7 +49,7 @@ def load_engine(settings: Settings):
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     settings.audio_dir.mkdir(parents=True, exist_ok=True)
-    store = JobStore(settings.database_path)
+    store = JobStore(settings.database_path, settings.upload_dir)
     try:
         # The queue recovers jobs a previous server left running (retry or fail, and
         # removes the temp files of those it fails) before it loads the waiting ones.

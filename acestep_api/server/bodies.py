@@ -2,22 +2,22 @@
 
 JSON (`application/json` or any `+json` type), multipart and urlencoded forms are read as
 declared; anything else is sniffed, because `curl -d` and hand-written clients often send
-the wrong type. Malformed input is a 400 with a message, never a server error.
+the wrong type. Malformed input is a 400 with a message, never a server error. Multipart
+bodies are streamed, their audio uploads written to the upload folder (see uploads.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import HTTPException, Request
-from starlette.datastructures import UploadFile
 
 from acestep_api.jobs.retention import remove_files
+from acestep_api.server.uploads import SavedUpload, read_multipart
+from acestep_api.settings import Settings
 
 MALFORMED_JSON = "Malformed JSON payload"
 NOT_AN_OBJECT = "JSON payload must be an object"
@@ -27,25 +27,24 @@ UNSUPPORTED_TYPE = (
     "or multipart/form-data"
 )
 
-# Upload field -> (path field it overrides, temp file prefix).
-UPLOAD_FIELDS = {
-    "ref_audio": ("reference_audio_path", "ref_audio_"),
-    "reference_audio": ("reference_audio_path", "ref_audio_"),
-    "ctx_audio": ("src_audio_path", "ctx_audio_"),
-    "src_audio": ("src_audio_path", "ctx_audio_"),
-}
-CHUNK_BYTES = 1 << 20
-
 
 @dataclass
 class RequestBody:
     fields: dict[str, Any]
-    # Paths of uploaded files saved for this request; whoever ends up owning them deletes them.
-    temp_files: list[str] = field(default_factory=list)
+    # Audio files saved from this request; whoever ends up owning them deletes them.
+    uploads: list[SavedUpload] = field(default_factory=list)
+
+    @property
+    def temp_files(self) -> list[str]:
+        return [upload.path for upload in self.uploads]
+
+    def upload_for(self, path_field: str) -> SavedUpload | None:
+        """The upload that filled `path_field` ("src_audio_path" …), if one did."""
+        return next((upload for upload in self.uploads if upload.path_field == path_field), None)
 
     def discard_uploads(self) -> None:
         remove_files(self.temp_files)
-        self.temp_files = []
+        self.uploads = []
 
 
 def _media_type(content_type: str) -> str:
@@ -64,56 +63,24 @@ def _json_object(raw: bytes, malformed_message: str) -> dict:
     return value
 
 
-def _query_string(raw: bytes) -> dict:
+def _query_string(raw: bytes, *, collapse_repeats: bool = False) -> dict:
+    """Fields of an urlencoded body: the first value per key, or with `collapse_repeats`
+    (a declared form) repeated keys as a list, e.g. several track_classes."""
     pairs = urllib.parse.parse_qs(raw.decode("utf-8", errors="replace"), keep_blank_values=True)
+    if collapse_repeats:
+        return {key: values[0] if len(values) == 1 else values for key, values in pairs.items()}
     return {key: values[0] for key, values in pairs.items()}
 
 
-async def _save_upload(upload: UploadFile, prefix: str) -> str:
-    suffix = os.path.splitext(upload.filename or "")[1][:16]
-    handle, path = tempfile.mkstemp(prefix=prefix, suffix=suffix)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            while chunk := await upload.read(CHUNK_BYTES):
-                out.write(chunk)
-    except BaseException:
-        remove_files([path])
-        raise
-    return path
-
-
-async def _read_form(request: Request, body: RequestBody) -> None:
-    try:
-        form = await request.form()
-    except HTTPException:
-        raise
-    except Exception:  # a broken multipart stream or a missing boundary
-        raise HTTPException(status_code=400, detail="Malformed form payload") from None
-    try:
-        for key in form.keys():
-            values = form.getlist(key)
-            uploads = [value for value in values if isinstance(value, UploadFile)]
-            texts = [value for value in values if not isinstance(value, UploadFile)]
-            if key in UPLOAD_FIELDS:
-                path_field, prefix = UPLOAD_FIELDS[key]
-                upload = next((u for u in uploads if u.filename), None)
-                if upload is not None:
-                    path = await _save_upload(upload, prefix)
-                    body.temp_files.append(path)
-                    body.fields[path_field] = path  # an upload overrides the path field
-                    continue
-            if texts:
-                # Repeated keys collapse to a list (e.g. several track_classes).
-                body.fields.setdefault(key, texts[0] if len(texts) == 1 else texts)
-    except BaseException:
-        body.discard_uploads()
-        raise
-    finally:
-        await form.close()
+async def _read_multipart(request: Request, body: RequestBody) -> None:
+    settings: Settings = request.app.state.settings
+    body.fields, body.uploads = await read_multipart(request, settings.upload_dir, settings.max_upload_mb)
+    for upload in body.uploads:
+        body.fields[upload.path_field] = upload.path  # an upload overrides the path field
 
 
 async def read_request_body(request: Request, *, strict: bool = True) -> RequestBody:
-    """The body's fields as a dict, with uploads saved to temp files.
+    """The body's fields as a dict, with audio uploads saved in the upload folder.
 
     `strict` (POST /release_task) answers 415 for an unrecognised body; the other routes
     read such a body as empty, like the official server's form fallback.
@@ -130,9 +97,11 @@ async def read_request_body(request: Request, *, strict: bool = True) -> Request
             # `curl -d '{...}'` labels JSON as a form; read as a form it would silently lose
             # every field, so it is read as the JSON it is.
             body.fields = _json_object(raw, SNIFFED_JSON_INVALID)
-            return body
-    if media_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        await _read_form(request, body)
+        else:
+            body.fields = _query_string(raw, collapse_repeats=True)
+        return body
+    if media_type == "multipart/form-data":
+        await _read_multipart(request, body)
         return body
     raw = await request.body()
     stripped = raw.lstrip()

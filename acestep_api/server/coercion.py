@@ -7,6 +7,7 @@ names the field and what is allowed, so the client learns why its setting was no
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, Sequence
 
@@ -187,3 +188,16 @@ def to_text_list(field: str, value: Any) -> list[str] | None:
         items = [to_text(field, item, "").strip() for item in value if item is not None]
         return [item for item in items if item] or None
     raise InvalidField(field, f"{field} must be a string or a list of strings (got {show(value)})")
+
+
+def as_object(value: Any) -> dict:
+    """A dict, or a JSON string of one (how clients send ``param_obj``); anything else is empty."""
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except (ValueError, RecursionError):
+            return {}
+        return parsed if isinstance(parsed, dict) else {}
+    return {}

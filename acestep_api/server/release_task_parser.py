@@ -180,9 +180,7 @@ def _check_unused(fields: ReleaseTaskFields) -> None:
     to_choice("lm_backend", fields.raw("lm_backend"), None, LM_BACKENDS)
     to_choice("chunk_mask_mode", fields.raw("chunk_mask_mode"), None, CHUNK_MASK_MODES)
     to_choice("repaint_mode", fields.raw("repaint_mode"), None, REPAINT_MODES)
-    for name in ("repaint_strength", "cover_noise_strength"):
-        to_float(name, fields.raw(name), None, minimum=0.0, maximum=1.0)
-    to_int("repaint_latent_crossfade_frames", fields.raw("repaint_latent_crossfade_frames"), None, minimum=0)
+    to_float("repaint_strength", fields.raw("repaint_strength"), None, minimum=0.0, maximum=1.0)
     to_float("repaint_wav_crossfade_sec", fields.raw("repaint_wav_crossfade_sec"), None, minimum=0.0)
 
 
@@ -233,6 +231,8 @@ def parse_release_task(body: dict, settings: Settings) -> GenerationRequest:
         # 0 and negative values mean "to the end", as in the official server.
         repainting_end=repainting_end if repainting_end and repainting_end > 0 else None,
         audio_cover_strength=_float_field(fields, "audio_cover_strength", 1.0),
+        cover_noise_strength=_float_field(fields, "cover_noise_strength", 0.0),
+        repaint_latent_crossfade_frames=_int_field(fields, "repaint_latent_crossfade_frames", 10),
         audio_code_string=text("audio_code_string"),
         track_name=text("track_name"),
         track_classes=to_text_list("track_classes", fields.raw("track_classes")),

@@ -207,13 +207,16 @@ def test_requests_needing_the_lm_fail_cleanly(tiny_engine):
         tiny_engine.generate(fixed(thinking=True))
 
 
-def test_audio_input_tasks_fail_cleanly(tiny_engine):
-    with pytest.raises(GenerationError, match="task_type 'repaint' needs audio input support"):
-        tiny_engine.generate(fixed(task_type="repaint", src_audio_path="/tmp/x.wav"))
-    with pytest.raises(GenerationError, match="needs audio input support"):
-        tiny_engine.generate(fixed(reference_audio_path="/tmp/ref.wav"))
-    with pytest.raises(GenerationError, match="needs audio input support"):
-        tiny_engine.generate(fixed(audio_code_string="<|audio_code_1|>"))
+def test_source_tasks_without_a_source_fail_cleanly(tiny_engine):
+    with pytest.raises(GenerationError, match="task_type 'repaint' needs source audio"):
+        tiny_engine.generate(fixed(task_type="repaint"))
+
+
+def test_unreadable_input_audio_names_the_field(tiny_engine, tmp_path):
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"not audio at all" * 10)
+    with pytest.raises(GenerationError, match="^reference_audio_path: .*could not be decoded"):
+        tiny_engine.generate(fixed(reference_audio_path=str(broken)))
 
 
 def test_cover_without_audio_falls_back_to_text2music(tiny_engine):

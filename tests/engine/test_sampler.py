@@ -15,13 +15,16 @@ from acestep_api.engine.sampler import (
     APG,
     TURBO_ALLOWED_TIMESTEPS,
     TURBO_TABLES,
+    ConditionSwitch,
     FlowMatchSampler,
     GuidanceInterval,
+    RepaintGuide,
     base_schedule,
     build_schedule,
     guidance_active,
     snap_custom_timesteps,
     snap_turbo_shift,
+    start_from_source,
     turbo_schedule,
 )
 
@@ -289,6 +292,109 @@ def test_adg_is_used_when_asked():
     apg, adg = run(False), run(True)
     assert torch.isfinite(adg).all()
     assert not torch.allclose(apg, adg)
+
+
+# --- Partial cover, repaint, noised-source start -----------------------------------------
+
+
+class RecordingDiT(ExactVelocityDiT):
+    """Also records the encoder states, context and input of every call."""
+
+    def __init__(self, x0, condition_effect=0.0):
+        super().__init__(x0, condition_effect)
+        self.states, self.contexts, self.inputs = [], [], []
+
+    def forward(self, hidden_states, timestep, timestep_r, encoder_hidden_states, context_latents, return_dict):
+        self.states.append(encoder_hidden_states.clone())
+        self.contexts.append(context_latents.clone())
+        self.inputs.append(hidden_states.clone())
+        return super().forward(hidden_states, timestep, timestep_r, encoder_hidden_states, context_latents, return_dict)
+
+
+@pytest.mark.parametrize("strength, first_step", [(0.5, 4), (0.3, 2), (0.99, 7), (0.0, 0)])
+def test_cover_strength_switches_conditions_after_int_steps_times_strength(strength, first_step):
+    x0, noise, states, context = _inputs()
+    other_states, other_context = states + 10.0, context + 1.0
+    dit = RecordingDiT(x0)
+    switch = ConditionSwitch(strength, other_states, other_context)
+    FlowMatchSampler(dit)(noise, states, context, turbo_schedule(3.0), switch=switch)
+    seen = [torch.equal(s, other_states) and torch.equal(c, other_context) for s, c in zip(dit.states, dit.contexts)]
+    assert seen == [False] * first_step + [True] * (8 - first_step)
+
+
+def test_cover_strength_switch_under_guidance_keeps_the_null_half():
+    x0, noise, states, context = _inputs()
+    null = torch.full((1, 1, 6), 3.0)
+    dit = RecordingDiT(x0, condition_effect=1.0)
+    switch = ConditionSwitch(0.5, states + 10.0, context + 1.0)
+    FlowMatchSampler(dit, null)(noise, states, context, base_schedule(4, 1.0), guidance_scale=4.0, switch=switch)
+    assert [s.shape[0] for s in dit.states] == [4, 4, 4, 4]
+    for step, recorded in enumerate(dit.states):
+        expected = states + 10.0 if step >= 2 else states
+        assert torch.equal(recorded[:2], expected)
+        assert torch.equal(recorded[2:], null.expand_as(states))
+
+
+def _repaint_case(frames=40):
+    x0, noise, states, context = _inputs(frames=frames)
+    clean = _randn(2, frames, 4, seed=7)
+    mask = torch.zeros(2, frames, dtype=torch.bool)
+    mask[:, 15:25] = True
+    return x0, noise, states, context, clean, mask
+
+
+def test_repaint_reinjects_the_noised_source_during_the_first_half_only():
+    x0, noise, states, context, clean, mask = _repaint_case()
+    dit = RecordingDiT(x0)
+    guide = RepaintGuide(mask, clean, crossfade_frames=10)
+    schedule = turbo_schedule(1.0)  # t = 1, .875, ..., .125
+    FlowMatchSampler(dit)(noise, states, context, schedule, repaint=guide)
+    outside = ~mask
+    for step in range(1, 8):
+        t = schedule.timesteps[step]
+        expected = t * noise + (1 - t) * clean
+        injected = torch.allclose(dit.inputs[step][outside], expected[outside], atol=1e-6)
+        # Steps 0..3 are followed by an injection (round(0.5 * 8) = 4): the inputs of steps 1..4.
+        assert injected == (step <= 4), step
+    # Inside the window the model's own trajectory is kept.
+    assert not torch.allclose(dit.inputs[1][mask], (0.875 * noise + 0.125 * clean)[mask])
+
+
+def test_repaint_result_is_the_source_outside_the_window_and_crossfades_at_its_edges():
+    x0, noise, states, context, clean, mask = _repaint_case()
+    guide = RepaintGuide(mask, clean, crossfade_frames=10)
+    out = FlowMatchSampler(ExactVelocityDiT(x0))(noise, states, context, turbo_schedule(3.0), repaint=guide)
+    # The exact model lands on x0 inside; the blend restores the source outside the ramps.
+    assert torch.equal(out[:, :5], clean[:, :5]) and torch.equal(out[:, 35:], clean[:, 35:])
+    assert torch.allclose(out[:, 15:25], x0[:, 15:25], atol=1e-5)
+    weights = guide.blend_weights()[0]
+    assert weights[5:15].tolist() == pytest.approx([k / 11 for k in range(1, 11)])
+    assert weights[25:35].tolist() == pytest.approx([1 - k / 11 for k in range(1, 11)])
+    assert torch.allclose(out[:, 10], weights[10] * x0[:, 10] + (1 - weights[10]) * clean[:, 10], atol=1e-5)
+
+
+def test_repaint_crossfade_width_and_window_at_the_edge():
+    mask = torch.zeros(1, 30, dtype=torch.bool)
+    mask[:, :12] = True  # window at the very start: only a right ramp
+    weights = RepaintGuide(mask, torch.zeros(1, 30, 2), crossfade_frames=3).blend_weights()[0]
+    assert weights[:12].tolist() == [1.0] * 12
+    assert weights[12:15].tolist() == pytest.approx([0.75, 0.5, 0.25])
+    assert weights[15:].tolist() == [0.0] * 15
+    # A window covering everything leaves the result untouched.
+    full = torch.ones(1, 30, dtype=torch.bool)
+    assert RepaintGuide(full, torch.zeros(1, 30, 2)).blend_weights().eq(1).all()
+
+
+def test_start_from_source_picks_the_nearest_schedule_value_and_cuts_the_schedule():
+    noise, source = _randn(1, 6, 2, seed=1), _randn(1, 6, 2, seed=2)
+    schedule = turbo_schedule(3.0)  # 1, .9545, .9, .8333, .75, .6429, .5, .3
+    x, cut = start_from_source(schedule, noise, source, strength=0.3)  # 1 - 0.3 = 0.7 -> 0.75
+    assert cut.timesteps == schedule.timesteps[4:] and cut.renoise_timesteps == schedule.renoise_timesteps[4:]
+    assert torch.allclose(x, 0.75 * noise + 0.25 * source)
+    dit = RecordingDiT(source)
+    out = FlowMatchSampler(dit)(noise, _randn(1, 5, 6), torch.zeros(1, 6, 4), cut, start=x)
+    assert torch.equal(dit.inputs[0], x) and len(dit.inputs) == 4
+    assert torch.allclose(out, source, atol=1e-5)
 
 
 # --- Against the official model code (tests/data/golden, model-pipeline.md 14) ------------

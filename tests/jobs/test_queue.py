@@ -1,4 +1,6 @@
 import asyncio
+import os
+import sqlite3
 import threading
 
 import pytest
@@ -145,3 +147,69 @@ def test_submit_from_another_thread_wakes_the_waiting_worker(store):
         return await asyncio.wait_for(waiter, timeout=2)
 
     assert asyncio.run(scenario()).request.prompt == "from thread"
+
+
+def _upload(store: JobStore, name: str) -> str:
+    store.upload_dir.mkdir(exist_ok=True)
+    path = store.upload_dir / name
+    path.write_bytes(b"audio")
+    return str(path)
+
+
+def test_a_restart_removes_uploads_no_waiting_job_needs(tmp_path):
+    path = tmp_path / "jobs.sqlite3"
+    store = JobStore(path)
+    queue = JobQueue(store)
+    waits = _upload(store, "waits.wav")
+    retried = _upload(store, "retried.wav")
+    dies = _upload(store, "dies.wav")
+    orphan = _upload(store, "orphan.wav")  # a server stopped mid-upload
+    client_file = tmp_path / "client.wav"  # recorded with a job, but a client's own file
+    client_file.write_bytes(b"mine")
+    queue.submit(make_request("waits"), temp_files=[waits])
+    for name, upload, attempts in [("retried", retried, 1), ("dies", dies, 2)]:
+        job, _ = queue.submit(make_request(name), temp_files=[upload, str(client_file)])
+        job.status, job.attempts, job.started_at = JobStatus.RUNNING, attempts, 1.0
+        store.save(job)
+    store.close()
+
+    store = JobStore(path)
+    queue = JobQueue(store)
+    assert [job.request.prompt for job in store.waiting()] == ["waits", "retried"]
+    assert sorted(str(p) for p in store.upload_dir.iterdir()) == sorted([waits, retried])
+    assert not any(map(os.path.exists, (dies, orphan)))
+    assert client_file.read_bytes() == b"mine"
+    store.close()
+
+
+def test_retention_purge_removes_the_uploads_of_purged_jobs_only(store, tmp_path):
+    from acestep_api.jobs.retention import purge_expired
+
+    queue = JobQueue(store)
+    old_upload, recent_upload = _upload(store, "old.wav"), _upload(store, "recent.wav")
+    client_file = tmp_path / "client.wav"
+    client_file.write_bytes(b"mine")
+    for name, upload, finished_at in [("old", old_upload, 10.0), ("recent", recent_upload, None)]:
+        job, _ = queue.submit(make_request(name), temp_files=[upload, str(client_file)])
+        if finished_at is not None:
+            job.status, job.finished_at = JobStatus.FAILED, finished_at  # ended before cleanup ran
+            store.save(job)
+    purged = purge_expired(store, retention_seconds=100.0, now=1000.0)
+    assert [job.request.prompt for job in purged] == ["old"]
+    assert not os.path.exists(old_upload) and os.path.exists(recent_upload)
+    assert client_file.read_bytes() == b"mine"
+
+
+def test_an_ending_job_removes_its_uploads_even_if_the_store_fails(store, monkeypatch):
+    queue = JobQueue(store)
+    upload = _upload(store, "u.wav")
+    queue.submit(make_request(), temp_files=[upload])
+    job = asyncio.run(queue.next_job())
+
+    def broken_save(job):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store, "save", broken_save)
+    with pytest.raises(sqlite3.OperationalError):
+        queue.fail(job, "boom")
+    assert not os.path.exists(upload)

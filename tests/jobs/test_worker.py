@@ -134,15 +134,19 @@ def test_event_loop_stays_responsive_while_generate_blocks(store, tmp_path):
 def test_temp_files_are_deleted_when_a_job_ends(store, tmp_path):
     engine = WavEngine(tmp_path / "audio")
     queue = JobQueue(store)
+    store.upload_dir.mkdir()
     uploads = []
     for name in ["ok.wav", "bad.wav"]:
-        path = tmp_path / name
+        path = store.upload_dir / name
         path.write_bytes(b"upload")
         uploads.append(str(path))
+    # Recorded with a job, but not in the upload folder: a client's own file is never deleted.
+    client_file = tmp_path / "client.wav"
+    client_file.write_bytes(b"mine")
 
     async def scenario():
-        ok, _ = queue.submit(make_request("fine"), temp_files=[uploads[0]])
-        bad, _ = queue.submit(make_request("crash"), temp_files=[uploads[1], str(tmp_path / "gone.wav")])
+        ok, _ = queue.submit(make_request("fine"), temp_files=[uploads[0], str(client_file)])
+        bad, _ = queue.submit(make_request("crash"), temp_files=[uploads[1], str(store.upload_dir / "gone.wav")])
         worker = JobWorker(queue, engine)
         worker.start()
         try:
@@ -152,12 +156,14 @@ def test_temp_files_are_deleted_when_a_job_ends(store, tmp_path):
 
     asyncio.run(scenario())
     assert not any(os.path.exists(p) for p in uploads)
+    assert client_file.read_bytes() == b"mine"
 
 
 def test_stop_leaves_a_cut_job_running_for_the_restart(store, tmp_path):
     engine = WavEngine(tmp_path / "audio", delay=0.3)
     queue = JobQueue(store)
-    upload = tmp_path / "upload.wav"
+    store.upload_dir.mkdir()
+    upload = store.upload_dir / "upload.wav"
     upload.write_bytes(b"x")
 
     async def scenario():

@@ -28,6 +28,7 @@ ALIAS_CASES = {
     "guidance_scale": ("5.5", 5.5),
     "use_random_seed": ("false", False),
     "audio_cover_strength": (0.25, 0.25),
+    "cover_noise_strength": ("0.4", 0.4),
     "reference_audio_path": ("/tmp/ref.wav", "/tmp/ref.wav"),
     "src_audio_path": ("/tmp/src.wav", "/tmp/src.wav"),
     "task_type": ("cover", "cover"),
@@ -69,6 +70,7 @@ def test_every_aliased_request_field_has_a_case():
 
 def test_defaults_match_the_official_server():
     request = parse({})
+    assert request.cover_noise_strength == 0.0 and request.repaint_latent_crossfade_frames == 10
     assert request.prompt == "" and request.lyrics == ""
     assert request.batch_size == 2
     assert request.inference_steps == 8 and request.guidance_scale == 7.0 and request.shift == 3.0
@@ -218,6 +220,9 @@ def test_repainting_end_zero_or_negative_means_the_end():
     ({"guidance_scale": "nan"}, "guidance_scale", "guidance_scale must be a number"),
     ({"shift": 0}, "shift", "shift must be greater than 0 and at most 10"),
     ({"audio_cover_strength": 1.5}, "audio_cover_strength", "audio_cover_strength must be between 0 and 1"),
+    ({"cover_noise_strength": -0.1}, "cover_noise_strength", "cover_noise_strength must be between 0 and 1"),
+    ({"repaint_latent_crossfade_frames": 2.5}, "repaint_latent_crossfade_frames",
+     "repaint_latent_crossfade_frames must be an integer between 0 and 250"),
     ({"time_signature": "5/4"}, "time_signature", "time_signature must be one of 2, 3, 4, 6"),
     ({"timesteps": "a,b"}, "timesteps", "timesteps must be comma-separated numbers between 0 and 1"),
     ({"timesteps": "2,0.5"}, "timesteps", "timesteps must be a non-empty list of numbers between 0 and 1"),

@@ -8,9 +8,10 @@ the planner. The same prompts, constraints and parsing therefore run on every ba
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
+if TYPE_CHECKING:  # the HTTP layer imports SamplingParams without loading torch
+    import torch
 
 NO_NEGATIVE_PROMPT = "NO USER INPUT"  # the official sentinel for "no negative prompt"
 
@@ -35,11 +36,11 @@ class TokenConstraint(Protocol):
     tokens, which it also appends to the matching unconditional rows.
     """
 
-    def apply(self, scores: torch.Tensor) -> torch.Tensor:
+    def apply(self, scores: "torch.Tensor") -> "torch.Tensor":
         """``scores`` is ``[B, V]`` float; return it with disallowed tokens set to ``-inf``."""
         ...
 
-    def advance(self, tokens: torch.Tensor) -> None:
+    def advance(self, tokens: "torch.Tensor") -> None:
         """``tokens`` is ``[B]``, the ids just sampled for each row."""
         ...
 

@@ -1,18 +1,25 @@
-"""POST /create_random_sample (packaged examples) and POST /format_input (needs the LM)."""
+"""POST /create_random_sample (packaged examples); POST /format_input and POST /v1/create_sample (the LM)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import random
 from importlib import resources
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException
+from fastapi.concurrency import run_in_threadpool
+
+from acestep_api.engine.lm.types import SamplingParams
+from acestep_api.engine.request import BPM_MAX, BPM_MIN, DURATION_MAX, DURATION_MIN
 
 from acestep_api.server.auth import authorized_fields
+from acestep_api.server.coercion import InvalidField, as_object, to_bool, to_float, to_int, to_text
 from acestep_api.server.dependencies import get_engine
 from acestep_api.server.envelope import wrap
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["samples"])
 
 SIMPLE_MODE = "simple_mode"
@@ -42,12 +49,104 @@ async def create_random_sample(fields: Annotated[dict, Depends(authorized_fields
     return wrap(random.choice(examples))
 
 
+def require_lm(engine) -> None:
+    """The official gate of the LM routes: a failed load is a 500, a disabled LM a 503."""
+    if engine.lm_available:
+        return
+    if engine.lm_error:
+        raise HTTPException(status_code=500, detail=f"LLM init failed: {engine.lm_error}")
+    raise HTTPException(status_code=503, detail=LLM_NOT_INITIALIZED)
+
+
+def _sampling(fields: dict) -> SamplingParams:
+    temperature = to_float("temperature", fields.get("temperature"), 0.85, minimum=0.0, maximum=2.0)
+    return SamplingParams(temperature=temperature, cfg_scale=1.0)
+
+
+def _metadata(fields: dict) -> dict:
+    """``param_obj`` (an object or a JSON string) holds the metadata to keep; a top-level
+    ``time_signature`` is the official fallback."""
+    raw = as_object(fields.get("param_obj"))
+    metas: dict = {}
+    bpm = to_int("bpm", raw.get("bpm"), None, minimum=BPM_MIN, maximum=BPM_MAX)
+    if bpm is not None:
+        metas["bpm"] = bpm
+    duration = to_float("duration", raw.get("duration"), None)
+    if duration is not None and duration > 0:
+        metas["duration"] = int(min(max(duration, DURATION_MIN), DURATION_MAX))
+    key = to_text("key_scale", raw.get("key_scale") or raw.get("key") or raw.get("keyscale"), "").strip()
+    if key:
+        metas["keyscale"] = key
+    signature = to_text("time_signature", raw.get("time_signature") or fields.get("time_signature"), "").strip()
+    if signature:
+        metas["timesignature"] = signature.split("/", 1)[0].strip()
+    language = to_text("language", raw.get("language") or raw.get("vocal_language"), "").strip()
+    if language and language != "unknown":
+        metas["language"] = language
+    return metas
+
+
+async def _run_lm(call, *args, **kwargs):
+    # The LM blocks for seconds: off the event loop, serialised with the worker by the planner.
+    return await run_in_threadpool(call, *args, **kwargs)
+
+
 @router.post("/format_input")
 async def format_input(
     fields: Annotated[dict, Depends(authorized_fields)],
     engine: Annotated[object, Depends(get_engine)],
 ) -> dict:
-    if not engine.lm_available:
-        raise HTTPException(status_code=503, detail=LLM_NOT_INITIALIZED)
-    # The engine has no LM formatting call yet; an LM-enabled engine must provide one.
-    return wrap(None, code=500, error="format_sample error: LM formatting is not implemented by this engine")
+    require_lm(engine)
+    try:
+        caption = to_text("prompt", fields.get("prompt", fields.get("caption")), "")
+        lyrics = to_text("lyrics", fields.get("lyrics"), "")
+        metas = _metadata(fields)
+        params = _sampling(fields)
+    except InvalidField as error:
+        raise HTTPException(status_code=400, detail=str(error)) from None
+    try:
+        result = await _run_lm(engine.planner.format_sample, caption, lyrics, metadata=metas, params=params)
+    except Exception as error:  # the LM failing is reported in the envelope, as official
+        log.exception("format_sample failed")
+        return wrap(None, code=500, error=f"format_sample failed: {error}")
+    return wrap({
+        "caption": result.get("caption") or caption,
+        "lyrics": result.get("lyrics") or lyrics,
+        "bpm": result.get("bpm", metas.get("bpm")),
+        "key_scale": result.get("keyscale", metas.get("keyscale", "")),
+        "time_signature": str(result.get("timesignature", metas.get("timesignature", ""))),
+        "duration": result.get("duration", metas.get("duration")),
+        "vocal_language": result.get("language") or metas.get("language") or "unknown",
+    })
+
+
+@router.post("/v1/create_sample")
+async def create_sample(
+    fields: Annotated[dict, Depends(authorized_fields)],
+    engine: Annotated[object, Depends(get_engine)],
+) -> dict:
+    require_lm(engine)
+    try:
+        query = to_text("query", fields.get("query"), "")
+        instrumental = to_bool(fields.get("instrumental"), False)
+        language = to_text("vocal_language", fields.get("vocal_language"), "unknown").strip() or "unknown"
+        params = _sampling(fields)
+    except InvalidField as error:
+        raise HTTPException(status_code=400, detail=str(error)) from None
+    try:
+        result = await _run_lm(
+            engine.planner.create_sample, query, instrumental=instrumental,
+            vocal_language=None if language == "unknown" else language, params=params,
+        )
+    except Exception as error:
+        log.exception("create_sample failed")
+        return wrap(None, code=500, error=f"create_sample failed: {error}")
+    return wrap({
+        "caption": result.get("caption", ""),
+        "lyrics": result.get("lyrics", ""),
+        "bpm": result.get("bpm"),
+        "keyscale": result.get("keyscale", ""),
+        "duration": result.get("duration"),
+        "timesignature": str(result.get("timesignature", "")),
+        "vocal_language": result.get("language") or language,
+    })

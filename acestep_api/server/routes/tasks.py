@@ -6,14 +6,17 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
+from starlette.concurrency import run_in_threadpool
 
+from acestep_api.engine.request import DURATION_MAX, GenerationRequest
 from acestep_api.jobs.models import JobApi, JobStatus
 from acestep_api.jobs.queue import JobQueue, QueueFullError
 from acestep_api.jobs.results import query_result_item
+from acestep_api.server.audio_paths import AUDIO_PATH_FIELDS, resolve_request_audio
 from acestep_api.server.auth import authorized_fields, verify_body_token
-from acestep_api.server.bodies import read_request_body
+from acestep_api.server.bodies import RequestBody, read_request_body
 from acestep_api.server.coercion import InvalidField
-from acestep_api.server.dependencies import get_queue, get_settings
+from acestep_api.server.dependencies import get_engine, get_queue, get_settings
 from acestep_api.server.envelope import wrap
 from acestep_api.server.release_task_parser import parse_release_task
 from acestep_api.settings import Settings
@@ -21,6 +24,39 @@ from acestep_api.settings import Settings
 router = APIRouter(tags=["tasks"])
 
 QUEUE_FULL = "Server busy: queue is full"
+# Tasks that rework a source recording; a cover without one falls back to text2music (official).
+SOURCE_AUDIO_TASKS = ("repaint", "lego", "extract", "complete")
+
+
+def check_task(generation: GenerationRequest, engine) -> None:
+    """Refuse at once what the chosen model cannot run, naming the models that can."""
+    task = generation.task_type
+    model = engine.select_model(generation.model)
+    if task not in model.supported_task_types:
+        able = [entry["name"] for entry in engine.model_inventory() if task in entry["supported_task_types"]]
+        where = f"models that support it: {', '.join(able)}" if able else "no model on this server supports it"
+        raise InvalidField("task_type", f"task_type {task!r} is not supported by model {model.name!r}; {where}")
+    if task in SOURCE_AUDIO_TASKS and not generation.src_audio_path:
+        raise InvalidField("src_audio",
+                           f"task_type {task!r} needs source audio: upload src_audio or set src_audio_path")
+
+
+async def check_audio_inputs(generation: GenerationRequest, body: RequestBody) -> None:
+    """Decode each input once (in a worker thread) so empty, silent, undecodable or too long
+    audio is refused now, naming the field, rather than failing the job later."""
+    # Imported here: decoding pulls in the numeric audio stack, needed only when audio comes.
+    from acestep_api.engine.audio_input import AudioInputError, check_audio
+
+    for path_field in AUDIO_PATH_FIELDS:
+        path = getattr(generation, path_field)
+        if not path:
+            continue
+        upload = body.upload_for(path_field)
+        field = upload.field if upload is not None else path_field
+        try:
+            await run_in_threadpool(check_audio, path, max_seconds=DURATION_MAX)
+        except AudioInputError as error:
+            raise InvalidField(field, f"{field}: {error}") from None
 
 
 @router.post("/release_task")
@@ -28,20 +64,26 @@ async def release_task(
     request: Request,
     settings: Annotated[Settings, Depends(get_settings)],
     queue: Annotated[JobQueue, Depends(get_queue)],
+    engine: Annotated[Any, Depends(get_engine)],
 ) -> dict:
     body = await read_request_body(request, strict=True)
     try:
         verify_body_token(body.fields, request, settings)
         try:
             generation = parse_release_task(body.fields, settings)
+            check_task(generation, engine)
+            generation = resolve_request_audio(generation, settings.upload_dir, settings.input_dir)
+            if queue.size >= queue.maxsize:  # answered before the audio is decoded for nothing
+                raise HTTPException(status_code=429, detail=QUEUE_FULL)
+            await check_audio_inputs(generation, body)
         except InvalidField as error:
-            raise HTTPException(status_code=400, detail=str(error)) from None
+            raise HTTPException(status_code=getattr(error, "status_code", 400), detail=str(error)) from None
         try:
             job, position = queue.submit(generation, api=JobApi.RELEASE_TASK, temp_files=body.temp_files)
         except QueueFullError:
             raise HTTPException(status_code=429, detail=QUEUE_FULL) from None
     except BaseException:
-        body.discard_uploads()  # no job owns them
+        body.discard_uploads()  # refused (or cut short): no job owns them
         raise
     return wrap({"task_id": job.id, "status": "queued", "queue_position": position})
 

@@ -1,0 +1,102 @@
+"""Which server files a request may name as its audio (`src_audio_path`, `reference_audio_path`).
+
+Only two folders are readable: the upload folder and, when set, ACESTEP_INPUT_DIR. A relative
+path is taken relative to ACESTEP_INPUT_DIR; an absolute one must already lie in one of the
+two. Everything that could reach elsewhere is refused before the file is touched: `..`
+segments, a leading `~`, NUL bytes, the same tricks percent-encoded (`%2e%2e`, `%2F`), and
+symbolic links whose real target is outside (the check runs on the fully resolved path).
+The messages follow the official server's (api-contract 3.2.3), prefixed with the field.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import urllib.parse
+from pathlib import Path
+
+from acestep_api.engine.request import GenerationRequest
+from acestep_api.server.coercion import InvalidField, show
+
+AUDIO_PATH_FIELDS = ("src_audio_path", "reference_audio_path")
+ABSOLUTE = "absolute audio file paths are not allowed"
+TRAVERSAL = "path traversal in audio file paths is not allowed"
+OUTSIDE = "Access denied: path outside allowed directory"
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+class AudioPathError(InvalidField):
+    """A refused audio path; `status_code` is 400 for a bad path, 403 for one leading out."""
+
+    def __init__(self, field: str, message: str, status_code: int = 400):
+        super().__init__(field, f"{field}: {message}")
+        self.status_code = status_code
+
+
+def _spellings(value: str) -> list[str]:
+    """The path as given and as percent-decoding would read it (repeatedly, for `%252e`),
+    with backslashes as separators, so a trick is caught in whichever form it hides."""
+    spellings = [value]
+    for _ in range(3):
+        decoded = urllib.parse.unquote(spellings[-1])
+        if decoded == spellings[-1]:
+            break
+        spellings.append(decoded)
+    return [spelling.replace("\\", "/") for spelling in spellings]
+
+
+def _check_spelling(field: str, value: str) -> None:
+    for spelling in _spellings(value):
+        if "\x00" in spelling:
+            raise AudioPathError(field, "NUL bytes are not allowed in audio file paths")
+        if ".." in spelling.split("/"):
+            raise AudioPathError(field, TRAVERSAL)
+        if spelling.startswith("~"):
+            raise AudioPathError(field, "home folder (~) audio file paths are not allowed")
+        if spelling != value.replace("\\", "/") and (spelling.startswith("/") or _DRIVE.match(spelling)):
+            raise AudioPathError(field, ABSOLUTE)  # absolute only once decoded: a trick
+    if _DRIVE.match(value) or value.startswith("\\"):
+        raise AudioPathError(field, ABSOLUTE)
+
+
+def _inside(path: str, root: str) -> bool:
+    return path != root and os.path.commonpath([path, root]) == root
+
+
+def resolve_audio_path(field: str, value: str, upload_dir: Path, input_dir: Path | None) -> str:
+    """The real path (symbolic links resolved) of an existing audio file the request may read.
+
+    Raises AudioPathError naming `field`. Nothing is opened or stat-ed before the resolved
+    path is known to lie inside an allowed folder.
+    """
+    _check_spelling(field, value)
+    folders = [folder for folder in (upload_dir, input_dir) if folder is not None]
+    roots = {os.path.realpath(folder) for folder in folders}
+    # An absolute path may name a folder as configured or by its real path.
+    named = roots | {os.path.abspath(folder) for folder in folders}
+    if os.path.isabs(value):
+        if not any(_inside(os.path.normpath(value), root) for root in named):
+            raise AudioPathError(field, ABSOLUTE)
+        candidate = value
+    elif input_dir is None:
+        raise AudioPathError(
+            field, "relative audio file paths are read from ACESTEP_INPUT_DIR, which this server does not set"
+        )
+    else:
+        candidate = os.path.join(os.path.abspath(input_dir), value)
+    real = os.path.realpath(candidate)
+    if not any(_inside(real, root) for root in roots):
+        raise AudioPathError(field, OUTSIDE, status_code=403)
+    if not os.path.isfile(real):
+        raise AudioPathError(field, f"audio file not found (got {show(value)})")
+    return real
+
+
+def resolve_request_audio(request: GenerationRequest, upload_dir: Path, input_dir: Path | None) -> GenerationRequest:
+    """The request with each audio path it names replaced by the checked real path."""
+    updates = {
+        name: resolve_audio_path(name, getattr(request, name), upload_dir, input_dir)
+        for name in AUDIO_PATH_FIELDS
+        if getattr(request, name)
+    }
+    return request.model_copy(update=updates) if updates else request
