@@ -176,6 +176,14 @@ def codes_to_latents(
 
 
 @torch.no_grad()
+def latents_to_codes(audio_tokenizer: torch.nn.Module, latents: torch.Tensor, silence_latent: torch.Tensor) -> list[int]:
+    """25 Hz latents [1, T, C] -> their 5 Hz FSQ codes, as the official ``convert_src_audio_to_codes``."""
+    device, dtype = _placement(audio_tokenizer)
+    _, indices = audio_tokenizer.tokenize(latents.to(device=device, dtype=dtype), silence_latent.to(device, dtype))
+    return [int(code) for code in indices.flatten().tolist()]
+
+
+@torch.no_grad()
 def build_conditions(
     condition_encoder: torch.nn.Module,
     texts: TextEncoding,

@@ -44,6 +44,7 @@ from acestep_api.engine.sampler import (
 )
 from acestep_api.engine.tasks import TaskBuilder, item_codes, resolve_task
 from acestep_api.engine.lm.planner import LMPlanner, Plan, load_planner
+from acestep_api.engine.lm.vocab import format_audio_codes
 from acestep_api.engine.tiny import DEMO_MARKER
 
 TEXT_ENCODER_FOLDER = "Qwen3-Embedding-0.6B"
@@ -284,6 +285,10 @@ class MusicEngine:
         batch_size = min(request.batch_size, self.max_batch)
         seeds_used = seeds.resolve_seeds(request.use_random_seed, request.seeds, batch_size)
 
+        # Analysis of a source recording: its audio codes, and with the LM what they describe.
+        if request.extract_codes_only or request.full_analysis_only:
+            return self._analyse_source(request, dit, seeds_used, report)
+
         # 2. The 5 Hz LM plans: sample / format, metadata, and with thinking the audio codes.
         plan = Plan(request=request)
         if self.planner is not None:
@@ -444,6 +449,45 @@ class MusicEngine:
             generation_info="Analysis Only Mode Complete",
             timings={**clock.seconds, "total": clock.total()},
             sample_rate=self.sample_rate,
+        )
+
+    def _analyse_source(
+        self, request: GenerationRequest, dit: DitCheckpoint, seeds_used: list[int], report: Progress
+    ) -> GenerationResult:
+        """``extract_codes_only`` and ``full_analysis_only`` (api-contract.md 6.7): the source's
+        5 Hz codes, and for a full analysis the LM's reading of them."""
+        mode = "extract_codes_only" if request.extract_codes_only else "full_analysis_only"
+        if not request.src_audio_path:
+            raise GenerationError(f"{mode} requires src_audio_path (or a src_audio upload)")
+        report(PROGRESS_TEXT, "Extracting Audio Codes..." if request.extract_codes_only else "Starting Deep Analysis...")
+        wave = self._read_audio("src_audio_path", request.src_audio_path)
+        generator = torch.Generator(device=self.device).manual_seed(seeds_used[0])
+        latents = audio.encode_audio(self.vae, wave.to(self.device), generator).to(self.dtype)
+        codes = format_audio_codes(conditioning.latents_to_codes(dit.audio_tokenizer, latents, dit.silence_latent))
+        if request.extract_codes_only:
+            raw = {"status_message": "Audio Codes Extraction Success", "audio_codes": codes, "audio_paths": [],
+                   "raw_audio_paths": [], "first_audio_path": None, "metas": {}}
+        else:
+            report(PROGRESS_LM, "LM: understanding the audio codes")
+            metas = self.planner.understand_codes(codes, seed=seeds_used[0])
+            raw = {
+                "status_message": "Full Hardware Analysis Success",
+                "bpm": metas.get("bpm"),
+                "keyscale": metas.get("keyscale"),
+                "timesignature": metas.get("timesignature"),
+                "duration": metas.get("duration"),
+                "genre": metas.get("genres"),
+                "prompt": metas.get("caption", ""),
+                "lyrics": metas.get("lyrics", ""),
+                "language": metas.get("language", "unknown"),
+                "metas": metas,
+                "audio_paths": [],
+            }
+        report(1.0, "done")
+        return GenerationResult(
+            audio_paths=[], seeds=seeds_used, prompt=request.prompt, lyrics=request.lyrics, metas={},
+            dit_model=dit.name, lm_model=self.lm_model, generation_info=raw["status_message"],
+            timings={}, sample_rate=self.sample_rate, raw=raw,
         )
 
     def _read_audio(self, field_name: str, path: str | None) -> torch.Tensor | None:

@@ -94,6 +94,7 @@ class GenerationRequest(BaseModel):
     allow_lm_batch: bool = True
     analysis_only: bool = False
     full_analysis_only: bool = False
+    extract_codes_only: bool = False  # no LM needed: the source audio's 5 Hz codes only
     # Set by the planner, not by clients: the audio codes the LM wrote, one string per batch
     # item; they take the place of ``audio_code_string`` item by item.
     lm_audio_codes: list[str] | None = None
@@ -152,6 +153,8 @@ class GenerationResult(BaseModel):
     # Seconds per stage, e.g. {"text_encoding": .., "diffusion": .., "decoding": .., "encoding": .., "total": ..}
     timings: dict[str, float]
     sample_rate: int = 48000
+    # Analysis modes answer a dict of their own, which clients receive verbatim (api-contract.md 6.7).
+    raw: dict | None = None
 
 
 class GenerationError(RuntimeError):

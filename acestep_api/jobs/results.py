@@ -60,6 +60,8 @@ def _result_elements(job: Job, queue: JobQueue) -> list[dict]:
 
 def _succeeded_elements(job: Job, common: dict) -> list[dict]:
     result = job.result
+    if result.raw is not None:
+        return [result.raw]  # analysis modes: their own dict, verbatim (api-contract.md 3.3)
     shared = {
         "prompt": result.prompt,
         "lyrics": result.lyrics,

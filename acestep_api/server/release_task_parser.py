@@ -255,6 +255,7 @@ def parse_release_task(body: dict, settings: Settings) -> GenerationRequest:
         allow_lm_batch=flag("allow_lm_batch", True),
         analysis_only=flag("analysis_only", False),
         full_analysis_only=flag("full_analysis_only", False),
+        extract_codes_only=flag("extract_codes_only", False),
     )
     try:
         return GenerationRequest(**values)

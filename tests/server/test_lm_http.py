@@ -11,6 +11,7 @@ import pytest
 import soundfile
 
 from acestep_api.engine.lm.cot import KEYSCALES, LANGUAGES
+from acestep_api.engine.lm.vocab import parse_audio_codes
 from tests.server.conftest import serve, wait_finished
 
 pytestmark = pytest.mark.anyio
@@ -199,3 +200,56 @@ async def test_without_the_lm_cot_options_are_ignored(live):
                                   use_cot_language=True, audio_format="wav")
     assert job.status.value == "succeeded", job.error
     assert elements[0]["metas"]["bpm"] == "N/A" and elements[0]["prompt"] == "x"
+
+
+# --- Analysis of a source recording ---------------------------------------------------------
+
+
+def noise_wav(path, seconds: float, rate: int = 44100):
+    import numpy as np
+
+    samples = np.random.default_rng(0).uniform(-0.5, 0.5, (int(seconds * rate), 2)).astype("float32")
+    soundfile.write(path, samples, rate)
+    return path
+
+
+async def run_upload_job(app, client, wav, **fields) -> tuple[object, list[dict]]:
+    with open(wav, "rb") as handle:
+        response = await client.post(
+            "/release_task", data={k: str(v) for k, v in fields.items()}, files={"src_audio": ("a.wav", handle)}
+        )
+    assert response.status_code == 200, response.text
+    task_id = response.json()["data"]["task_id"]
+    job = await wait_finished(app, task_id)
+    response = await client.post("/query_result", json={"task_id_list": [task_id]})
+    return job, json.loads(response.json()["data"][0]["result"])
+
+
+async def test_extract_codes_only_answers_five_codes_per_second_without_the_lm(live, tmp_path):
+    app, client = live
+    job, elements = await run_upload_job(app, client, noise_wav(tmp_path / "a.wav", 4.0), extract_codes_only="true")
+    assert job.status.value == "succeeded", job.error
+    [element] = elements
+    assert element["status_message"] == "Audio Codes Extraction Success"
+    assert element["audio_paths"] == [] and element["first_audio_path"] is None
+    codes = parse_audio_codes(element["audio_codes"])
+    assert len(codes) == 20 and all(0 <= c < 64000 for c in codes)
+    assert len(set(codes)) > 1
+
+
+async def test_full_analysis_only_describes_the_source(lm_live, tmp_path):
+    app, client = lm_live
+    job, elements = await run_upload_job(app, client, noise_wav(tmp_path / "a.wav", 4.0), full_analysis_only="1")
+    assert job.status.value == "succeeded", job.error
+    [element] = elements
+    assert element["status_message"] == "Full Hardware Analysis Success"
+    assert_valid_metas(element)
+    assert element["language"] in LANGUAGES and isinstance(element["prompt"], str)
+    assert element["audio_paths"] == []
+
+
+async def test_analysis_modes_need_source_audio(idle):
+    _, client = idle
+    for mode in ("extract_codes_only", "full_analysis_only"):
+        response = await client.post("/release_task", json={mode: True})
+        assert response.status_code == 400 and mode in response.json()["detail"]

@@ -40,6 +40,7 @@ ALIAS_CASES = {
     "allow_lm_batch": (False, False),
     "analysis_only": ("yes", True),
     "full_analysis_only": ("on", True),
+    "extract_codes_only": ("yes", True),
     "audio_code_string": ("<|audio_code_1|>", "<|audio_code_1|>"),
     "track_name": ("drums", "drums"),
     "track_classes": ("vocals", ["vocals"]),

@@ -39,6 +39,9 @@ def check_task(generation: GenerationRequest, engine) -> None:
     if task in SOURCE_AUDIO_TASKS and not generation.src_audio_path:
         raise InvalidField("src_audio",
                            f"task_type {task!r} needs source audio: upload src_audio or set src_audio_path")
+    for mode in ("extract_codes_only", "full_analysis_only"):
+        if getattr(generation, mode) and not generation.src_audio_path:
+            raise InvalidField("src_audio", f"{mode} needs source audio: upload src_audio or set src_audio_path")
 
 
 async def check_audio_inputs(generation: GenerationRequest, body: RequestBody) -> None:
