@@ -40,9 +40,10 @@ def tiny_lm_engine(tiny_engine, tiny_checkpoints: Path):
     """The same engine with the tiny 5 Hz LM loaded (it shares the DiT, VAE and text encoder)."""
     import copy
 
-    from acestep_api.engine.lm.planner import load_planner
+    from acestep_api.engine.lm.planner import DEMO_TEXT_LIMITS, load_planner
 
-    planner, error = load_planner(tiny_checkpoints, "acestep-5Hz-lm-0.6B", mode="on", device="cpu", duration_max=30)
+    planner, error = load_planner(tiny_checkpoints, "acestep-5Hz-lm-0.6B", mode="on", device="cpu", duration_max=30,
+                                  limits=DEMO_TEXT_LIMITS)
     assert planner is not None, error
     engine = copy.copy(tiny_engine)
     engine.planner, engine.lm_model, engine.lm_error = planner, planner.model_name, None

@@ -43,7 +43,7 @@ from acestep_api.engine.sampler import (
     start_from_source,
 )
 from acestep_api.engine.tasks import TaskBuilder, item_codes, resolve_task
-from acestep_api.engine.lm.planner import LMPlanner, Plan, load_planner
+from acestep_api.engine.lm.planner import DEMO_TEXT_LIMITS, LMPlanner, Plan, TextLimits, load_planner
 from acestep_api.engine.lm.vocab import format_audio_codes
 from acestep_api.engine.tiny import DEMO_MARKER
 
@@ -226,10 +226,11 @@ class MusicEngine:
             load_dit_checkpoint(resolve_dit_folder(checkpoint_dir, name), torch_device, dtype)
             for name in dict.fromkeys(config_paths)  # a name configured twice loads once
         ]
+        is_demo = (checkpoint_dir / DEMO_MARKER).exists()
         planner, lm_error = load_planner(
             checkpoint_dir, lm_model, mode=init_llm, backend=lm_backend,
             device=torch_device if lm_device == "auto" else resolve_device(lm_device),
-            duration_max=lm_max_duration,
+            duration_max=lm_max_duration, limits=DEMO_TEXT_LIMITS if is_demo else TextLimits(),
         )
         return cls(
             tokenizer,
@@ -241,7 +242,7 @@ class MusicEngine:
             dtype=dtype,
             max_batch=max_batch,
             lm_model=lm_model,
-            is_demo=(checkpoint_dir / DEMO_MARKER).exists(),
+            is_demo=is_demo,
             planner=planner,
             lm_error=lm_error,
         )

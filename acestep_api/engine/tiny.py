@@ -11,6 +11,8 @@ Layout written under ``root`` (same names as the real ``checkpoints/`` folder)::
     acestep-v15-base/       same, non-turbo
     vae/                    AutoencoderOobleck (48 kHz stereo, hop 1920 -> 25 latent frames/s)
     Qwen3-Embedding-0.6B/   tiny Qwen3Model + an offline byte-level BPE tokenizer
+    acestep-5Hz-lm-0.6B/    tiny Qwen3ForCausalLM 5 Hz LM with all 64,000 audio-code tokens
+                            and a Qwen3-style chat template (see :mod:`acestep_api.engine.tiny_lm`)
     DEMO_CHECKPOINTS        marker
 """
 
@@ -173,15 +175,18 @@ Every heartbeat, every moment, every dream we left behind
 def write_tiny_checkpoints(root: Path, seed: int = 0, *, dit_overrides: dict[str, Any] | None = None) -> Path:
     """Write the tiny demo checkpoints under ``root`` and return ``root``.
 
-    Deterministic for a given ``seed``; takes a couple of seconds. Existing files of the
+    Deterministic for a given ``seed``; takes a few seconds. Existing files of the
     same names are overwritten. ``dit_overrides`` replaces DiT config fields (e.g.
     :data:`MID_SIZE_DIT`); the latent and text dims must stay those of the tiny VAE and
     text encoder.
     """
+    from acestep_api.engine.tiny_lm import LM_FOLDER, write_tiny_lm  # it builds on this module
+
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     overrides = dict(dit_overrides or {})
     _write_text_encoder(root / TEXT_ENCODER_FOLDER, seed)
+    write_tiny_lm(root / LM_FOLDER, seed)
     _write_vae(root / VAE_FOLDER, seed)
     _write_dit(root / TURBO_FOLDER, {**overrides, "is_turbo": True, "model_version": "turbo"}, seed)
     _write_dit(root / BASE_FOLDER, {**overrides, "is_turbo": False, "model_version": "base"}, seed + 1)

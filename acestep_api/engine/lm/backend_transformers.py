@@ -3,8 +3,10 @@
 All rows (and, with CFG, their unconditional twins) are left-padded into one batch and decoded
 together with a KV cache: the prompt runs once, then each step feeds one token per row. Per
 step, on the CFG-combined fp32 logits: constraint mask, repetition penalty, top-k, top-p,
-temperature, then a draw (``multinomial``) among the kept tokens from each row's own seeded generator, so a row's tokens depend on its
-seed alone and not on the rows beside it.
+temperature, then a ``multinomial`` draw among the kept tokens from each row's own seeded
+generator, so a row's tokens depend on its seed, not on the rows beside it. (Up to float
+rounding: padding and batch shape change the logits in their last bits, which can, rarely,
+move a token of a flat distribution across the top-p boundary.)
 """
 
 from __future__ import annotations

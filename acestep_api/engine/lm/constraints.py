@@ -35,6 +35,7 @@ DEFAULT_MAX_TEXT_TOKENS = 1536
 # "</think>" and end the CoT early, backticks are blocked as in the official processor.
 CAPTION_BREAKS = ("\n", "\r")
 CAPTION_FORBIDDEN = ("<", "`")
+_CAPTION_EXCLUDED = CAPTION_BREAKS + CAPTION_FORBIDDEN
 
 
 class TokenTrie:
@@ -96,7 +97,7 @@ class VocabTables:
             return values
 
         def line_safe(text: str) -> bool:
-            return bool(text) and not any(c in text for c in CAPTION_BREAKS + CAPTION_FORBIDDEN)
+            return bool(text) and not any(c in text for c in _CAPTION_EXCLUDED)
 
         # Caption: one or more lines. The first is "caption:", one space, then a word
         # (format_cot's layout); the others are indented continuations, as yaml wraps long

@@ -133,7 +133,7 @@ def _scalar_text(lines: list[str]) -> str:
             loaded = yaml.safe_load("v: " + "\n".join([first, *lines[1:]]))
         except yaml.YAMLError:
             loaded = None
-        if isinstance(loaded, dict) and isinstance(loaded.get("v"), str):
+        if isinstance(loaded, dict) and isinstance(loaded.get("v"), str) and loaded["v"].strip():
             return loaded["v"]
     return " ".join(part for part in (line.strip() for line in lines) if part)
 

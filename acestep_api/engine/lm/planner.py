@@ -33,9 +33,21 @@ log = logging.getLogger(__name__)
 LM_SKIPPED_TASKS = ("cover", "repaint")  # they follow their source audio, not a plan
 CODES_PER_SECOND = 5
 UNDERSTAND_TEMPERATURE = 0.3  # the official value for describing existing audio
-PHASE1_MAX_TOKENS = 1024
-TEXT_MAX_TOKENS = 2048
+PHASE1_MAX_TOKENS = 1024  # metadata with the longest caption fits well within this
+TEXT_MAX_TOKENS = 2560
 INSTRUMENTAL_LYRICS = "[Instrumental]"
+
+
+@dataclass(frozen=True)
+class TextLimits:
+    """Caps on the LM's free text, so every call ends even when the model never closes a field."""
+
+    caption_tokens: int = 512  # the official cap on a generated caption
+    text_tokens: int = 1536  # lyrics after the metadata (sample, format, understand)
+
+
+# Random demo weights never end a caption by themselves: short caps keep the demo quick.
+DEMO_TEXT_LIMITS = TextLimits(caption_tokens=24, text_tokens=48)
 
 Progress = Callable[[str], None]
 
@@ -89,8 +101,9 @@ class Plan:
 class LMPlanner:
     """Runs the LM's phases on one backend. Calls are serialised: one LM, one caller at a time."""
 
-    def __init__(self, backend: LMBackend, *, duration_max: float = DURATION_MAX):
+    def __init__(self, backend: LMBackend, *, duration_max: float = DURATION_MAX, limits: TextLimits = TextLimits()):
         self.backend = backend
+        self.limits = limits
         self.tokenizer = backend.tokenizer
         self.vocab = LMVocab.from_tokenizer(backend.tokenizer, getattr(backend, "vocab_size", None))
         self.duration_range = (int(DURATION_MIN), int(duration_max))
@@ -230,6 +243,7 @@ class LMPlanner:
                 duration_range=self.duration_range,
                 write_caption=request.use_cot_caption,
                 write_language=request.use_cot_language,
+                max_caption_tokens=self.limits.caption_tokens,
             )
         [tokens] = self.backend.generate(
             [prompts.phase1_prompt(self.tokenizer, caption, lyrics)],
@@ -294,7 +308,8 @@ class LMPlanner:
     def _understand(self, prompt: str, forced: dict, params: SamplingParams, seed: int) -> dict[str, Any]:
         """Constrained metadata, then free-text lyrics (audio codes masked), no CFG."""
         constraint = MetadataConstraint(
-            self.tokenizer, self.vocab, 1, forced=[forced], duration_range=self.duration_range, then_text=True
+            self.tokenizer, self.vocab, 1, forced=[forced], duration_range=self.duration_range, then_text=True,
+            max_caption_tokens=self.limits.caption_tokens, max_text_tokens=self.limits.text_tokens,
         )
         [tokens] = self.backend.generate(
             [prompt], params=params, max_new_tokens=TEXT_MAX_TOKENS,
@@ -353,6 +368,7 @@ def load_planner(
     backend: str = "transformers",
     device: torch.device | str = "cpu",
     duration_max: float = DURATION_MAX,
+    limits: TextLimits = TextLimits(),
 ) -> tuple[LMPlanner | None, str | None]:
     """(planner, error) for the configured LM.
 
@@ -369,7 +385,7 @@ def load_planner(
     except LMLoadError as error:
         return (None, None) if mode == "auto" else (None, str(error))
     try:
-        planner = LMPlanner(load_lm(folder, torch.device(device), backend), duration_max=duration_max)
+        planner = LMPlanner(load_lm(folder, torch.device(device), backend), duration_max=duration_max, limits=limits)
     except Exception as error:  # a broken checkpoint must not take the DiT server down with it
         log.exception("Loading the 5 Hz LM from %s failed", folder)
         return None, f"{type(error).__name__}: {error}" if not isinstance(error, LMLoadError) else str(error)

@@ -165,6 +165,13 @@ def test_parse_cot_drops_invalid_values(line):
     assert parse_cot(f"<think>\n{line}\nbpm: 100\n</think>").metas == {"bpm": 100}
 
 
+def test_parse_cot_reads_broken_or_empty_quoting_literally():
+    text = "<think>\ncaption: 'It''s' and more\nlanguage: ''\n</think>"
+    assert parse_cot(text).metas == {"caption": "'It''s' and more"}
+    assert parse_cot("<think>\ncaption: ''\n</think>").metas == {"caption": "''"}
+    assert parse_cot('<think>\ncaption: "a: b"\n</think>').metas == {"caption": "a: b"}
+
+
 def test_parse_cot_accepts_loose_spellings_of_valid_values():
     text = "<think>\nBPM: 120.0\nkeyscale: f# MINOR\ntimesignature: 6/8\nduration: 120.0\n</think>"
     assert parse_cot(text).metas == {"bpm": 120, "keyscale": "F# minor", "timesignature": "6", "duration": 120.0}

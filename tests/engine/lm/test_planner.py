@@ -35,7 +35,7 @@ def test_phase1_on_50_seeds_always_parses_to_valid_metadata(planner):
     prompt = prompts.phase1_prompt(tokenizer, "a song", "[Instrumental]")
     uncond = prompts.phase1_uncond_prompt(tokenizer, "a song", "[Instrumental]", "NO USER INPUT")
     constraint = MetadataConstraint(tokenizer, planner.vocab, len(seeds), forced=[{}] * len(seeds),
-                                    duration_range=(10, 600))
+                                    duration_range=(10, 600), max_caption_tokens=48)
     outputs = planner.backend.generate(
         [prompt] * len(seeds), uncond_prompts=[uncond] * len(seeds), params=SamplingParams(temperature=1.0),
         max_new_tokens=1024, stop_token_ids={planner.vocab.eos_id}, constraint=constraint, seeds=seeds,
