@@ -85,7 +85,8 @@ def primary_checkpoint_exists(settings: Settings) -> bool:
 
 def use_demo_checkpoints(settings: Settings) -> Settings:
     """Write tiny checkpoints to a temporary folder and point the settings at them."""
-    from acestep_api.engine.tiny import LM_FOLDER, write_tiny_checkpoints
+    from acestep_api.engine.tiny import write_tiny_checkpoints
+    from acestep_api.engine.tiny_lm import LM_FOLDER
 
     root = Path(tempfile.mkdtemp(prefix="acestep-demo-"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)

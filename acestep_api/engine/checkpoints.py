@@ -662,7 +662,11 @@ def list_dit_folders(checkpoint_dir: str | Path) -> list[str]:
     root = Path(checkpoint_dir)
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if _is_dit_folder(p))
+    # The silence latent tells a DiT from the other transformer folders (text encoder, LM).
+    return sorted(
+        p.name for p in root.iterdir()
+        if _is_dit_folder(p) and ((p / SILENCE_LATENT_FILE).is_file() or is_diffusers_layout(p))
+    )
 
 
 def resolve_dit_folder(checkpoint_dir: str | Path, name_or_path: str | Path) -> Path:

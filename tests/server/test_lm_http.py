@@ -67,7 +67,10 @@ async def test_thinking_plans_metas_and_codes_for_every_item(lm_live):
         assert_valid_metas(element["metas"])
         assert element["metas"]["duration"] == 10
         assert element["lm_model"] == "acestep-5Hz-lm-0.6B"
-        assert "LM" in element["generation_info"]
+        info = element["generation_info"]
+        assert "LM-Generated Metadata" in info and "LM Time Costs" in info
+        # Clients grep these lines: each must appear once.
+        assert [sum(word in line for line in info.splitlines()) for word in ("BPM:", "Key Scale:", "Total Time:")] == [1, 1, 1]
     # The LM wrote five codes per second for each item, and they reached the DiT.
     assert job.result.metas["duration"] == 10
 

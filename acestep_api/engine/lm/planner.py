@@ -23,7 +23,7 @@ import torch
 from acestep_api.engine.lm import prompts
 from acestep_api.engine.lm.constraints import CodesConstraint, MetadataConstraint
 from acestep_api.engine.lm.cot import format_cot, parse_cot
-from acestep_api.engine.lm.loader import LMLoadError, load_lm, resolve_lm_folder
+from acestep_api.engine.lm.loader import LM_MODEL_NAMES, LMLoadError, list_lm_folders, load_lm, resolve_lm_folder
 from acestep_api.engine.lm.types import NO_NEGATIVE_PROMPT, LMBackend, SamplingParams
 from acestep_api.engine.lm.vocab import LMVocab, format_audio_codes
 from acestep_api.engine.request import DURATION_MAX, DURATION_MIN, SEED_MAX, GenerationRequest
@@ -372,8 +372,9 @@ def load_planner(
 ) -> tuple[LMPlanner | None, str | None]:
     """(planner, error) for the configured LM.
 
-    ``mode`` "off" never loads; "auto" loads the LM when its folder exists and stays quiet
-    when it does not; "on" reports a missing folder as an error. A failed load is returned as
+    ``mode`` "off" never loads; "auto" loads the named LM, or else the first official LM
+    folder present, and stays quiet when there is none; "on" reports a missing folder as an
+    error. A failed load is returned as
     the error text (the LM routes answer it, jobs that need the LM fail with it); the server
     still serves everything else.
     """
@@ -383,7 +384,14 @@ def load_planner(
     try:
         folder = resolve_lm_folder(checkpoint_dir, name_or_path)
     except LMLoadError as error:
-        return (None, None) if mode == "auto" else (None, str(error))
+        if mode != "auto":
+            return None, str(error)
+        # "auto" serves the LM that is there: the main download brings the 1.7B, not the 0.6B.
+        present = [name for name in LM_MODEL_NAMES if name in list_lm_folders(checkpoint_dir)]
+        if not present:
+            return None, None
+        log.info("LM %s not found; using %s from %s", name_or_path, present[0], checkpoint_dir)
+        folder = Path(checkpoint_dir) / present[0]
     try:
         planner = LMPlanner(load_lm(folder, torch.device(device), backend), duration_max=duration_max, limits=limits)
     except Exception as error:  # a broken checkpoint must not take the DiT server down with it

@@ -121,3 +121,15 @@ def test_understand_codes(planner):
 )
 def test_description_hints(text, language, instrumental):
     assert description_hints(text) == (language, instrumental)
+
+
+def test_load_planner_modes(tiny_checkpoints, tmp_path):
+    from acestep_api.engine.lm.planner import load_planner
+
+    assert load_planner(tiny_checkpoints, "acestep-5Hz-lm-0.6B", mode="off") == (None, None)
+    assert load_planner(tmp_path, "acestep-5Hz-lm-0.6B", mode="auto") == (None, None)
+    planner, error = load_planner(tmp_path, "acestep-5Hz-lm-1.7B", mode="on")
+    assert planner is None and "acestep-5Hz-lm-1.7B" in error
+    # "auto" serves the LM that is there when the named one is missing.
+    planner, error = load_planner(tiny_checkpoints, "acestep-5Hz-lm-1.7B", mode="auto")
+    assert error is None and planner.model_name == "acestep-5Hz-lm-0.6B"
