@@ -284,6 +284,27 @@ def audio_code_token(code: int) -> str:
     return f"<|audio_code_{code}|>"
 
 
+def train_byte_level_bpe(text: str, vocab_size: int) -> Any:
+    """A byte-level BPE ``tokenizers.Tokenizer`` (Qwen's scheme) learned from ``text``, offline,
+    followed by the Qwen chat special tokens and ``<think>``/``</think>``."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(text.splitlines(), trainer)
+    # Added after the learned vocabulary, as in Qwen (whose <|endoftext|> follows the BPE ids).
+    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS])
+    return tokenizer
+
+
 def build_tiny_tokenizer() -> Any:
     """An offline Qwen3-style tokenizer (``tokenizers.Tokenizer``).
 
@@ -291,21 +312,9 @@ def build_tiny_tokenizer() -> Any:
     tokens, and the post-processor of the current Qwen3-Embedding tokenizer that appends
     ``<|endoftext|>`` to every encoded text (model-pipeline.md 3.3).
     """
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import AddedToken, processors
 
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=512,
-        min_frequency=2,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(_BPE_TRAINING_TEXT.splitlines(), trainer)
-    # Added after the learned vocabulary, as in Qwen (whose <|endoftext|> follows the BPE ids).
-    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
-    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS])
+    tokenizer = train_byte_level_bpe(_BPE_TRAINING_TEXT, vocab_size=512)
     tokenizer.add_tokens(
         [AddedToken(audio_code_token(i), special=False, normalized=False) for i in range(AUDIO_CODE_TOKENS)]
     )

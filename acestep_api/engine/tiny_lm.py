@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from acestep_api.engine.lm.vocab import AUDIO_CODE_COUNT, EOS_TOKEN, PAD_TOKEN, audio_code_token
-from acestep_api.engine.tiny import _BPE_TRAINING_TEXT, SPECIAL_TOKENS, THINK_TOKENS, randomize_parameters
+from acestep_api.engine.tiny import _BPE_TRAINING_TEXT, randomize_parameters, train_byte_level_bpe
 
 LM_FOLDER = "acestep-5Hz-lm-0.6B"  # the LM the server loads by default
 
@@ -100,20 +100,9 @@ def build_tiny_lm_tokenizer() -> Any:
     ``<think>``, ``</think>``; then ``<|audio_code_0|>`` … ``<|audio_code_63999|>`` contiguous,
     marked special as in the real tokenizer. No token is appended to encoded text.
     """
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken
 
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=640,
-        min_frequency=2,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator((_BPE_TRAINING_TEXT + _LM_TRAINING_TEXT).splitlines(), trainer)
-    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
-    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS])
+    tokenizer = train_byte_level_bpe(_BPE_TRAINING_TEXT + _LM_TRAINING_TEXT, vocab_size=640)
     tokenizer.add_special_tokens(
         [AddedToken(audio_code_token(i), special=True, normalized=False) for i in range(AUDIO_CODE_COUNT)]
     )

@@ -8,7 +8,6 @@ under an earlier alias shadows a later one.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import annotated_types
@@ -24,6 +23,7 @@ from acestep_api.engine.request import (
 )
 from acestep_api.server.coercion import (
     InvalidField,
+    as_object,
     show,
     to_bool,
     to_choice,
@@ -82,25 +82,12 @@ REPAINT_MODES = ("conservative", "balanced", "aggressive")
 DEFAULT_BATCH_SIZE = 2
 
 
-def _as_object(value: Any) -> dict:
-    """A dict, or a JSON string of one; anything else counts as absent."""
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, str):
-        try:
-            parsed = json.loads(value)
-        except (ValueError, RecursionError):
-            return {}
-        return parsed if isinstance(parsed, dict) else {}
-    return {}
-
-
 class ReleaseTaskFields:
     """Raw values of a /release_task body, looked up by canonical name."""
 
     def __init__(self, body: dict):
         metadata = next((body[key] for key in METADATA_KEYS if body.get(key)), None)
-        self.sources = (body, _as_object(body.get("param_obj")), _as_object(metadata))
+        self.sources = (body, as_object(body.get("param_obj")), as_object(metadata))
 
     def raw(self, name: str) -> Any:
         for source in self.sources:
