@@ -137,7 +137,6 @@ def generation_info(
     metas: dict, timings: dict[str, float], seeds_used: list[int], steps: int, plan: Plan | None = None
 ) -> str:
     """The markdown summary the official server returns as ``generation_info``."""
-    seconds = _seconds
     return "\n".join(
         [
             *(lm_info(plan) if plan else []),
@@ -146,7 +145,7 @@ def generation_info(
             # Once only: clients grep these lines (the LM block already lists what the LM settled).
             *([] if plan is not None and plan.lm_metas else [
                 f"- **BPM:** {metas['bpm']}",
-                f"- **Duration:** {seconds(metas['duration'])}",
+                f"- **Duration:** {_seconds(metas['duration'])}",
                 f"- **Key Scale:** {metas['keyscale']}",
                 f"- **Time Signature:** {metas['timesignature']}",
                 "",
@@ -466,8 +465,8 @@ class MusicEngine:
         report(PROGRESS_TEXT, "Extracting Audio Codes..." if request.extract_codes_only else "Starting Deep Analysis...")
         wave = self._read_audio("src_audio_path", request.src_audio_path)
         generator = torch.Generator(device=self.device).manual_seed(seeds_used[0])
-        latents = audio.encode_audio(self.vae, wave.to(self.device), generator).to(self.dtype)
-        codes = format_audio_codes(conditioning.latents_to_codes(dit.audio_tokenizer, latents, dit.silence_latent))
+        latents = TaskBuilder(dit, self.vae, self.device, self.dtype).encode(wave.to(self.device), generator)
+        codes = format_audio_codes(conditioning.latents_to_codes(dit.audio_tokenizer, latents[None], dit.silence_latent))
         if request.extract_codes_only:
             raw = {"status_message": "Audio Codes Extraction Success", "audio_codes": codes, "audio_paths": [],
                    "raw_audio_paths": [], "first_audio_path": None, "metas": {}}

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 TASK_TYPES = ("text2music", "repaint", "cover", "extract", "lego", "complete")
 TURBO_TASK_TYPES = ("text2music", "repaint", "cover")
+SOURCE_TASK_TYPES = ("repaint", "lego", "extract", "complete")  # they rework a source recording
 AUDIO_FORMATS = ("mp3", "wav", "flac", "opus")
 INFER_METHODS = ("ode", "sde")
 TIME_SIGNATURES = ("2", "3", "4", "6")

@@ -18,7 +18,7 @@ from diffusers.pipelines.ace_step.pipeline_ace_step import TASK_INSTRUCTIONS
 from acestep_api.engine import audio, conditioning
 from acestep_api.engine.audio_input import is_silent
 from acestep_api.engine.lm.vocab import parse_audio_codes
-from acestep_api.engine.request import GenerationError, GenerationRequest
+from acestep_api.engine.request import SOURCE_TASK_TYPES, GenerationError, GenerationRequest
 from acestep_api.engine.seeds import SEED_MAX
 
 MIN_LATENT_FRAMES = 128  # the DiT runs on at least 5.12 s; shorter outputs are cropped after decoding
@@ -26,7 +26,6 @@ FRAMES_PER_CODE = 5  # one 5 Hz code per 5 latent frames
 REFERENCE_SECONDS = 30
 REFERENCE_WINDOW_SECONDS = 10
 WINDOWED_TASKS = ("repaint", "lego")  # tasks whose repainting_start/end make a window
-SOURCE_TASKS = ("repaint", "lego", "extract", "complete")  # tasks that cannot run without a source
 
 
 def has_codes(request: GenerationRequest) -> bool:
@@ -55,7 +54,7 @@ def resolve_task(request: GenerationRequest) -> GenerationRequest:
     has_input = bool(request.src_audio_path or request.reference_audio_path or has_codes(request))
     if request.task_type == "cover" and not has_input:
         return request.model_copy(update={"task_type": "text2music"})
-    if request.task_type in SOURCE_TASKS and not (request.src_audio_path or has_codes(request)):
+    if request.task_type in SOURCE_TASK_TYPES and not (request.src_audio_path or has_codes(request)):
         raise GenerationError(
             f"task_type {request.task_type!r} needs source audio: send src_audio_path (or a src_audio upload)"
         )

@@ -15,7 +15,7 @@ from typing import Callable, Protocol
 from acestep_api.engine.request import GenerationError, GenerationRequest, GenerationResult
 from acestep_api.jobs.models import Job
 from acestep_api.jobs.queue import JobQueue
-from acestep_api.jobs.retention import purge_expired, remove_uploads
+from acestep_api.jobs.retention import purge_expired
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +115,8 @@ class JobWorker:
             else:
                 self.queue.fail(job, error or "Generation failed")
         except Exception:  # noqa: BLE001 - e.g. the store could not be written; keep serving
+            # The queue removed the job's uploads even so: its _end deletes them in a finally.
             log.exception("Could not record the end of job %s", job.id)
-        finally:
-            # The queue removes them as the job ends; this covers a store that failed first.
-            remove_uploads(job.temp_files, self.queue.store.upload_dir)
 
     async def _purge_periodically(self) -> None:
         while True:

@@ -30,14 +30,18 @@ async def lm_live(settings, lm_engine):
         yield app, client
 
 
-async def run_job(app, client, **body) -> tuple[object, list[dict]]:
-    response = await client.post("/release_task", json=body)
+async def finish(app, client, response) -> tuple[object, list[dict]]:
+    """The job a /release_task response created, once ended, and its /query_result elements."""
     assert response.status_code == 200, response.text
     task_id = response.json()["data"]["task_id"]
     job = await wait_finished(app, task_id)
     response = await client.post("/query_result", json={"task_id_list": [task_id]})
     [item] = response.json()["data"]
     return job, json.loads(item["result"])
+
+
+async def run_job(app, client, **body) -> tuple[object, list[dict]]:
+    return await finish(app, client, await client.post("/release_task", json=body))
 
 
 def audio_seconds(element: dict) -> float:
@@ -221,11 +225,7 @@ async def run_upload_job(app, client, wav, **fields) -> tuple[object, list[dict]
         response = await client.post(
             "/release_task", data={k: str(v) for k, v in fields.items()}, files={"src_audio": ("a.wav", handle)}
         )
-    assert response.status_code == 200, response.text
-    task_id = response.json()["data"]["task_id"]
-    job = await wait_finished(app, task_id)
-    response = await client.post("/query_result", json={"task_id_list": [task_id]})
-    return job, json.loads(response.json()["data"][0]["result"])
+    return await finish(app, client, response)
 
 
 async def test_extract_codes_only_answers_five_codes_per_second_without_the_lm(live, tmp_path):

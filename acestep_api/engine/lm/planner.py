@@ -14,7 +14,7 @@ import random
 import re
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -126,7 +126,6 @@ class LMPlanner:
             return plan
         plan.used = True
         sampling = self._sampling(request)
-        updates: dict[str, Any] = {}
         metas_from_sample = False
         with self._lock:
             # 1. Sample mode: a description (or nothing) becomes caption, lyrics and metadata.
@@ -139,9 +138,8 @@ class LMPlanner:
                     language = request.vocal_language
                 sample = self._create_sample(query, instrumental, language, sampling, seeds[0])
                 plan.seconds["sample"] = time.perf_counter() - started
-                updates.update(self._request_fields(sample, overwrite=True, request=request))
                 metas_from_sample = True
-                request = request.model_copy(update=updates)
+                request = request.model_copy(update=self._request_fields(sample, overwrite=True, request=request))
 
             # 2. Format: the LM rewrites caption and lyrics, keeping the user's metadata.
             format_gave_duration = False
@@ -156,7 +154,6 @@ class LMPlanner:
                 format_gave_duration = "duration" in formatted
                 format_updates = self._request_fields(formatted, overwrite=True, request=request)
                 format_updates.pop("vocal_language", None)  # format keeps the user's language
-                updates.update(format_updates)
                 request = request.model_copy(update=format_updates)
 
             # 3. Phase 1: metadata by chain of thought, the user's values forced.
@@ -169,7 +166,7 @@ class LMPlanner:
                 cot_metas = self._phase1(request, given, sampling, seeds[0])
                 plan.seconds["phase1"] = time.perf_counter() - started
                 plan.lm_metas = dict(cot_metas)
-                updates.update(self._request_fields(cot_metas, overwrite=False, request=request))
+                updates = self._request_fields(cot_metas, overwrite=False, request=request)
                 if request.use_cot_caption and cot_metas.get("caption"):
                     updates["prompt"] = cot_metas["caption"]
                 if request.use_cot_language and cot_metas.get("language"):
@@ -218,7 +215,7 @@ class LMPlanner:
         """Metadata and lyrics that describe existing audio, given as audio codes."""
         with self._lock:
             prompt = prompts.understand_prompt(self.tokenizer, code_string)
-            params = SamplingParams(temperature=UNDERSTAND_TEMPERATURE, cfg_scale=1.0)
+            params = SamplingParams(temperature=UNDERSTAND_TEMPERATURE)
             return self._understand(prompt, {}, params, _seed(seed))
 
     # --- Phases ------------------------------------------------------------------------
@@ -247,7 +244,7 @@ class LMPlanner:
             )
         [tokens] = self.backend.generate(
             [prompts.phase1_prompt(self.tokenizer, caption, lyrics)],
-            uncond_prompts=self._uncond([prompts.phase1_uncond_prompt(self.tokenizer, caption, lyrics, negative)], params),
+            uncond_prompts=[prompts.phase1_uncond_prompt(self.tokenizer, caption, lyrics, negative)],
             params=params,
             max_new_tokens=PHASE1_MAX_TOKENS,
             stop_token_ids={self._think_end_id(), self.vocab.eos_id},
@@ -271,7 +268,7 @@ class LMPlanner:
             rows = len(group)
             outputs = self.backend.generate(
                 [prompt] * rows,
-                uncond_prompts=self._uncond([uncond] * rows, params),
+                uncond_prompts=[uncond] * rows,
                 params=params,
                 max_new_tokens=n_codes + 1,
                 stop_token_ids={self.vocab.eos_id},
@@ -288,9 +285,7 @@ class LMPlanner:
     ) -> dict[str, Any]:
         forced = {"language": language} if language and language != "unknown" else {}
         prompt = prompts.inspiration_prompt(self.tokenizer, query, instrumental)
-        result = self._understand(prompt, forced, replace(params, cfg_scale=1.0), seed)
-        if not result.get("lyrics"):
-            result["lyrics"] = INSTRUMENTAL_LYRICS if instrumental else ""
+        result = self._understand(prompt, forced, params, seed)
         if instrumental:
             result["lyrics"] = INSTRUMENTAL_LYRICS
         result["instrumental"] = instrumental
@@ -300,13 +295,14 @@ class LMPlanner:
         caption = caption.strip() or NO_NEGATIVE_PROMPT
         lyrics = lyrics if lyrics.strip() else INSTRUMENTAL_LYRICS
         prompt = prompts.format_prompt(self.tokenizer, caption, lyrics)
-        result = self._understand(prompt, forced, replace(params, cfg_scale=1.0), seed)
+        result = self._understand(prompt, forced, params, seed)
         if not result.get("lyrics"):
             result["lyrics"] = lyrics
         return result
 
     def _understand(self, prompt: str, forced: dict, params: SamplingParams, seed: int) -> dict[str, Any]:
-        """Constrained metadata, then free-text lyrics (audio codes masked), no CFG."""
+        """Constrained metadata, then free-text lyrics (audio codes masked); no CFG (no
+        unconditional prompt), so ``params.cfg_scale`` plays no part."""
         constraint = MetadataConstraint(
             self.tokenizer, self.vocab, 1, forced=[forced], duration_range=self.duration_range, then_text=True,
             max_caption_tokens=self.limits.caption_tokens, max_text_tokens=self.limits.text_tokens,
@@ -319,10 +315,6 @@ class LMPlanner:
         return {**parsed.metas, **forced, "lyrics": parsed.lyrics.strip()}
 
     # --- Helpers -----------------------------------------------------------------------
-
-    def _uncond(self, uncond_prompts: list[str], params: SamplingParams) -> list[str] | None:
-        # A scale of 1 makes the unconditional rows cancel out: skip their cost.
-        return uncond_prompts if params.cfg_scale != 1.0 else None
 
     def _decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=False)

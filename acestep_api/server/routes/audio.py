@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import FileResponse
 
+from acestep_api.server.audio_paths import OUTSIDE
 from acestep_api.server.auth import require_api_key
 from acestep_api.server.dependencies import get_settings
 from acestep_api.settings import Settings
@@ -16,7 +17,7 @@ router = APIRouter(tags=["audio"], dependencies=[Depends(require_api_key)])
 
 MEDIA_TYPES = {".mp3": "audio/mpeg", ".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg",
                ".opus": "audio/ogg"}
-ACCESS_DENIED = "Access denied: path outside allowed directory"
+ACCESS_DENIED = OUTSIDE  # the official message, shared with the audio-input path checks
 
 
 def resolve_audio_path(path: str, audio_dir: os.PathLike) -> str:

@@ -60,7 +60,7 @@ def require_lm(engine) -> None:
 
 def _sampling(fields: dict) -> SamplingParams:
     temperature = to_float("temperature", fields.get("temperature"), 0.85, minimum=0.0, maximum=2.0)
-    return SamplingParams(temperature=temperature, cfg_scale=1.0)
+    return SamplingParams(temperature=temperature)
 
 
 def _metadata(fields: dict) -> dict:
@@ -86,11 +86,6 @@ def _metadata(fields: dict) -> dict:
     return metas
 
 
-async def _run_lm(call, *args, **kwargs):
-    # The LM blocks for seconds: off the event loop, serialised with the worker by the planner.
-    return await run_in_threadpool(call, *args, **kwargs)
-
-
 @router.post("/format_input")
 async def format_input(
     fields: Annotated[dict, Depends(authorized_fields)],
@@ -105,7 +100,8 @@ async def format_input(
     except InvalidField as error:
         raise HTTPException(status_code=400, detail=str(error)) from None
     try:
-        result = await _run_lm(engine.planner.format_sample, caption, lyrics, metadata=metas, params=params)
+        # The LM blocks for seconds: off the event loop (the planner serialises it with the worker).
+        result = await run_in_threadpool(engine.planner.format_sample, caption, lyrics, metadata=metas, params=params)
     except Exception as error:  # the LM failing is reported in the envelope, as official
         log.exception("format_sample failed")
         return wrap(None, code=500, error=f"format_sample failed: {error}")
@@ -134,7 +130,7 @@ async def create_sample(
     except InvalidField as error:
         raise HTTPException(status_code=400, detail=str(error)) from None
     try:
-        result = await _run_lm(
+        result = await run_in_threadpool(
             engine.planner.create_sample, query, instrumental=instrumental,
             vocal_language=None if language == "unknown" else language, params=params,
         )

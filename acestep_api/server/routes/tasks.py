@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
-from acestep_api.engine.request import DURATION_MAX, GenerationRequest
+from acestep_api.engine.request import DURATION_MAX, SOURCE_TASK_TYPES, GenerationRequest
 from acestep_api.jobs.models import JobApi, JobStatus
 from acestep_api.jobs.queue import JobQueue, QueueFullError
 from acestep_api.jobs.results import query_result_item
@@ -24,8 +24,6 @@ from acestep_api.settings import Settings
 router = APIRouter(tags=["tasks"])
 
 QUEUE_FULL = "Server busy: queue is full"
-# Tasks that rework a source recording; a cover without one falls back to text2music (official).
-SOURCE_AUDIO_TASKS = ("repaint", "lego", "extract", "complete")
 
 
 def check_task(generation: GenerationRequest, engine) -> None:
@@ -36,7 +34,8 @@ def check_task(generation: GenerationRequest, engine) -> None:
         able = [entry["name"] for entry in engine.model_inventory() if task in entry["supported_task_types"]]
         where = f"models that support it: {', '.join(able)}" if able else "no model on this server supports it"
         raise InvalidField("task_type", f"task_type {task!r} is not supported by model {model.name!r}; {where}")
-    if task in SOURCE_AUDIO_TASKS and not generation.src_audio_path:
+    # A cover without a source falls back to text2music (official); the others cannot run.
+    if task in SOURCE_TASK_TYPES and not generation.src_audio_path:
         raise InvalidField("src_audio",
                            f"task_type {task!r} needs source audio: upload src_audio or set src_audio_path")
     for mode in ("extract_codes_only", "full_analysis_only"):
