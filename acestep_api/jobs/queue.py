@@ -1,8 +1,9 @@
 """The FIFO of waiting jobs: submission, positions, ETA, and job state transitions.
 
 The store is the record; this queue holds the live `Job` objects of waiting and running jobs,
-so that the HTTP layer reads current progress without a database round trip. `submit` and
-`report_progress` may be called from any thread; `next_job` is awaited by the one worker.
+so that the HTTP layer reads current progress without a database round trip. `submit`,
+`report_progress` and `cancel` may be called from any thread; `next_job` is awaited by the one
+worker, `wait_finished` by any request handler that answers only once its job has ended.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import time
 import uuid
 from collections.abc import Sequence
 
-from acestep_api.engine.request import GenerationRequest, GenerationResult
+from acestep_api.engine.request import GenerationError, GenerationRequest, GenerationResult
 from acestep_api.jobs.models import Job, JobApi, JobStatus
 from acestep_api.jobs.retention import remove_orphan_uploads, remove_uploads
-from acestep_api.jobs.store import JobStore
+from acestep_api.jobs.store import CANCELLED_STAGE, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,19 @@ PROGRESS_MIN_STEP = 0.01
 PROGRESS_MIN_INTERVAL = 0.5
 
 
+CANCELLED_ERROR = "Cancelled by request"
+
+
 class QueueFullError(Exception):
     """`maxsize` jobs are already waiting."""
+
+
+class JobCancelled(GenerationError):
+    """Raised from a running job's progress report once a cancel was asked for, so the engine
+    stops at its next step (between diffusion steps) and the worker ends the job."""
+
+    def __init__(self) -> None:
+        super().__init__(CANCELLED_ERROR)
 
 
 class JobQueue:
@@ -65,6 +77,9 @@ class JobQueue:
         self._last_write: dict[str, tuple[float, str, float]] = {}
         self._wakeup: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Running jobs asked to stop; job id -> futures of wait_finished callers.
+        self._cancelling: set[str] = set()
+        self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future]]] = {}
 
     # --- reading ---------------------------------------------------------------------
 
@@ -94,6 +109,10 @@ class JobQueue:
     def eta_seconds(self, job_id: str) -> float | None:
         position = self.position(job_id)
         return None if position is None else position * self.avg_job_seconds
+
+    def cancel_requested(self, job_id: str) -> bool:
+        with self._lock:
+            return job_id in self._cancelling
 
     def stats(self) -> dict:
         return {
@@ -165,14 +184,58 @@ class JobQueue:
         self._last_write[job.id] = (job.progress, job.stage, time.monotonic())
         self.store.save(job)
 
+    # --- cancelling and waiting ------------------------------------------------------
+
+    def cancel(self, job_id: str) -> Job | None:
+        """Cancel a job: a waiting one ends at once; a running one is asked to stop and ends
+        at its next progress report (the worker records it). A finished job is returned
+        unchanged, an unknown id gives None."""
+        with self._lock:
+            waiting = next((job for job in self._waiting if job.id == job_id), None)
+            if waiting is not None:
+                self._waiting.remove(waiting)
+                waiting.error = CANCELLED_ERROR
+                self._end(waiting, JobStatus.FAILED, stage=CANCELLED_STAGE)
+                return waiting
+            running = self._running.get(job_id)
+            if running is not None:
+                self._cancelling.add(job_id)
+                return running
+        return self.store.get(job_id)
+
+    async def wait_finished(self, job_id: str, timeout: float | None = None) -> Job | None:
+        """The job once it has ended, or as it is when `timeout` seconds have passed (None for
+        an unknown id)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future = loop.create_future()
+        with self._lock:
+            job = self.get(job_id)
+            if job is None or job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+                return job
+            self._waiters.setdefault(job_id, []).append((loop, future))
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            return self.get(job_id)
+        finally:
+            with self._lock:
+                waiters = self._waiters.get(job_id, [])
+                if (loop, future) in waiters:
+                    waiters.remove((loop, future))
+                if not waiters:
+                    self._waiters.pop(job_id, None)
+
     # --- state changes while and after running ---------------------------------------
 
     def report_progress(self, job: Job, fraction: float, stage: str) -> None:
+        """Record a running job's progress; raises JobCancelled once it was asked to stop."""
         fraction = min(1.0, max(0.0, float(fraction)))
         now = time.monotonic()
         with self._lock:
             if job.status is not JobStatus.RUNNING:
                 return  # a late callback after the job ended must not undo its final state
+            if job.id in self._cancelling:
+                raise JobCancelled()
             job.progress, job.stage = fraction, stage
             last_fraction, last_stage, last_time = self._last_write.get(job.id, (-1.0, "", 0.0))
             if (
@@ -192,19 +255,31 @@ class JobQueue:
 
     def fail(self, job: Job, error: str) -> None:
         with self._lock:
-            job.error = error
-            self._end(job, JobStatus.FAILED)
+            cancelled = job.id in self._cancelling
+            job.error = CANCELLED_ERROR if cancelled else error
+            self._end(job, JobStatus.FAILED, stage=CANCELLED_STAGE if cancelled else None)
 
-    def _end(self, job: Job, status: JobStatus) -> None:
-        """Every way a job ends passes here, so its uploads go whatever the outcome."""
+    def _end(self, job: Job, status: JobStatus, stage: str | None = None) -> None:
+        """Every way a job ends passes here, so its uploads go and its waiters wake whatever
+        the outcome."""
         job.status = status
-        job.stage = status.value
+        job.stage = stage or status.value
         job.finished_at = time.time()
-        if job.started_at is not None:
+        # A cancelled job's run time says nothing about how long jobs take.
+        if job.started_at is not None and stage != CANCELLED_STAGE:
             self._durations.append(max(0.0, job.finished_at - job.started_at))
         self._running.pop(job.id, None)
         self._last_write.pop(job.id, None)
+        self._cancelling.discard(job.id)
         try:
             self.store.save(job)
         finally:
             remove_uploads(job.temp_files, self.store.upload_dir)
+            for loop, future in self._waiters.pop(job.id, []):
+                if not loop.is_closed():
+                    loop.call_soon_threadsafe(_resolve, future, job)
+
+
+def _resolve(future: asyncio.Future, job: Job) -> None:
+    if not future.done():
+        future.set_result(job)

@@ -58,6 +58,8 @@ def interrupted_error(attempt: int, max_attempts: int) -> str:
     )
 
 
+# A cancelled job is failed at this stage; its partial run time is no job duration.
+CANCELLED_STAGE = "cancelled"
 UPLOAD_FOLDER = "uploads"  # next to the database by default, as Settings.upload_dir places it
 
 
@@ -153,8 +155,8 @@ class JobStore:
             rows = self._db.execute(
                 "SELECT finished_at - started_at FROM jobs "
                 "WHERE status IN (?, ?) AND started_at IS NOT NULL AND finished_at IS NOT NULL "
-                "AND interrupted = 0 ORDER BY finished_at DESC, seq DESC LIMIT ?",
-                (*_FINISHED, n),
+                "AND interrupted = 0 AND stage != ? ORDER BY finished_at DESC, seq DESC LIMIT ?",
+                (*_FINISHED, CANCELLED_STAGE, n),
             ).fetchall()
         return [max(0.0, duration) for (duration,) in rows]
 

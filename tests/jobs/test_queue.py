@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from acestep_api.jobs.models import JobApi, JobStatus
-from acestep_api.jobs.queue import JobQueue, QueueFullError
+from acestep_api.jobs.queue import CANCELLED_ERROR, JobCancelled, JobQueue, QueueFullError
 from acestep_api.jobs.store import JobStore
 from tests.jobs import make_request, make_result
 
@@ -213,3 +213,67 @@ def test_an_ending_job_removes_its_uploads_even_if_the_store_fails(store, monkey
     with pytest.raises(sqlite3.OperationalError):
         queue.fail(job, "boom")
     assert not os.path.exists(upload)
+
+
+def test_cancelling_a_waiting_job_ends_it_at_once_and_keeps_the_order(store, tmp_path):
+    queue = JobQueue(store)
+    upload = store.upload_dir / "source.wav"
+    upload.parent.mkdir(parents=True, exist_ok=True)
+    upload.write_bytes(b"RIFF")
+    first, _ = queue.submit(make_request("first"))
+    second, _ = queue.submit(make_request("second"), temp_files=[str(upload)])
+    third, _ = queue.submit(make_request("third"))
+
+    cancelled = queue.cancel(second.id)
+    assert cancelled is second and cancelled.status is JobStatus.FAILED
+    assert (cancelled.stage, cancelled.error) == ("cancelled", CANCELLED_ERROR)
+    assert store.get(second.id).status is JobStatus.FAILED
+    assert not upload.exists()
+    assert [queue.position(j.id) for j in (first, third)] == [1, 2]
+    assert queue.size == 2
+    assert queue.cancel("unknown") is None
+    # Cancelling a finished job changes nothing.
+    assert queue.cancel(second.id).error == CANCELLED_ERROR
+
+
+def test_cancelling_a_running_job_stops_it_at_its_next_progress_report(store):
+    queue = JobQueue(store)
+    job, _ = queue.submit(make_request())
+    running = asyncio.run(queue.next_job())
+    queue.report_progress(running, 0.2, "diffusion step 1/8")  # no cancel asked: fine
+
+    assert queue.cancel(job.id) is running
+    assert running.status is JobStatus.RUNNING and queue.cancel_requested(job.id)
+    with pytest.raises(JobCancelled):
+        queue.report_progress(running, 0.3, "diffusion step 2/8")
+    queue.fail(running, "whatever the engine said")
+    stored = store.get(job.id)
+    assert (stored.status, stored.stage, stored.error) == (JobStatus.FAILED, "cancelled", CANCELLED_ERROR)
+    assert not queue.cancel_requested(job.id)
+    assert queue.avg_job_seconds == queue.default_job_seconds  # a cut run is no duration
+
+
+def test_wait_finished_wakes_when_the_job_ends_from_another_thread(store):
+    queue = JobQueue(store)
+    job, _ = queue.submit(make_request())
+
+    async def scenario():
+        running = await queue.next_job()
+        threading.Timer(0.05, queue.finish, (running, make_result(["/tmp/a.mp3"]))).start()
+        return await queue.wait_finished(job.id, timeout=5)
+
+    finished = asyncio.run(scenario())
+    assert finished.status is JobStatus.SUCCEEDED
+    assert queue._waiters == {}
+
+
+def test_wait_finished_times_out_with_the_job_as_it_is(store):
+    queue = JobQueue(store)
+    job, _ = queue.submit(make_request())
+
+    async def scenario():
+        return await queue.wait_finished(job.id, timeout=0.05), await queue.wait_finished("nope", timeout=1)
+
+    waiting, unknown = asyncio.run(scenario())
+    assert waiting.status is JobStatus.QUEUED and unknown is None
+    assert queue._waiters == {}

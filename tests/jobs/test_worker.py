@@ -221,3 +221,39 @@ def test_retention_purge_removes_old_jobs_and_their_files(store, tmp_path):
     assert store.get(old_failed.id) is None and not old_failed_file.exists()
     assert store.get(recent.id) is not None and recent_file.exists()
     assert store.get(waiting.id).status is JobStatus.SUCCEEDED and waiting_file.exists()
+
+
+def test_a_cancelled_running_job_stops_between_steps_and_the_next_job_runs(store, tmp_path):
+    steps_run = []
+
+    class SteppingEngine(WavEngine):
+        def generate(self, request, progress):
+            if request.prompt == "long":
+                for step in range(1, 200):
+                    progress(step / 200, f"diffusion step {step}/200")
+                    steps_run.append(step)
+                    time.sleep(0.01)
+            return super().generate(request, progress)
+
+    queue = JobQueue(store)
+    engine = SteppingEngine(tmp_path / "audio")
+
+    async def scenario():
+        long_job, _ = queue.submit(make_request("long"))
+        next_job, _ = queue.submit(make_request("next"))
+        worker = JobWorker(queue, engine)
+        worker.start()
+        try:
+            while not steps_run:
+                await asyncio.sleep(0.01)
+            queue.cancel(long_job.id)
+            cancelled = await queue.wait_finished(long_job.id, timeout=10)
+            finished = await queue.wait_finished(next_job.id, timeout=10)
+            return cancelled, finished
+        finally:
+            await worker.stop()
+
+    cancelled, finished = asyncio.run(scenario())
+    assert (cancelled.status, cancelled.stage, cancelled.error) == (JobStatus.FAILED, "cancelled", "Cancelled by request")
+    assert len(steps_run) < 199
+    assert finished.status is JobStatus.SUCCEEDED
