@@ -1,4 +1,5 @@
-"""The `acestep-api` command: serve the API, write demo checkpoints, download weights."""
+"""The `acestep-api` command: serve the API (and the UI), generate songs from a running
+server, write demo checkpoints, download weights."""
 
 from __future__ import annotations
 
@@ -44,6 +45,19 @@ def build_parser() -> argparse.ArgumentParser:
                       help="serve small random-weight checkpoints (the audio is noise); ACESTEP_DEMO=1")
     demo.add_argument("--demo-if-no-weights", action="store_true",
                       help="serve the demo when the primary checkpoint is not in the checkpoints folder")
+    serve.add_argument("--ui", action="store_true",
+                       help="also serve the browser UI (ACESTEP_UI_HOST / ACESTEP_UI_PORT, default port 7860)")
+
+    # The two client commands keep their own modules light: no torch import on this path.
+    from acestep_api.client import generate as generate_command
+    from acestep_api.ui import command as ui_command
+
+    generate = commands.add_parser("generate", help="generate songs on a running server (generate_music.py)",
+                                   description=generate_command.DESCRIPTION)
+    generate_command.add_arguments(generate)
+
+    ui = commands.add_parser("ui", help="serve the browser UI for a running server")
+    ui_command.add_arguments(ui)
 
     tiny = commands.add_parser("demo-checkpoints", help="write small random checkpoints in the official layout")
     tiny.add_argument("dir", type=Path)
@@ -114,8 +128,19 @@ def serve(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"demo": True})
     if settings.demo:
         settings = use_demo_checkpoints(settings)
+    if args.ui:
+        from acestep_api.ui import command as ui_command
+
+        ui_command.start_background(settings)
     # The app object is built here with the final settings, so --api-key always takes effect.
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, workers=1)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        workers=1,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+    )
     return 0
 
 
@@ -144,6 +169,14 @@ def download(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    if args.command == "generate":
+        from acestep_api.client import generate as generate_command
+
+        return generate_command.run(args)
+    if args.command == "ui":
+        from acestep_api.ui import command as ui_command
+
+        return ui_command.run(args)
     handlers = {"serve": serve, "demo-checkpoints": demo_checkpoints, "download": download}
     return handlers[args.command](args)
 

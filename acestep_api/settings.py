@@ -21,6 +21,20 @@ class Settings(BaseSettings):
     api_port: int = 8001
     api_key: str | None = Field(default=None, description="Enables auth when set (an empty string counts as set).")
 
+    # Where clients reach this server when it sits behind a proxy (e.g.
+    # https://<POD_ID>-8000.proxy.runpod.net): absolute audio URLs start with it. Unset, they
+    # follow the request (X-Forwarded-Proto / X-Forwarded-Host, then Host).
+    public_url: str | None = None
+    # Proxies whose X-Forwarded-* headers uvicorn trusts for the client address and scheme
+    # ("*" trusts any: right in a container behind the platform's proxy).
+    forwarded_allow_ips: str = "127.0.0.1"
+    # How long a synchronous route (chat completions, prompt-to-audio) waits for its job.
+    generation_timeout: float = Field(default=600.0, gt=0)
+
+    # The browser UI (`acestep-api ui`, `serve --ui`).
+    ui_host: str = "127.0.0.1"
+    ui_port: int = 7860
+
     # Storage
     # ACESTEP_TMPDIR is the official server's name for its audio folder (RunPod images set it).
     output_dir: Path = Field(
@@ -66,6 +80,14 @@ class Settings(BaseSettings):
         if value in ("", "auto"):
             return "auto"
         return "on" if value in ("1", "true", "yes", "on") else "off"
+
+    @field_validator("public_url", mode="before")
+    @classmethod
+    def _blank_public_url_is_none(cls, value):
+        if isinstance(value, str):
+            value = value.strip().rstrip("/")
+            return value or None
+        return value
 
     @field_validator("input_dir", mode="before")
     @classmethod

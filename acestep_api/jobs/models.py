@@ -25,6 +25,8 @@ class JobApi(str, enum.Enum):
 
     RELEASE_TASK = "release_task"
     LEGACY = "legacy"
+    CHAT = "chat"  # POST /v1/chat/completions
+    FAL = "fal"  # POST /fal-ai/ace-step/prompt-to-audio
 
 
 @dataclass

@@ -19,11 +19,10 @@ from acestep_api.server.coercion import InvalidField
 from acestep_api.server.dependencies import get_engine, get_queue, get_settings
 from acestep_api.server.envelope import wrap
 from acestep_api.server.release_task_parser import parse_release_task
+from acestep_api.server.sync_jobs import QUEUE_FULL
 from acestep_api.settings import Settings
 
 router = APIRouter(tags=["tasks"])
-
-QUEUE_FULL = "Server busy: queue is full"
 
 
 def check_task(generation: GenerationRequest, engine) -> None:

@@ -1,0 +1,1 @@
+"""A small client of the REST API, and the `acestep-api generate` command built on it."""

@@ -1,0 +1,1 @@
+"""The RunPod serverless worker: the engine in-process behind the runpod SDK."""

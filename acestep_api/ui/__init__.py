@@ -1,0 +1,1 @@
+"""The browser UI: a Gradio app that talks to the REST API."""
