@@ -17,6 +17,7 @@ from acestep_api.jobs.queue import JobQueue
 ENV = "development"  # the official server reports this constant in every element
 META_KEYS = ("bpm", "duration", "genres", "keyscale", "timesignature")
 NOT_AVAILABLE = "N/A"
+STATUS_SUCCESS = "✅ Generation completed successfully!"  # the legacy result's status_message (seed 002)
 
 
 def audio_url(path: str) -> str:
@@ -83,16 +84,19 @@ def _succeeded_elements(job: Job, common: dict) -> list[dict]:
 
 
 def legacy_job_view(job: Job, queue: JobQueue) -> dict:
-    waiting = job.status is JobStatus.QUEUED
+    """GET /v1/jobs/{id} (api-contract 3.11): every field always present; a waiting job shows
+    its live 1-based position and an ETA of position x the average job time."""
+    position = (queue.position(job.id) or 0) if job.status is JobStatus.QUEUED else 0
+    average = queue.avg_job_seconds
     return {
         "job_id": job.id,
         "status": job.status.value,
-        "created_at": job.created_at,
+        "created_at": float(job.created_at),
         "started_at": job.started_at,
         "finished_at": job.finished_at,
-        "queue_position": (queue.position(job.id) or 0) if waiting else 0,
-        "eta_seconds": queue.eta_seconds(job.id) if waiting else None,
-        "avg_job_seconds": queue.avg_job_seconds,
+        "queue_position": position,
+        "eta_seconds": position * average if position else None,
+        "avg_job_seconds": float(average),
         "result": _legacy_result(job),
         "error": job.error,
     }
@@ -103,21 +107,48 @@ def _legacy_result(job: Job) -> dict | None:
     if job.status is not JobStatus.SUCCEEDED or result is None:
         return None
     urls = [audio_url(path) for path in result.audio_paths]
-    metas = {key: result.metas.get(key, NOT_AVAILABLE) for key in META_KEYS}
-    return {
+    metas = {key: NOT_AVAILABLE for key in META_KEYS}
+    metas.update({key: value for key, value in result.metas.items() if value not in (None, "")})
+    # As the official legacy server did, the caption and lyrics used sit in `metas` too.
+    metas.update({key: value for key, value in (("caption", result.prompt), ("lyrics", result.lyrics)) if value})
+    view = {
         "first_audio_path": urls[0] if urls else None,
         "second_audio_path": urls[1] if len(urls) > 1 else None,
         "audio_paths": urls,
         "generation_info": result.generation_info,
-        "status_message": "Success",
+        "status_message": STATUS_SUCCESS,
         "seed_value": ",".join(str(seed) for seed in result.seeds),
         "metas": metas,
-        **{key: _known(value) for key, value in metas.items()},
+        **_typed_metas(metas),
         "lm_model": result.lm_model,
         "dit_model": result.dit_model,
     }
+    if result.raw is None:
+        return view
+    # Analysis modes: their own dict, with the standard fields filled from it where it has them.
+    raw_metas = result.raw.get("metas") if isinstance(result.raw.get("metas"), dict) else {}
+    own = {**raw_metas, **{key: result.raw[key] for key in META_KEYS if key in result.raw}}
+    return {
+        **result.raw,
+        **view,
+        "status_message": result.raw.get("status_message", view["status_message"]),
+        "metas": raw_metas,
+        **_typed_metas(own),
+    }
 
 
-def _known(value):
-    """The legacy API reports "N/A" metadata as null."""
-    return None if value in (NOT_AVAILABLE, "") else value
+def _typed_metas(metas: dict) -> dict:
+    """The legacy API's typed copies of the metadata: null where unknown ("N/A")."""
+    bpm, duration = metas.get("bpm"), metas.get("duration")
+    return {
+        "bpm": bpm if isinstance(bpm, int) and not isinstance(bpm, bool) else None,
+        "duration": float(duration) if isinstance(duration, (int, float)) and not isinstance(duration, bool) else None,
+        **{key: _known_text(metas.get(key)) for key in ("genres", "keyscale", "timesignature")},
+    }
+
+
+def _known_text(value) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return None if text in ("", NOT_AVAILABLE) else text

@@ -16,7 +16,7 @@ from acestep_api.jobs.queue import JobQueue
 from acestep_api.jobs.store import JobStore
 from acestep_api.jobs.worker import JobWorker
 from acestep_api.server.errors import install_error_handlers
-from acestep_api.server.routes import audio, chat, fal, health, legacy, models, samples, stats, tasks
+from acestep_api.server.routes import audio, cancel, chat, fal, health, legacy, models, samples, stats, tasks
 from acestep_api.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,6 @@ def create_app(settings: Settings, engine=None, *, start_worker: bool = True) ->
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=["Content-Type", "Authorization"],
     )
-    for module in (health, tasks, audio, models, stats, samples, legacy, chat, fal):
+    for module in (health, tasks, cancel, audio, models, stats, samples, legacy, chat, fal):
         app.include_router(module.router)
     return app

@@ -137,7 +137,7 @@ def test_legacy_view_after_success_and_failure(queue, tmp_path):
     assert result["first_audio_path"] == audio_url(paths[0])
     assert result["second_audio_path"] == audio_url(paths[1])
     assert result["audio_paths"] == [audio_url(p) for p in paths]
-    assert result["status_message"] == "Success" and result["seed_value"] == "1,2"
+    assert result["status_message"] == "✅ Generation completed successfully!" and result["seed_value"] == "1,2"
     assert (result["bpm"], result["duration"], result["keyscale"], result["timesignature"]) == (120, 12.0, "C major", "4")
     assert result["genres"] is None and result["metas"]["genres"] == "N/A"
     assert result["lm_model"] == "acestep-5Hz-lm-0.6B" and result["dit_model"] == "acestep-v15-turbo"

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
 from acestep_api.engine.request import DURATION_MAX, SOURCE_TASK_TYPES, GenerationRequest
-from acestep_api.jobs.models import JobApi, JobStatus
+from acestep_api.jobs.models import Job, JobApi, JobStatus
 from acestep_api.jobs.queue import JobQueue, QueueFullError
 from acestep_api.jobs.results import query_result_item
 from acestep_api.server.audio_paths import AUDIO_PATH_FIELDS, resolve_request_audio
@@ -60,13 +60,10 @@ async def check_audio_inputs(generation: GenerationRequest, body: RequestBody) -
             raise InvalidField(field, f"{field}: {error}") from None
 
 
-@router.post("/release_task")
-async def release_task(
-    request: Request,
-    settings: Annotated[Settings, Depends(get_settings)],
-    queue: Annotated[JobQueue, Depends(get_queue)],
-    engine: Annotated[Any, Depends(get_engine)],
-) -> dict:
+async def accept_generation(request: Request, settings: Settings, queue: JobQueue, engine) -> tuple[GenerationRequest, RequestBody]:
+    """Read, authorise, parse and check a generation request (the fields and checks of
+    /release_task, shared by the routes that submit one). Refused requests lose their uploads;
+    an accepted one's uploads belong to the caller until a job owns them."""
     body = await read_request_body(request, strict=True)
     try:
         verify_body_token(body.fields, request, settings)
@@ -79,13 +76,32 @@ async def release_task(
             await check_audio_inputs(generation, body)
         except InvalidField as error:
             raise HTTPException(status_code=getattr(error, "status_code", 400), detail=str(error)) from None
-        try:
-            job, position = queue.submit(generation, api=JobApi.RELEASE_TASK, temp_files=body.temp_files)
-        except QueueFullError:
-            raise HTTPException(status_code=429, detail=QUEUE_FULL) from None
     except BaseException:
         body.discard_uploads()  # refused (or cut short): no job owns them
         raise
+    return generation, body
+
+
+def submit_generation(queue: JobQueue, generation: GenerationRequest, body: RequestBody, api: JobApi) -> tuple[Job, int]:
+    """Queue an accepted request; on a full queue its uploads go and the answer is 429."""
+    try:
+        return queue.submit(generation, api=api, temp_files=body.temp_files)
+    except BaseException as error:
+        body.discard_uploads()
+        if isinstance(error, QueueFullError):
+            raise HTTPException(status_code=429, detail=QUEUE_FULL) from None
+        raise
+
+
+@router.post("/release_task")
+async def release_task(
+    request: Request,
+    settings: Annotated[Settings, Depends(get_settings)],
+    queue: Annotated[JobQueue, Depends(get_queue)],
+    engine: Annotated[Any, Depends(get_engine)],
+) -> dict:
+    generation, body = await accept_generation(request, settings, queue, engine)
+    job, position = submit_generation(queue, generation, body, JobApi.RELEASE_TASK)
     return wrap({"task_id": job.id, "status": "queued", "queue_position": position})
 
 
