@@ -1,0 +1,152 @@
+"""The two input dialects a RunPod job may speak, and how each becomes a GenerationRequest.
+
+- The ACE-Step 1.5 dialect (seed 001): `caption` (required), `lyrics`, `duration`,
+  `batch_size`, `timeout_seconds`, `poll_interval`, `return_audio_base64`,
+  `max_base64_bytes`, plus every /release_task field and alias.
+- The v1 dialect (seed 000): `prompt` (required), `duration`, `guidance_scale`,
+  `num_inference_steps`, `seed`, and `lyrics`.
+
+Which one a job speaks is decided by its fields alone (`detect_dialect`): v1 when the input has
+`prompt`, has no `caption`, and names no field outside the v1 set; the 1.5 dialect otherwise.
+So a seed-000 client is answered in its own shape, and adding any 1.5 field (or writing
+`caption`) selects the 1.5 dialect.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from acestep_api.engine.request import DURATION_MIN, SEED_MAX, GenerationRequest
+from acestep_api.serverless.settings import ServerlessSettings
+from acestep_api.server.coercion import InvalidField, show, to_bool, to_float, to_int, to_text
+from acestep_api.server.release_task_parser import ReleaseTaskFields, invalid_field_from, parse_release_task
+from acestep_api.settings import Settings
+
+CAPTION_REQUIRED = "Input 'caption' is required"
+PROMPT_REQUIRED = "Prompt is required"
+
+V1_FIELDS = frozenset({"prompt", "lyrics", "duration", "guidance_scale", "num_inference_steps", "seed"})
+V1_DURATION = (1.0, 240.0)
+V1_GUIDANCE_SCALE = (1.0, 20.0)
+V1_INFERENCE_STEPS = (10, 100)
+V1_DEFAULTS = {"duration": 30.0, "guidance_scale": 8.0, "num_inference_steps": 20}
+
+RELEASE_TASK_BATCH_SIZE = 1  # the serverless template's default (/release_task's is 2)
+MAX_BASE64_BYTES = 8_000_000
+
+
+class Dialect(str, enum.Enum):
+    ACE_STEP_15 = "ace-step-1.5"
+    V1 = "v1"
+
+
+def detect_dialect(fields: dict) -> Dialect:
+    if "prompt" in fields and "caption" not in fields and set(fields) <= V1_FIELDS:
+        return Dialect.V1
+    return Dialect.ACE_STEP_15
+
+
+@dataclass(frozen=True)
+class ReleaseTaskInput:
+    """A 1.5-dialect job: the request, and how the handler should run and answer it."""
+
+    request: GenerationRequest
+    timeout_seconds: float
+    return_audio_base64: bool
+    max_base64_bytes: int
+
+
+@dataclass(frozen=True)
+class V1Input:
+    """A v1-dialect job. `duration` is the length asked for (1-240 s); the request asks the
+    engine for at least its 10 s minimum, and the answer is cut to `duration`."""
+
+    request: GenerationRequest
+    prompt: str
+    duration: float
+    timeout_seconds: float
+
+
+def _caption_given(lookup: ReleaseTaskFields) -> bool:
+    caption = to_text("caption", lookup.raw("prompt"), "")
+    # In sample mode the LM writes the caption from a description.
+    asks_lm = to_bool(lookup.raw("sample_mode"), False) or to_text("sample_query", lookup.raw("sample_query"), "").strip()
+    return bool(caption.strip() or asks_lm)
+
+
+def parse_release_task_input(fields: dict, settings: Settings, options: ServerlessSettings) -> ReleaseTaskInput:
+    """Raises InvalidField, whose message is the job's error."""
+    lookup = ReleaseTaskFields(fields)
+    if not _caption_given(lookup):
+        raise InvalidField("caption", CAPTION_REQUIRED)
+    body = dict(fields)
+    # The template's defaults where the job names no value under any alias.
+    if lookup.raw("audio_duration") is None:
+        body["duration"] = options.default_duration
+    if lookup.raw("batch_size") is None:
+        body["batch_size"] = RELEASE_TASK_BATCH_SIZE
+    request = parse_release_task(body, settings)
+    request = request.model_copy(update={"prompt": request.prompt.strip()})
+    return ReleaseTaskInput(
+        request=request,
+        timeout_seconds=to_float("timeout_seconds", fields.get("timeout_seconds"), options.job_timeout,
+                                 minimum=0.0, exclusive_minimum=True),
+        return_audio_base64=to_bool(fields.get("return_audio_base64"), False),
+        max_base64_bytes=to_int("max_base64_bytes", fields.get("max_base64_bytes"), MAX_BASE64_BYTES, minimum=0),
+        # `poll_interval` paced the template's polling of an HTTP server; in-process there is
+        # nothing to poll, so it is accepted and not used.
+    )
+
+
+def _v1_seed(value: Any) -> int | None:
+    """None (random) for a missing, blank or -1 seed."""
+    allowed = f"seed must be an integer between 0 and {SEED_MAX}, or -1 for random (got {show(value)})"
+    try:
+        seed = to_int("seed", value, None)
+    except InvalidField:
+        raise InvalidField("seed", allowed) from None
+    if seed is None or seed == -1:
+        return None
+    if not 0 <= seed <= SEED_MAX:
+        raise InvalidField("seed", allowed)
+    return seed
+
+
+def engine_duration(duration: float) -> float:
+    """What the engine is asked for: the engine's minimum at least, rounded up to the 0.1 s it
+    works in, so the output is never shorter than asked."""
+    return max(DURATION_MIN, math.ceil(round(duration * 10, 6)) / 10)
+
+
+def parse_v1_input(fields: dict, options: ServerlessSettings) -> V1Input:
+    """Raises InvalidField, whose message is the job's error."""
+    prompt = to_text("prompt", fields.get("prompt"), "")
+    if not prompt.strip():
+        raise InvalidField("prompt", PROMPT_REQUIRED)
+    duration = to_float("duration", fields.get("duration"), V1_DEFAULTS["duration"],
+                        minimum=V1_DURATION[0], maximum=V1_DURATION[1])
+    guidance_scale = to_float("guidance_scale", fields.get("guidance_scale"), V1_DEFAULTS["guidance_scale"],
+                              minimum=V1_GUIDANCE_SCALE[0], maximum=V1_GUIDANCE_SCALE[1])
+    steps = to_int("num_inference_steps", fields.get("num_inference_steps"), V1_DEFAULTS["num_inference_steps"],
+                   minimum=V1_INFERENCE_STEPS[0], maximum=V1_INFERENCE_STEPS[1])
+    seed = _v1_seed(fields.get("seed"))
+    try:
+        request = GenerationRequest(
+            prompt=prompt.strip(),
+            lyrics=to_text("lyrics", fields.get("lyrics"), ""),
+            audio_duration=engine_duration(duration),
+            batch_size=1,
+            inference_steps=steps,
+            guidance_scale=guidance_scale,
+            use_random_seed=seed is None,
+            seeds=[] if seed is None else [seed],
+            audio_format="wav",  # seed 000 answers 16-bit WAV
+        )
+    except ValidationError as error:
+        raise invalid_field_from(error) from None
+    return V1Input(request=request, prompt=prompt, duration=duration, timeout_seconds=options.job_timeout)

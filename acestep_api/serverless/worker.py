@@ -1,0 +1,147 @@
+"""One serverless job, start to answer: read the input in its dialect, load the models once
+per worker (on the first job that needs them), generate in this thread, shape the answer.
+
+Every outcome is a dict: a success in the dialect's shape, or `{"error": ...}` (which the
+runpod SDK reports as a failed job). Nothing raised here takes the worker down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+import uuid
+from typing import Any, Callable
+
+from acestep_api.engine.request import DURATION_MAX, GenerationRequest
+from acestep_api.jobs.worker import describe_failure
+from acestep_api.serverless import outputs
+from acestep_api.serverless.cleanup import prune_audio
+from acestep_api.serverless.dialects import (
+    Dialect,
+    ReleaseTaskInput,
+    V1Input,
+    detect_dialect,
+    parse_release_task_input,
+    parse_v1_input,
+)
+from acestep_api.serverless.progress import GenerationTimeout, ProgressReporter
+from acestep_api.serverless.settings import ServerlessSettings
+from acestep_api.server.coercion import InvalidField
+from acestep_api.settings import Settings
+
+log = logging.getLogger(__name__)
+
+NOT_AN_OBJECT = "Input must be a JSON object"
+LOADING = "loading models"
+
+
+def load_configured_engine(settings: Settings):
+    """The engine the settings describe; with ACESTEP_DEMO=1, on freshly written demo checkpoints."""
+    # Imported here: torch loads with the first job that needs the models, not at start.
+    from acestep_api.cli import use_demo_checkpoints
+    from acestep_api.server.app import load_engine
+
+    if settings.demo:
+        settings = use_demo_checkpoints(settings)
+    return load_engine(settings)
+
+
+class ServerlessWorker:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        options: ServerlessSettings | None = None,
+        load: Callable[[Settings], Any] = load_configured_engine,
+    ):
+        self.settings = settings or Settings()
+        self.options = options or ServerlessSettings()
+        self._load = load
+        self._engine = None
+        self._load_lock = threading.Lock()
+        # One job at a time on the accelerator, even if the platform runs jobs concurrently.
+        self._generate_lock = threading.Lock()
+
+    def engine(self, notify: Callable[[str], None]):
+        with self._load_lock:
+            if self._engine is None:
+                notify(LOADING)
+                self._engine = self._load(self.settings)
+                log.info("Serving models %s", ", ".join(self._engine.model_names))
+            return self._engine
+
+    def run(self, fields: Any, notify: Callable[[str], None]) -> dict:
+        """The answer to one job's `input`; `notify` sends a progress message to the platform."""
+        if not isinstance(fields, dict):
+            return {"error": NOT_AN_OBJECT}
+        dialect = detect_dialect(fields)
+        try:
+            if dialect is Dialect.V1:
+                job = parse_v1_input(fields, self.options)
+            else:
+                job = parse_release_task_input(fields, self.settings, self.options)
+        except InvalidField as error:
+            return {"error": str(error)}
+
+        try:
+            engine = self.engine(notify)
+        except Exception as error:  # noqa: BLE001 - reported as this job's error; the next job retries
+            log.exception("Loading the models failed")
+            return {"error": f"Loading the models failed: {describe_failure(error)}"}
+
+        if isinstance(job, ReleaseTaskInput):
+            try:
+                job = dataclasses.replace(job, request=self._checked(job.request, engine))
+            except InvalidField as error:
+                return {"error": str(error)}
+            return self._run_release_task(job, engine, notify)
+        return self._run_v1(job, engine, notify)
+
+    def _checked(self, request: GenerationRequest, engine) -> GenerationRequest:
+        """What /release_task checks before it queues a job: the task suits the model, and the
+        audio files named lie in ACESTEP_INPUT_DIR and can be decoded."""
+        from acestep_api.engine.audio_input import AudioInputError, check_audio
+        from acestep_api.server.audio_paths import AUDIO_PATH_FIELDS, resolve_request_audio
+        from acestep_api.server.routes.tasks import check_task
+
+        check_task(request, engine)
+        request = resolve_request_audio(request, self.settings.upload_dir, self.settings.input_dir)
+        for field in AUDIO_PATH_FIELDS:
+            path = getattr(request, field)
+            if path:
+                try:
+                    check_audio(path, max_seconds=DURATION_MAX)
+                except AudioInputError as error:
+                    raise InvalidField(field, f"{field}: {error}") from None
+        return request
+
+    def _generate(self, engine, request: GenerationRequest, timeout: float, notify: Callable[[str], None]):
+        with self._generate_lock:
+            prune_audio(self.settings.audio_dir, self.settings.retention_days)
+            reporter = ProgressReporter(notify, self.options.progress_interval, timeout)
+            return engine.generate(request, reporter)
+
+    def _run_release_task(self, job: ReleaseTaskInput, engine, notify: Callable[[str], None]) -> dict:
+        task_id = str(uuid.uuid4())
+        started_at = time.time()
+        try:
+            result = self._generate(engine, job.request, job.timeout_seconds, notify)
+        except GenerationTimeout as error:
+            return {"error": str(error)}
+        except Exception as error:  # noqa: BLE001 - any failure ends this job, not the worker
+            log.warning("Job %s failed", task_id, exc_info=True)
+            return {"error": f"Generation failed: {describe_failure(error)}"}
+        return outputs.release_task_output(task_id, job, result, started_at)
+
+    def _run_v1(self, job: V1Input, engine, notify: Callable[[str], None]) -> dict:
+        started = time.perf_counter()
+        try:
+            result = self._generate(engine, job.request, job.timeout_seconds, notify)
+            return outputs.v1_output(job, result, time.perf_counter() - started)
+        except GenerationTimeout as error:
+            message = str(error)
+        except Exception as error:  # noqa: BLE001 - any failure ends this job, not the worker
+            log.warning("v1 job failed", exc_info=True)
+            message = f"Generation failed: {describe_failure(error)}"
+        return {"error": message, "generation_time": round(time.perf_counter() - started, 2), "success": False}
