@@ -39,8 +39,12 @@ def query_result_item(task_id: str, job: Job | None, queue: JobQueue, progress_t
     }
 
 
+def _common(job: Job) -> dict:
+    return {"file": "", "wave": "", "status": job.status.code, "create_time": int(job.created_at), "env": ENV}
+
+
 def _result_elements(job: Job, queue: JobQueue) -> list[dict]:
-    common = {"file": "", "wave": "", "status": job.status.code, "create_time": int(job.created_at), "env": ENV}
+    common = _common(job)
     if job.status is JobStatus.SUCCEEDED and job.result is not None:
         return _succeeded_elements(job, common)
     if job.status is JobStatus.FAILED:
@@ -57,6 +61,11 @@ def _result_elements(job: Job, queue: JobQueue) -> list[dict]:
         "queue_position": (queue.position(job.id) or 0) if waiting else 0,
         "eta_seconds": queue.eta_seconds(job.id) if waiting else None,
     }]
+
+
+def succeeded_elements(job: Job) -> list[dict]:
+    """The result elements of a succeeded job (they need no queue: nothing is waiting)."""
+    return _succeeded_elements(job, _common(job))
 
 
 def _succeeded_elements(job: Job, common: dict) -> list[dict]:

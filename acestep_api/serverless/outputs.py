@@ -1,14 +1,13 @@
 """What a finished serverless job answers, in each dialect.
 
 The 1.5 answer carries the same result elements as /query_result (built by
-`query_result_item`, so both stay one shape) and, on request, the files as base64. The v1
+`succeeded_elements`, so both stay one shape) and, on request, the files as base64. The v1
 answer is one 16-bit WAV as base64, cut to the length asked for.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import os
 import time
 
@@ -16,7 +15,7 @@ import soundfile as sf
 
 from acestep_api.engine.request import GenerationRequest, GenerationResult
 from acestep_api.jobs.models import Job, JobApi, JobStatus
-from acestep_api.jobs.results import query_result_item
+from acestep_api.jobs.results import succeeded_elements
 from acestep_api.serverless.dialects import ReleaseTaskInput, V1Input
 from acestep_api.server.routes.audio import MEDIA_TYPES
 
@@ -28,8 +27,7 @@ def result_elements(task_id: str, request: GenerationRequest, result: Generation
     job = Job(id=task_id, request=request, api=JobApi.RELEASE_TASK, status=JobStatus.SUCCEEDED,
               created_at=started_at, started_at=started_at, finished_at=time.time(),
               progress=1.0, stage="succeeded", result=result)
-    # A succeeded job's elements do not depend on the queue (only waiting jobs have a position).
-    return json.loads(query_result_item(task_id, job, queue=None)["result"])
+    return succeeded_elements(job)
 
 
 def _whole(value):
