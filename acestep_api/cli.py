@@ -167,8 +167,10 @@ def download(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    # The client command prints only its own messages (as generate_music.py); the servers log.
+    level = logging.WARNING if args.command == "generate" else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "generate":
         from acestep_api.client import generate as generate_command
 

@@ -235,10 +235,21 @@ class AceStepClient:
         parent folders."""
         destination = Path(destination)
         destination.parent.mkdir(parents=True, exist_ok=True)
-        with self._http.stream("GET", file_url, timeout=timeout) as response:
+        request = self._http.build_request("GET", file_url, timeout=timeout)
+        if not self._same_origin(request.url):
+            # An absolute URL on another host (a CDN, a proxy's public name) gets no API key.
+            request.headers.pop("Authorization", None)
+        response = self._http.send(request, stream=True)
+        try:
             if response.status_code >= 400:
                 raise ApiError(response.status_code, response.read().decode("utf-8", "replace"))
             with open(destination, "wb") as out:
                 for chunk in response.iter_bytes():
                     out.write(chunk)
+        finally:
+            response.close()
         return destination
+
+    def _same_origin(self, url: httpx.URL) -> bool:
+        base = self._http.base_url
+        return (url.scheme, url.host, url.port) == (base.scheme, base.host, base.port)
