@@ -1,4 +1,5 @@
-"""The optional API key (api-contract 4): body `ai_token` or the Authorization header.
+"""The optional API key (api-contract 4): body `ai_token` or the Authorization header
+(`Bearer <key>`, fal's `Key <key>`, or the raw key).
 
 `settings.api_key` None means no auth; an empty string is a key like any other.
 """
@@ -19,9 +20,13 @@ def _matches(given: str, key: str) -> bool:
     return hmac.compare_digest(given.encode("utf-8"), key.encode("utf-8"))
 
 
+# "Bearer <key>" as the official clients send it, "Key <key>" as fal clients do, or the raw key.
+HEADER_SCHEMES = ("Bearer ", "Key ")
+
+
 def _header_token(request: Request) -> str:
     header = request.headers.get("authorization", "")
-    return header[len("Bearer "):] if header.startswith("Bearer ") else header
+    return next((header[len(scheme):] for scheme in HEADER_SCHEMES if header.startswith(scheme)), header)
 
 
 def verify_body_token(fields: dict[str, Any], request: Request, settings: Settings) -> None:
