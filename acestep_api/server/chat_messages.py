@@ -39,6 +39,7 @@ from acestep_api.jobs.retention import remove_files
 from acestep_api.server.coercion import InvalidField, show, to_choice, to_float, to_int
 from acestep_api.server.protocol.chat import AudioConfig, AudioPart, ChatCompletionRequest, ChatMessage, TextPart
 from acestep_api.server.release_task_parser import invalid_field_from
+from acestep_api.server.routes.tasks import check_model_supports
 from acestep_api.settings import Settings
 
 NOTHING_USABLE = "No valid prompt, lyrics, sample query, or input audio found in request"
@@ -282,12 +283,8 @@ def lm_need(generation: GenerationRequest) -> str | None:
 
 def check_task(generation: GenerationRequest, found: MessageInput, engine) -> None:
     """Refuse at once a task the chosen model cannot run, or one that lacks its recording."""
+    check_model_supports(generation, engine)
     task = generation.task_type
-    model = engine.select_model(generation.model)
-    if task not in model.supported_task_types:
-        able = [entry["name"] for entry in engine.model_inventory() if task in entry["supported_task_types"]]
-        where = f"models that support it: {', '.join(able)}" if able else "no model on this server supports it"
-        raise InvalidField("task_type", f"task_type {task!r} is not supported by model {model.name!r}; {where}")
     # A cover with nothing to cover runs as text2music (official); the others cannot run.
     if task in SOURCE_TASK_TYPES and not found.audio:
         raise InvalidField(

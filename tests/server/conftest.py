@@ -35,6 +35,14 @@ def engine(tiny_engine, settings: Settings):
     return engine
 
 
+@pytest.fixture
+def lm_engine(tiny_lm_engine, settings: Settings):
+    """The tiny engine with the tiny 5 Hz LM, writing to this test's audio folder."""
+    engine = copy.copy(tiny_lm_engine)
+    engine.output_dir = settings.audio_dir
+    return engine
+
+
 @asynccontextmanager
 async def serve(settings: Settings, engine, *, start_worker: bool = True):
     app = create_app(settings, engine, start_worker=start_worker)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import copy
 import io
 import json
 import re
@@ -174,13 +173,6 @@ class AsgiStream:
             return payload
         choice = json.loads(payload)["choices"][0]
         return choice["delta"], choice["finish_reason"]
-
-
-@pytest.fixture
-def lm_engine(tiny_lm_engine, settings):
-    engine = copy.copy(tiny_lm_engine)
-    engine.output_dir = settings.audio_dir
-    return engine
 
 
 @pytest.fixture

@@ -40,13 +40,6 @@ FULL_EXAMPLE = {
 
 
 @pytest.fixture
-def lm_engine(tiny_lm_engine, settings):
-    engine = copy.copy(tiny_lm_engine)
-    engine.output_dir = settings.audio_dir
-    return engine
-
-
-@pytest.fixture
 async def lm_live(settings, lm_engine):
     async with serve(settings, lm_engine) as running:
         yield running

@@ -18,13 +18,6 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def lm_engine(tiny_lm_engine, settings):
-    engine = copy.copy(tiny_lm_engine)
-    engine.output_dir = settings.audio_dir
-    return engine
-
-
-@pytest.fixture
 async def lm_live(settings, lm_engine):
     async with serve(settings, lm_engine) as (app, client):
         yield app, client

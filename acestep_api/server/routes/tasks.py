@@ -25,14 +25,20 @@ from acestep_api.settings import Settings
 router = APIRouter(tags=["tasks"])
 
 
-def check_task(generation: GenerationRequest, engine) -> None:
-    """Refuse at once what the chosen model cannot run, naming the models that can."""
+def check_model_supports(generation: GenerationRequest, engine) -> None:
+    """Refuse at once a task the chosen model cannot run, naming the models that can."""
     task = generation.task_type
     model = engine.select_model(generation.model)
     if task not in model.supported_task_types:
         able = [entry["name"] for entry in engine.model_inventory() if task in entry["supported_task_types"]]
         where = f"models that support it: {', '.join(able)}" if able else "no model on this server supports it"
         raise InvalidField("task_type", f"task_type {task!r} is not supported by model {model.name!r}; {where}")
+
+
+def check_task(generation: GenerationRequest, engine) -> None:
+    """Refuse at once what the chosen model cannot run, or what lacks its source audio."""
+    check_model_supports(generation, engine)
+    task = generation.task_type
     # A cover without a source falls back to text2music (official); the others cannot run.
     if task in SOURCE_TASK_TYPES and not generation.src_audio_path:
         raise InvalidField("src_audio",
