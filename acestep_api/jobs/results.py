@@ -17,7 +17,7 @@ from acestep_api.jobs.queue import JobQueue
 ENV = "development"  # the official server reports this constant in every element
 META_KEYS = ("bpm", "duration", "genres", "keyscale", "timesignature")
 NOT_AVAILABLE = "N/A"
-STATUS_SUCCESS = "✅ Generation completed successfully!"  # the legacy result's status_message (seed 002)
+STATUS_SUCCESS = "✅ Generation completed successfully!"  # the legacy result's status_message (as the Hugging Face Space API doc shows it)
 
 
 def audio_url(path: str) -> str:

@@ -1,14 +1,14 @@
 """The two input dialects a RunPod job may speak, and how each becomes a GenerationRequest.
 
-- The ACE-Step 1.5 dialect (seed 001): `caption` (required), `lyrics`, `duration`,
+- The ACE-Step 1.5 dialect (the ACE-Step 1.5 RunPod template): `caption` (required), `lyrics`, `duration`,
   `batch_size`, `timeout_seconds`, `poll_interval`, `return_audio_base64`,
   `max_base64_bytes`, plus every /release_task field and alias.
-- The v1 dialect (seed 000): `prompt` (required), `duration`, `guidance_scale`,
+- The v1 dialect (the ACE-Step v1 RunPod endpoint): `prompt` (required), `duration`, `guidance_scale`,
   `num_inference_steps`, `seed`, and `lyrics`.
 
 Which one a job speaks is decided by its fields alone (`detect_dialect`): v1 when the input has
 `prompt`, has no `caption`, and names no field outside the v1 set; the 1.5 dialect otherwise.
-So a seed-000 client is answered in its own shape, and adding any 1.5 field (or writing
+So a v1 client is answered in its own shape, and adding any 1.5 field (or writing
 `caption`) selects the 1.5 dialect.
 """
 
@@ -145,7 +145,7 @@ def parse_v1_input(fields: dict, options: ServerlessSettings) -> V1Input:
             guidance_scale=guidance_scale,
             use_random_seed=seed is None,
             seeds=[] if seed is None else [seed],
-            audio_format="wav",  # seed 000 answers 16-bit WAV
+            audio_format="wav",  # the v1 endpoint answers 16-bit WAV
         )
     except ValidationError as error:
         raise invalid_field_from(error) from None

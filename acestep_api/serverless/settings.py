@@ -1,7 +1,7 @@
 """Settings only the serverless worker reads (the engine's own come from `Settings`).
 
-The names are those of the RunPod handler the ACE-Step 1.5 serverless template documents
-(seed 001), so an endpoint configured for it keeps its meaning here.
+The names are those of the RunPod handler the ACE-Step 1.5 serverless template documents,
+so an endpoint configured for it keeps its meaning here.
 """
 
 from __future__ import annotations
