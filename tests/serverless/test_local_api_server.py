@@ -190,3 +190,47 @@ def test_generation_failure_is_a_failed_job_and_the_worker_goes_on(server):
     assert answer["error"].startswith("Generation failed: FileExistsError"), answer
     assert server.runsync({"caption": "x", "duration": 10})["status"] == "COMPLETED"
 
+
+
+def curl_runsync(server: DevServer, body: str) -> dict:
+    """The documents' own `curl -X POST .../runsync` blocks, sent to the local API server."""
+    done = subprocess.run(
+        ["curl", "-s", "-S", "--max-time", str(JOB_SECONDS), "-X", "POST", f"{server.url}/runsync",
+         "-H", "Authorization: Bearer YOUR_API_KEY", "-H", "Content-Type: application/json", "-d", body],
+        capture_output=True, check=True,
+    )
+    return json.loads(done.stdout)
+
+
+def test_the_documented_runsync_curl_examples(server):
+    # The ACE-Step 1.5 RunPod template's README, as written.
+    answer = curl_runsync(server, """{
+    "input": {
+      "caption": "Upbeat electronic instrumental with bright synths",
+      "lyrics": "",
+      "duration": 30,
+      "batch_size": 1
+    }
+  }""")
+    assert answer["status"] == "COMPLETED", answer
+    output = answer["output"]
+    assert (output["status"], output["duration"], output["batch_size"]) == ("completed", 30, 1)
+    assert len(output["results"]) == 1 and output["results"][0]["status"] == 1
+
+    # The ACE-Step v1 endpoint's docs, as written.
+    answer = curl_runsync(server, """{
+    "input": {
+      "prompt": "upbeat electronic dance music",
+      "duration": 30.0,
+      "guidance_scale": 8.0,
+      "num_inference_steps": 20,
+      "seed": 42
+    }
+  }""")
+    assert answer["status"] == "COMPLETED", answer
+    output = answer["output"]
+    assert {"audio_base64", "generation_time", "prompt", "duration", "seed", "sample_rate", "success"} <= set(output)
+    assert (output["prompt"], output["duration"], output["seed"]) == ("upbeat electronic dance music", 30.0, 42)
+    assert output["sample_rate"] == 48000 and output["success"] is True
+    samples, rate = sf.read(io.BytesIO(base64.b64decode(output["audio_base64"])), always_2d=True)
+    assert rate == 48000 and samples.shape[1] == 2 and abs(samples.shape[0] / rate - 30.0) < 0.01
