@@ -15,6 +15,10 @@ class JobStatus(str, enum.Enum):
     FAILED = "failed"
 
     @property
+    def ended(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED)
+
+    @property
     def code(self) -> int:
         """The official API's integer status: 0 queued/running, 1 succeeded, 2 failed."""
         return {"queued": 0, "running": 0, "succeeded": 1, "failed": 2}[self.value]

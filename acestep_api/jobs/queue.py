@@ -210,7 +210,7 @@ class JobQueue:
         future: asyncio.Future = loop.create_future()
         with self._lock:
             job = self.get(job_id)
-            if job is None or job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+            if job is None or job.status.ended:
                 return job
             self._waiters.setdefault(job_id, []).append((loop, future))
         try:

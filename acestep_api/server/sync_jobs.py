@@ -9,11 +9,26 @@ from collections.abc import Sequence
 from fastapi import HTTPException
 
 from acestep_api.engine.request import GenerationRequest
-from acestep_api.jobs.models import Job, JobApi, JobStatus
+from acestep_api.jobs.models import Job, JobApi
 from acestep_api.jobs.queue import JobQueue, QueueFullError
+from acestep_api.jobs.retention import remove_files
 
 QUEUE_FULL = "Server busy: queue is full"
 GENERATION_TIMEOUT = "Generation timeout"
+
+
+def submit(
+    queue: JobQueue, request: GenerationRequest, api: JobApi, temp_files: Sequence[str] = ()
+) -> tuple[Job, int]:
+    """Queue a request (job and its 1-based position). Refused (a full queue is a 429), its
+    temp files go: no job owns them."""
+    try:
+        return queue.submit(request, api=api, temp_files=temp_files)
+    except BaseException as error:
+        remove_files(temp_files)
+        if isinstance(error, QueueFullError):
+            raise HTTPException(status_code=429, detail=QUEUE_FULL) from None
+        raise
 
 
 async def run_to_end(
@@ -25,16 +40,13 @@ async def run_to_end(
 ) -> Job:
     """The ended job (succeeded or failed). A full queue is a 429; past `timeout` seconds the
     job is cancelled and the answer is a 504; a client that goes away cancels it too."""
-    try:
-        job, _ = queue.submit(request, api=api, temp_files=temp_files)
-    except QueueFullError:
-        raise HTTPException(status_code=429, detail=QUEUE_FULL) from None
+    job, _ = submit(queue, request, api, temp_files)
     try:
         ended = await queue.wait_finished(job.id, timeout)
     except asyncio.CancelledError:
         queue.cancel(job.id)  # the connection closed: free the worker for someone else
         raise
-    if ended is None or ended.status not in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+    if ended is None or not ended.status.ended:
         queue.cancel(job.id)
         raise HTTPException(status_code=504, detail=GENERATION_TIMEOUT)
     return ended

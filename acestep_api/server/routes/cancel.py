@@ -27,7 +27,6 @@ router = APIRouter(tags=["tasks"])
 
 # How long a cancel request waits for a running job to reach its next step and stop.
 CANCEL_WAIT_SECONDS = 3.0
-ENDED = (JobStatus.SUCCEEDED, JobStatus.FAILED)
 
 TASK_NOT_FOUND = "Task not found"
 ONE_OR_THE_OTHER = "give task_id (one id) or task_id_list (a list of ids), not both"
@@ -46,7 +45,7 @@ class CancelOutcome:
 
     @property
     def stopped(self) -> bool:
-        return self.job is not None and self.job.status in ENDED
+        return self.job is not None and self.job.status.ended
 
 
 def _was_cancelled(job: Job) -> bool:
@@ -59,12 +58,12 @@ def request_cancel(queue: JobQueue, job_id: str) -> CancelOutcome:
     before = queue.get(job_id)
     if before is None:
         return CancelOutcome(job_id, None, refusal="not found")
-    if before.status in ENDED:
+    if before.status.ended:
         return CancelOutcome(job_id, before, refusal=before.status.value)
     job = queue.cancel(job_id)
     if job is None:  # removed by retention in between
         return CancelOutcome(job_id, None, refusal="not found")
-    if job.status in ENDED and not _was_cancelled(job):
+    if job.status.ended and not _was_cancelled(job):
         # It ended on its own between the look and the cancel.
         return CancelOutcome(job_id, job, refusal=job.status.value)
     return CancelOutcome(job_id, job)

@@ -22,9 +22,8 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from acestep_api.jobs.models import Job, JobApi, JobStatus
-from acestep_api.jobs.queue import JobQueue, QueueFullError
+from acestep_api.jobs.queue import JobQueue
 from acestep_api.jobs.results import NOT_AVAILABLE
-from acestep_api.jobs.retention import remove_files
 from acestep_api.server.auth import require_api_key
 from acestep_api.server.chat_messages import (
     audio_targets,
@@ -49,7 +48,7 @@ from acestep_api.server.protocol.chat import (
     ChunkChoice,
     Delta,
 )
-from acestep_api.server.sync_jobs import GENERATION_TIMEOUT, QUEUE_FULL, run_to_end
+from acestep_api.server.sync_jobs import GENERATION_TIMEOUT, QUEUE_FULL, run_to_end, submit
 from acestep_api.settings import Settings
 
 router = APIRouter(tags=["chat"])
@@ -182,10 +181,6 @@ async def completion(job: Job, model: str) -> ChatCompletion:
                           choices=[Choice(message=message)])
 
 
-def _ended(job: Job) -> bool:
-    return job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED)
-
-
 async def stream_completion(queue: JobQueue, job_id: str, model: str, timeout: float) -> AsyncIterator[str]:
     """Server-sent events for one job; the job is cancelled if the stream stops before it ends."""
     chunk_id, created = completion_id(), int(time.time())
@@ -206,7 +201,7 @@ async def stream_completion(queue: JobQueue, job_id: str, model: str, timeout: f
                 timed_out = True
                 break
             job = await queue.wait_finished(job_id, min(HEARTBEAT_SECONDS, remaining))
-            if job is None or _ended(job):
+            if job is None or job.status.ended:
                 break
             yield event(content=".")
         if job is not None and job.status is JobStatus.SUCCEEDED:
@@ -225,7 +220,7 @@ async def stream_completion(queue: JobQueue, job_id: str, model: str, timeout: f
         yield "data: [DONE]\n\n"
     finally:
         # Timed out, or the client went away (the stream is cancelled or closed): free the worker.
-        if job is None or not _ended(job):
+        if job is None or not job.status.ended:
             queue.cancel(job_id)
 
 
@@ -256,11 +251,7 @@ async def chat_completions(
     temp_files = list(paths.values())
 
     if chat.stream:
-        try:
-            job, _ = queue.submit(generation, api=JobApi.CHAT, temp_files=temp_files)
-        except QueueFullError:
-            remove_files(temp_files)
-            raise HTTPException(status_code=429, detail=QUEUE_FULL) from None
+        job, _ = submit(queue, generation, JobApi.CHAT, temp_files)
         return StreamingResponse(
             stream_completion(queue, job.id, chat.model, settings.generation_timeout),
             media_type="text/event-stream",
@@ -268,12 +259,7 @@ async def chat_completions(
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    try:
-        ended = await run_to_end(queue, generation, JobApi.CHAT, settings.generation_timeout, temp_files=temp_files)
-    except HTTPException as error:
-        if error.status_code == 429:  # refused before submission: no job owns the files
-            remove_files(temp_files)
-        raise
+    ended = await run_to_end(queue, generation, JobApi.CHAT, settings.generation_timeout, temp_files=temp_files)
     if ended.status is not JobStatus.SUCCEEDED:
         raise HTTPException(status_code=500, detail=ended.error or "Generation failed")
     return JSONResponse((await completion(ended, chat.model)).model_dump())

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from acestep_api.engine.request import DURATION_MAX, SOURCE_TASK_TYPES, GenerationRequest
 from acestep_api.jobs.models import Job, JobApi, JobStatus
-from acestep_api.jobs.queue import JobQueue, QueueFullError
+from acestep_api.jobs.queue import JobQueue
 from acestep_api.jobs.results import query_result_item
 from acestep_api.server.audio_paths import AUDIO_PATH_FIELDS, resolve_request_audio
 from acestep_api.server.auth import authorized_fields, verify_body_token
@@ -19,7 +19,7 @@ from acestep_api.server.coercion import InvalidField
 from acestep_api.server.dependencies import get_engine, get_queue, get_settings
 from acestep_api.server.envelope import wrap
 from acestep_api.server.release_task_parser import parse_release_task
-from acestep_api.server.sync_jobs import QUEUE_FULL
+from acestep_api.server.sync_jobs import QUEUE_FULL, submit
 from acestep_api.settings import Settings
 
 router = APIRouter(tags=["tasks"])
@@ -90,13 +90,7 @@ async def accept_generation(request: Request, settings: Settings, queue: JobQueu
 
 def submit_generation(queue: JobQueue, generation: GenerationRequest, body: RequestBody, api: JobApi) -> tuple[Job, int]:
     """Queue an accepted request; on a full queue its uploads go and the answer is 429."""
-    try:
-        return queue.submit(generation, api=api, temp_files=body.temp_files)
-    except BaseException as error:
-        body.discard_uploads()
-        if isinstance(error, QueueFullError):
-            raise HTTPException(status_code=429, detail=QUEUE_FULL) from None
-        raise
+    return submit(queue, generation, api, body.temp_files)
 
 
 @router.post("/release_task")
