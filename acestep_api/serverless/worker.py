@@ -14,7 +14,7 @@ import time
 import uuid
 from typing import Any, Callable
 
-from acestep_api.engine.request import DURATION_MAX, GenerationRequest
+from acestep_api.engine.request import GenerationRequest
 from acestep_api.jobs.worker import describe_failure
 from acestep_api.serverless import outputs
 from acestep_api.serverless.cleanup import prune_audio
@@ -101,19 +101,12 @@ class ServerlessWorker:
     def _checked(self, request: GenerationRequest, engine) -> GenerationRequest:
         """What /release_task checks before it queues a job: the task suits the model, and the
         audio files named lie in ACESTEP_INPUT_DIR and can be decoded."""
-        from acestep_api.engine.audio_input import AudioInputError, check_audio
-        from acestep_api.server.audio_paths import AUDIO_PATH_FIELDS, resolve_request_audio
-        from acestep_api.server.routes.tasks import check_task
+        from acestep_api.server.audio_paths import resolve_request_audio
+        from acestep_api.server.routes.tasks import check_audio_files, check_task
 
         check_task(request, engine)
         request = resolve_request_audio(request, self.settings.upload_dir, self.settings.input_dir)
-        for field in AUDIO_PATH_FIELDS:
-            path = getattr(request, field)
-            if path:
-                try:
-                    check_audio(path, max_seconds=DURATION_MAX)
-                except AudioInputError as error:
-                    raise InvalidField(field, f"{field}: {error}") from None
+        check_audio_files(request)
         return request
 
     def _generate(self, engine, request: GenerationRequest, timeout: float, notify: Callable[[str], None]):

@@ -48,9 +48,10 @@ def check_task(generation: GenerationRequest, engine) -> None:
             raise InvalidField("src_audio", f"{mode} needs source audio: upload src_audio or set src_audio_path")
 
 
-async def check_audio_inputs(generation: GenerationRequest, body: RequestBody) -> None:
-    """Decode each input once (in a worker thread) so empty, silent, undecodable or too long
-    audio is refused now, naming the field, rather than failing the job later."""
+def check_audio_files(generation: GenerationRequest, shown_name=lambda path_field: path_field) -> None:
+    """Decode each audio input once so empty, silent, undecodable or too long audio is refused
+    now, named as the client sent it (`shown_name` of its path field), rather than failing the
+    job later. Blocking: call it off the event loop."""
     # Imported here: decoding pulls in the numeric audio stack, needed only when audio comes.
     from acestep_api.engine.audio_input import AudioInputError, check_audio
 
@@ -58,12 +59,21 @@ async def check_audio_inputs(generation: GenerationRequest, body: RequestBody) -
         path = getattr(generation, path_field)
         if not path:
             continue
-        upload = body.upload_for(path_field)
-        field = upload.field if upload is not None else path_field
         try:
-            await run_in_threadpool(check_audio, path, max_seconds=DURATION_MAX)
+            check_audio(path, max_seconds=DURATION_MAX)
         except AudioInputError as error:
+            field = shown_name(path_field)
             raise InvalidField(field, f"{field}: {error}") from None
+
+
+async def check_audio_inputs(generation: GenerationRequest, body: RequestBody) -> None:
+    """check_audio_files in a worker thread, naming an uploaded file by its upload field."""
+
+    def shown_name(path_field: str) -> str:
+        upload = body.upload_for(path_field)
+        return upload.field if upload is not None else path_field
+
+    await run_in_threadpool(check_audio_files, generation, shown_name)
 
 
 async def accept_generation(request: Request, settings: Settings, queue: JobQueue, engine) -> tuple[GenerationRequest, RequestBody]:
