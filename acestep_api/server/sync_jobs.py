@@ -17,6 +17,13 @@ QUEUE_FULL = "Server busy: queue is full"
 GENERATION_TIMEOUT = "Generation timeout"
 
 
+def refuse_if_full(queue: JobQueue) -> None:
+    """A 429 now, before a request spends time (decoding audio, running the LM) on a job the
+    queue could not take; `submit` still decides for certain."""
+    if queue.size >= queue.maxsize:
+        raise HTTPException(status_code=429, detail=QUEUE_FULL)
+
+
 def submit(
     queue: JobQueue, request: GenerationRequest, api: JobApi, temp_files: Sequence[str] = ()
 ) -> tuple[Job, int]:

@@ -48,7 +48,7 @@ from acestep_api.server.protocol.chat import (
     ChunkChoice,
     Delta,
 )
-from acestep_api.server.sync_jobs import GENERATION_TIMEOUT, QUEUE_FULL, run_to_end, submit
+from acestep_api.server.sync_jobs import GENERATION_TIMEOUT, refuse_if_full, run_to_end, submit
 from acestep_api.settings import Settings
 
 router = APIRouter(tags=["chat"])
@@ -242,8 +242,7 @@ async def chat_completions(
         if need and not engine.lm_available:
             raise lm_missing(need, engine)
         check_task(generation, found, engine)
-        if queue.size >= queue.maxsize:  # answered before any audio is decoded for nothing
-            raise HTTPException(status_code=429, detail=QUEUE_FULL)
+        refuse_if_full(queue)
         paths = await run_in_threadpool(save_audio, audio_targets(generation, found.audio), settings)
     except InvalidField as error:
         raise HTTPException(status_code=getattr(error, "status_code", 400), detail=str(error)) from None

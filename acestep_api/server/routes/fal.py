@@ -36,7 +36,7 @@ from acestep_api.server.auth import require_api_key
 from acestep_api.server.dependencies import get_engine, get_queue, get_settings
 from acestep_api.server.protocol_fal import RANDOM_SEED, FalFile, FalPromptInput, FalPromptOutput
 from acestep_api.server.public_url import absolute_url
-from acestep_api.server.sync_jobs import GENERATION_TIMEOUT, QUEUE_FULL, run_to_end
+from acestep_api.server.sync_jobs import GENERATION_TIMEOUT, refuse_if_full, run_to_end
 from acestep_api.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -184,8 +184,7 @@ async def prompt_to_audio(
     engine: Annotated[Any, Depends(get_engine)],
 ) -> FalPromptOutput:
     deadline = time.monotonic() + settings.generation_timeout
-    if queue.size >= queue.maxsize:  # answered before the LM spends time on it
-        raise HTTPException(status_code=429, detail=QUEUE_FULL)
+    refuse_if_full(queue)
     # One seed for the LM and the DiT: sending it back reproduces the same song.
     seed = random.randint(0, SEED_MAX) if fal.seed in (None, RANDOM_SEED) else fal.seed
 

@@ -19,7 +19,7 @@ from acestep_api.server.coercion import InvalidField
 from acestep_api.server.dependencies import get_engine, get_queue, get_settings
 from acestep_api.server.envelope import wrap
 from acestep_api.server.release_task_parser import parse_release_task
-from acestep_api.server.sync_jobs import QUEUE_FULL, submit
+from acestep_api.server.sync_jobs import refuse_if_full, submit
 from acestep_api.settings import Settings
 
 router = APIRouter(tags=["tasks"])
@@ -87,8 +87,7 @@ async def accept_generation(request: Request, settings: Settings, queue: JobQueu
             generation = parse_release_task(body.fields, settings)
             check_task(generation, engine)
             generation = resolve_request_audio(generation, settings.upload_dir, settings.input_dir)
-            if queue.size >= queue.maxsize:  # answered before the audio is decoded for nothing
-                raise HTTPException(status_code=429, detail=QUEUE_FULL)
+            refuse_if_full(queue)
             await check_audio_inputs(generation, body)
         except InvalidField as error:
             raise HTTPException(status_code=getattr(error, "status_code", 400), detail=str(error)) from None
