@@ -20,7 +20,6 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -30,13 +29,12 @@ from acestep_api.engine.request import (
     BPM_MIN,
     DURATION_MAX,
     DURATION_MIN,
-    SEED_MAX,
     SOURCE_TASK_TYPES,
     TASK_TYPES,
     GenerationRequest,
 )
 from acestep_api.jobs.retention import remove_files
-from acestep_api.server.coercion import InvalidField, show, to_choice, to_float, to_int
+from acestep_api.server.coercion import InvalidField, show, to_choice, to_float, to_int, to_seeds
 from acestep_api.server.protocol.chat import AudioConfig, AudioPart, ChatCompletionRequest, ChatMessage, TextPart
 from acestep_api.server.release_task_parser import invalid_field_from
 from acestep_api.server.routes.tasks import check_model_supports
@@ -185,25 +183,6 @@ def message_input(chat: ChatCompletionRequest) -> MessageInput:
 # --- the generation request -------------------------------------------------------------
 
 
-def parse_seeds(value: Any) -> list[int]:
-    """`seed` as an int, "42,123" or a list -> per-item seeds; -1 (or a blank item) = random."""
-    allowed = f"seed must be an integer between 0 and {SEED_MAX}, -1 for random, or a comma-separated list of them"
-    items = value.split(",") if isinstance(value, str) else value if isinstance(value, list) else [value]
-    seeds = []
-    for item in items:
-        text = str(item).strip()
-        if not text:
-            continue
-        try:
-            seed = int(text)
-        except ValueError:
-            raise InvalidField("seed", f"{allowed} (got {show(value)})") from None
-        if seed != -1 and not 0 <= seed <= SEED_MAX:
-            raise InvalidField("seed", f"{allowed} (got {show(value)})")
-        seeds.append(seed)
-    return seeds
-
-
 def _task_type(chat: ChatCompletionRequest) -> str:
     task = to_choice("task_type", chat.task_type, "text2music", (*TASK_TYPES, CONTINUATION_TASK))
     return "text2music" if task == CONTINUATION_TASK else task
@@ -250,7 +229,7 @@ def to_generation_request(chat: ChatCompletionRequest, found: MessageInput, sett
         inference_steps=CHAT_INFERENCE_STEPS,
         guidance_scale=to_float("guidance_scale", chat.guidance_scale, 7.0, minimum=0.0, maximum=200.0),
         use_random_seed=chat.seed is None,
-        seeds=[] if chat.seed is None else parse_seeds(chat.seed),
+        seeds=to_seeds(chat.seed),
         batch_size=min(chat.batch_size or CHAT_BATCH_SIZE, settings.batch_max),
         task_type=_task_type(chat),
         repainting_start=chat.repainting_start or 0.0,

@@ -11,6 +11,8 @@ import json
 import math
 from typing import Any, Sequence
 
+from acestep_api.engine.request import SEED_MAX
+
 TRUE_WORDS = frozenset({"1", "true", "yes", "y", "on"})
 
 
@@ -201,3 +203,23 @@ def as_object(value: Any) -> dict:
             return {}
         return parsed if isinstance(parsed, dict) else {}
     return {}
+
+
+def to_seeds(value: Any) -> list[int]:
+    """`seed` as an int, a list or "1,2,-1" -> per-item seeds (-1 = random); -1 alone means none."""
+    allowed = f"seed must be an integer between 0 and {SEED_MAX}, -1 for random, or a comma-separated list of them"
+    if value is None:
+        return []
+    items = value.split(",") if isinstance(value, str) else value if isinstance(value, list) else [value]
+    seeds = []
+    for item in items:
+        try:
+            seed = to_int("seed", item, None)
+        except InvalidField:
+            raise InvalidField("seed", f"{allowed} (got {show(value)})") from None
+        if seed is None:
+            continue
+        if seed != -1 and not 0 <= seed <= SEED_MAX:
+            raise InvalidField("seed", f"{allowed} (got {show(value)})")
+        seeds.append(seed)
+    return [] if seeds == [-1] else seeds

@@ -17,7 +17,6 @@ from acestep_api.engine.request import (
     AUDIO_FORMATS,
     DEFAULT_INSTRUCTION,
     INFER_METHODS,
-    SEED_MAX,
     TASK_TYPES,
     GenerationRequest,
 )
@@ -28,6 +27,7 @@ from acestep_api.server.coercion import (
     to_bool,
     to_choice,
     to_float,
+    to_seeds,
     to_float_list,
     to_int,
     to_text,
@@ -119,26 +119,6 @@ def _float_field(fields: ReleaseTaskFields, name: str, default: float | None) ->
     return to_float(name, fields.raw(name), default, **_bounds(name))
 
 
-def _seeds(value: Any) -> list[int]:
-    """`seed` as an int or "1,2,-1" -> per-item seeds (-1 = random); -1 alone means none."""
-    allowed = f"seed must be an integer between 0 and {SEED_MAX}, -1 for random, or a comma-separated list of them"
-    if value is None:
-        return []
-    items = value.split(",") if isinstance(value, str) else value if isinstance(value, list) else [value]
-    seeds = []
-    for item in items:
-        try:
-            seed = to_int("seed", item, None)
-        except InvalidField:
-            raise InvalidField("seed", f"{allowed} (got {show(value)})") from None
-        if seed is None:
-            continue
-        if seed != -1 and not 0 <= seed <= SEED_MAX:
-            raise InvalidField("seed", f"{allowed} (got {show(value)})")
-        seeds.append(seed)
-    return [] if seeds == [-1] else seeds
-
-
 def _audio_duration(value: Any) -> float | None:
     # Null or <= 0 means "not given": the LM, or a random length, decides (as official).
     number = to_float("audio_duration", value, None)
@@ -211,7 +191,7 @@ def parse_release_task(body: dict, settings: Settings) -> GenerationRequest:
         cfg_interval_start=_float_field(fields, "cfg_interval_start", 0.0),
         cfg_interval_end=_float_field(fields, "cfg_interval_end", 1.0),
         use_random_seed=flag("use_random_seed", True),
-        seeds=_seeds(fields.raw("seed")),
+        seeds=to_seeds(fields.raw("seed")),
         reference_audio_path=text("reference_audio_path").strip() or None,
         src_audio_path=text("src_audio_path").strip() or None,
         repainting_start=to_float("repainting_start", fields.raw("repainting_start"), 0.0),
