@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.answer_hygiene import SUITE_LOG, install
+
 TINY_DIT_MODELS = ["acestep-v15-turbo", "acestep-v15-base"]
 
 
@@ -53,3 +55,15 @@ def tiny_lm_engine(tiny_engine, tiny_checkpoints: Path):
 @pytest.fixture(scope="session")
 def tiny_lm_planner(tiny_lm_engine):
     return tiny_lm_engine.planner
+
+
+install(SUITE_LOG)
+
+
+@pytest.fixture(autouse=True)
+def answers_show_no_internals():
+    """Every test's HTTP answers obey the error-hygiene rule (tests/answer_hygiene.py)."""
+    SUITE_LOG.take()
+    yield
+    found = SUITE_LOG.take()
+    assert not found, "answers that show internals:\n" + "\n".join(found)
