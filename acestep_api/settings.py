@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     input_dir: Path | None = Field(
         default=None, description="Folder whose files requests may name in src_audio_path / reference_audio_path."
     )
+    # engine.audio_input.DEFAULT_MAX_DECODED_MB (not imported: it would load torch here).
+    max_decoded_audio_mb: float = Field(
+        default=512.0, gt=0, description="Largest input audio accepted, as decoded float32 at its own rate and channels (MiB)."
+    )
 
     # Queue
     queue_maxsize: int = Field(default=200, ge=1)

@@ -4,10 +4,23 @@ Every input becomes what the VAE expects (model-pipeline.md 3.5): 48 kHz, two ch
 (mono duplicated, channels past the second dropped), float32 clipped to [-1, 1]. Files are
 decoded with soundfile (libsndfile reads wav, flac, mp3 and ogg vorbis/opus without ffmpeg)
 and resampled with soxr, a band-limited resampler.
+
+A small compressed file can hold a great deal of audio (a 231 KB FLAC of 8 channels x 600 s
+is 0.88 GB as float32), so nothing is decoded before the header's channels, sample rate and
+length are within bounds and frames x channels as float32 fits the decoding budget
+(ACESTEP_MAX_DECODED_AUDIO_MB, checked at submission). Decoding then runs block by block:
+a check holds one block, a load holds the 48 kHz stereo result and one block. The blocks
+are also checked as they come (length, for headers that only estimate it, as mp3's do;
+NaN or infinite samples, which would only surface as a failed generation).
+
+Messages name the audio by a label the caller chooses and never carry libsndfile's own text,
+which quotes the file's server path; that text goes to the log.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,55 +30,109 @@ import torch
 
 from acestep_api.engine.request import DURATION_MAX
 
+log = logging.getLogger(__name__)
+
 SAMPLE_RATE = 48000
 CHANNELS = 2
 SILENCE_THRESHOLD = 1e-6  # the official rule: every sample below this in magnitude is silence
 ACCEPTED_FORMATS = "wav, flac, mp3, ogg/opus"
+# Telephone audio to the highest rate studio converters use; past either end a header is a
+# mistake or an attack (a WAV claiming 2^31-1 Hz fails deep inside the model's STFT).
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 384000
+MAX_CHANNELS = 8  # 7.1 surround; only the first two are used anyway
+# 600 s of 48 kHz stereo float32 is 220 MiB; twice that and some more leaves room for
+# 96 kHz stereo or 6 channels at 48 kHz over the longest accepted input.
+DEFAULT_MAX_DECODED_MB = 512.0
+BLOCK_FRAMES = 1 << 16  # frames decoded at a time: 1.4 s at 48 kHz, 2 MiB at 8 channels
+_FLOAT32_BYTES = 4
+_MIB = 1024 * 1024
 
 
 class AudioInputError(ValueError):
-    """An input audio file cannot be used; the message says why."""
+    """An input audio file cannot be used; the message says why (without the file's path)."""
 
 
-def _describe(path: Path) -> str:
-    return f"audio file {path.name!r}"
+def _label(path: Path, label: str | None) -> str:
+    return label if label is not None else f"audio file {path.name!r}"
 
 
-def _open_info(path: Path) -> sf._SoundFileInfo:
-    """The file's header, or AudioInputError for a missing, empty or undecodable file."""
+def _undecodable(label: str, path: Path, error: Exception) -> AudioInputError:
+    # libsndfile's message quotes the full path: it is logged, never answered.
+    log.info("Could not decode %s: %s", path, error)
+    return AudioInputError(f"{label} could not be decoded; accepted formats: {ACCEPTED_FORMATS}")
+
+
+def _open_info(path: Path, label: str) -> sf._SoundFileInfo:
+    """The file's header, checked: AudioInputError for a missing, empty or undecodable file
+    and for a channel count or sample rate out of bounds."""
     if not path.is_file():
-        raise AudioInputError(f"{_describe(path)} does not exist")
+        raise AudioInputError(f"{label} does not exist")
     if path.stat().st_size == 0:
-        raise AudioInputError(f"{_describe(path)} is empty")
+        raise AudioInputError(f"{label} is empty")
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise _undecodable(label, path, exc) from None
+    if info.frames <= 0 or info.samplerate <= 0 or info.channels <= 0:
+        raise AudioInputError(f"{label} is empty (no audio samples)")
+    if info.channels > MAX_CHANNELS:
+        raise AudioInputError(f"{label} has {info.channels} channels; at most {MAX_CHANNELS} are accepted")
+    if not MIN_SAMPLE_RATE <= info.samplerate <= MAX_SAMPLE_RATE:
         raise AudioInputError(
-            f"{_describe(path)} could not be decoded ({exc}); accepted formats: {ACCEPTED_FORMATS}"
-        ) from None
-    if info.frames <= 0 or info.samplerate <= 0:
-        raise AudioInputError(f"{_describe(path)} is empty (no audio samples)")
+            f"{label} has a sample rate of {info.samplerate} Hz; accepted: {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz"
+        )
     return info
 
 
-def _check_length(path: Path, seconds: float, max_seconds: float) -> None:
+def _check_length(label: str, seconds: float, max_seconds: float) -> None:
     if seconds > max_seconds:
+        raise AudioInputError(f"{label} is too long: {seconds:.1f} s, the maximum is {max_seconds:g} s")
+
+
+def decoded_mb(frames: int, channels: int) -> float:
+    """MiB that `frames` x `channels` samples take as float32."""
+    return frames * channels * _FLOAT32_BYTES / _MIB
+
+
+def _check_budget(label: str, frames: int, channels: int, rate: int, max_decoded_mb: float | None) -> None:
+    if max_decoded_mb is not None and decoded_mb(frames, channels) > max_decoded_mb:
         raise AudioInputError(
-            f"{_describe(path)} is too long: {seconds:.1f} s, the maximum is {max_seconds:g} s"
+            f"{label} is too large to decode: {channels} channels x {rate} Hz x {frames / rate:.1f} s would take "
+            f"{decoded_mb(frames, channels):.0f} MB as float32, the limit is {max_decoded_mb:g} MB "
+            "(ACESTEP_MAX_DECODED_AUDIO_MB)"
         )
 
 
-def _decode(path: Path) -> tuple[np.ndarray, int]:
-    """Samples [frames, channels] float32 and the file's sample rate."""
+def _blocks(path: Path, label: str, info: sf._SoundFileInfo, max_seconds: float,
+            max_decoded_mb: float | None) -> Iterator[np.ndarray]:
+    """The file's samples, [frames, channels] float32, a block at a time, each checked."""
+    rate, frames = info.samplerate, 0
     try:
-        samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as file:
+            while True:
+                block = file.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
+                if block.shape[0] == 0:
+                    break
+                frames += block.shape[0]
+                # The header's frame count can be an estimate (mp3): the decoded length counts.
+                _check_length(label, frames / rate, max_seconds)
+                _check_budget(label, frames, block.shape[1], rate, max_decoded_mb)
+                if not np.isfinite(block).all():
+                    raise AudioInputError(f"{label} contains NaN or infinite samples")
+                yield block
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise AudioInputError(
-            f"{_describe(path)} could not be decoded ({exc}); accepted formats: {ACCEPTED_FORMATS}"
-        ) from None
-    if samples.shape[0] == 0:
-        raise AudioInputError(f"{_describe(path)} is empty (no audio samples)")
-    return samples, rate
+        raise _undecodable(label, path, exc) from None
+    if frames == 0:
+        raise AudioInputError(f"{label} is empty (no audio samples)")
+
+
+def _opened(path: str | Path, label: str | None, max_seconds: float, max_decoded_mb: float | None):
+    path = Path(path)
+    label = _label(path, label)
+    info = _open_info(path, label)
+    _check_length(label, info.frames / info.samplerate, max_seconds)
+    _check_budget(label, info.frames, info.channels, info.samplerate, max_decoded_mb)
+    return path, label, info
 
 
 def is_silent(wave: torch.Tensor | np.ndarray) -> bool:
@@ -75,44 +142,57 @@ def is_silent(wave: torch.Tensor | np.ndarray) -> bool:
     return bool((np.abs(wave) < SILENCE_THRESHOLD).all())
 
 
-def to_model_format(samples: np.ndarray, rate: int) -> torch.Tensor:
-    """[frames, channels] at ``rate`` -> [2, samples] float32 at 48 kHz, clipped to +-1."""
-    if samples.shape[1] == 1:
-        samples = np.repeat(samples, CHANNELS, axis=1)
-    samples = samples[:, :CHANNELS]
-    if rate != SAMPLE_RATE:
-        samples = soxr.resample(samples, rate, SAMPLE_RATE, quality="HQ")
-    wave = torch.from_numpy(np.ascontiguousarray(samples.T, dtype=np.float32))
-    return wave.clamp(-1.0, 1.0)
+def _stereo(block: np.ndarray) -> np.ndarray:
+    """[frames, channels] -> [frames, 2]: mono duplicated, channels past the second dropped."""
+    if block.shape[1] == 1:
+        return np.repeat(block, CHANNELS, axis=1)
+    return block[:, :CHANNELS]
 
 
-def load_audio(path: str | Path, *, max_seconds: float = DURATION_MAX) -> torch.Tensor:
-    """Decode an input file into a [2, samples] float32 48 kHz waveform.
+def load_audio(path: str | Path, *, max_seconds: float = DURATION_MAX, label: str | None = None,
+               max_decoded_mb: float | None = None) -> torch.Tensor:
+    """Decode an input file into a [2, samples] float32 48 kHz waveform, block by block.
 
-    Raises AudioInputError for a missing, empty, undecodable or too long file. Silence is
-    not an error here: the engine treats a silent input the way the official server does.
+    Raises AudioInputError for a missing, empty, undecodable, out-of-bounds (channels, sample
+    rate, length, `max_decoded_mb` when given) or non-finite file. No budget by default: the
+    file was checked at submission, and streaming holds only the 48 kHz stereo result.
+    Silence is not an error here: the engine treats a silent input the way the official
+    server does. `label` names the file in messages (default: its file name).
     """
-    path = Path(path)
-    info = _open_info(path)
-    _check_length(path, info.frames / info.samplerate, max_seconds)
-    samples, rate = _decode(path)
-    # The header's frame count can be an estimate (mp3): check the decoded length too.
-    _check_length(path, samples.shape[0] / rate, max_seconds)
-    return to_model_format(samples, rate)
+    path, label, info = _opened(path, label, max_seconds, max_decoded_mb)
+    resampler = None
+    if info.samplerate != SAMPLE_RATE:
+        resampler = soxr.ResampleStream(info.samplerate, SAMPLE_RATE, CHANNELS, dtype="float32", quality="HQ")
+    chunks = []
+    for block in _blocks(path, label, info, max_seconds, max_decoded_mb):
+        block = np.ascontiguousarray(_stereo(block))
+        chunks.append(block if resampler is None else resampler.resample_chunk(block))
+    if resampler is not None:
+        chunks.append(resampler.resample_chunk(np.zeros((0, CHANNELS), dtype=np.float32), last=True))
+    wave = torch.empty((CHANNELS, sum(chunk.shape[0] for chunk in chunks)), dtype=torch.float32)
+    position = 0
+    chunks.reverse()
+    while chunks:  # each block is released once copied, so the result is never held twice
+        chunk = chunks.pop()
+        wave[:, position:position + chunk.shape[0]] = torch.from_numpy(chunk.T)
+        position += chunk.shape[0]
+    return wave.clamp_(-1.0, 1.0)
 
 
-def check_audio(path: str | Path, *, max_seconds: float = DURATION_MAX) -> float:
+def check_audio(path: str | Path, *, max_seconds: float = DURATION_MAX, label: str | None = None,
+                max_decoded_mb: float = DEFAULT_MAX_DECODED_MB) -> float:
     """The file's duration in seconds, after checking that it can be used as an input.
 
-    Raises AudioInputError when the file is missing, empty, undecodable, silent or longer
-    than ``max_seconds``.
+    Raises AudioInputError when the file is missing, empty, undecodable, silent, holds NaN
+    or infinite samples, or is out of bounds: channels, sample rate, longer than
+    `max_seconds`, or more than `max_decoded_mb` MiB as float32 (refused from the header,
+    before any decoding). Decodes one block at a time and keeps none.
     """
-    path = Path(path)
-    info = _open_info(path)
-    _check_length(path, info.frames / info.samplerate, max_seconds)
-    samples, rate = _decode(path)
-    seconds = samples.shape[0] / rate
-    _check_length(path, seconds, max_seconds)
-    if is_silent(samples):
-        raise AudioInputError(f"{_describe(path)} is silent (every sample is below {SILENCE_THRESHOLD:g})")
-    return seconds
+    path, label, info = _opened(path, label, max_seconds, max_decoded_mb)
+    frames, audible = 0, False
+    for block in _blocks(path, label, info, max_seconds, max_decoded_mb):
+        frames += block.shape[0]
+        audible = audible or not is_silent(block)
+    if not audible:
+        raise AudioInputError(f"{label} is silent (every sample is below {SILENCE_THRESHOLD:g})")
+    return frames / info.samplerate
