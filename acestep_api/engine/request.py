@@ -11,6 +11,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from acestep_api.engine.limits import (
+    SEEDS_MAX_ITEMS,
+    SHORT_TEXT_MAX_CHARS,
+    TEXT_MAX_CHARS,
+    TIMESTEPS_MAX_ITEMS,
+    TRACK_CLASSES_MAX_ITEMS,
+    text_problem,
+)
 TASK_TYPES = ("text2music", "repaint", "cover", "extract", "lego", "complete")
 TURBO_TASK_TYPES = ("text2music", "repaint", "cover")
 SOURCE_TASK_TYPES = ("repaint", "lego", "extract", "complete")  # they rework a source recording
@@ -20,6 +28,10 @@ TIME_SIGNATURES = ("2", "3", "4", "6")
 DURATION_MIN, DURATION_MAX = 10.0, 600.0
 BPM_MIN, BPM_MAX = 30, 300
 SEED_MAX = 2**32 - 1  # seeds are unsigned 32-bit; -1 asks for a random one
+CODES_PER_SECOND = 5  # the 5 Hz LM's audio codes
+AUDIO_CODES_MAX = int(DURATION_MAX) * CODES_PER_SECOND
+# Beyond the LM's vocabulary (about 217,000 tokens) a top-k cut keeps everything.
+LM_TOP_K_MAX = 1_000_000
 DEFAULT_INSTRUCTION = "Fill the audio semantic mask based on the given conditions:"
 INSTRUMENTAL_LYRICS = ("", "[inst]", "[instrumental]")
 
@@ -27,7 +39,8 @@ INSTRUMENTAL_LYRICS = ("", "[inst]", "[instrumental]")
 class GenerationRequest(BaseModel):
     """One generation job, as the engine understands it."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # No inf or NaN anywhere: every number has a finite range.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     # Text
     prompt: str = ""
@@ -50,7 +63,7 @@ class GenerationRequest(BaseModel):
     inference_steps: int = Field(default=8, ge=1, le=200)
     guidance_scale: float = Field(default=7.0, ge=0.0, le=200.0)
     shift: float = Field(default=3.0, gt=0.0, le=10.0)
-    timesteps: list[float] | None = None
+    timesteps: list[float] | None = Field(default=None, max_length=TIMESTEPS_MAX_ITEMS)
     infer_method: Literal["ode", "sde"] = "ode"
     use_adg: bool = False
     cfg_interval_start: float = Field(default=0.0, ge=0.0, le=1.0)
@@ -58,21 +71,21 @@ class GenerationRequest(BaseModel):
 
     # Seeds: use_random_seed wins; otherwise `seeds` maps item by item (-1 = random).
     use_random_seed: bool = True
-    seeds: list[int] = Field(default_factory=list)
+    seeds: list[int] = Field(default_factory=list, max_length=SEEDS_MAX_ITEMS)
 
     # Audio-input tasks. Paths are local files the server already checked (audio_input.check_audio).
     reference_audio_path: str | None = None
     src_audio_path: str | None = None
     # Seconds in the source; a negative start or an end past the source outpaints.
     # repainting_end None, 0 or negative = the end of the source.
-    repainting_start: float = 0.0
-    repainting_end: float | None = None
+    repainting_start: float = Field(default=0.0, ge=-DURATION_MAX, le=DURATION_MAX)
+    repainting_end: float | None = Field(default=None, ge=-DURATION_MAX, le=DURATION_MAX)
     audio_cover_strength: float = Field(default=1.0, ge=0.0, le=1.0)
     cover_noise_strength: float = Field(default=0.0, ge=0.0, le=1.0)
     repaint_latent_crossfade_frames: int = Field(default=10, ge=0, le=250)
     audio_code_string: str = ""
     track_name: str = ""
-    track_classes: list[str] | None = None
+    track_classes: list[str] | None = Field(default=None, max_length=TRACK_CLASSES_MAX_ITEMS)
 
     # Output
     audio_format: Literal["mp3", "wav", "flac", "opus"] = "mp3"
@@ -85,12 +98,12 @@ class GenerationRequest(BaseModel):
     use_format: bool = False
     use_cot_caption: bool = True
     use_cot_language: bool = True
-    lm_temperature: float = 0.85
-    lm_cfg_scale: float = 2.5
-    lm_top_k: int | None = None
-    lm_top_p: float | None = 0.9
+    lm_temperature: float = Field(default=0.85, ge=0.0, le=2.0)
+    lm_cfg_scale: float = Field(default=2.5, ge=0.0, le=100.0)
+    lm_top_k: int | None = Field(default=None, le=LM_TOP_K_MAX)
+    lm_top_p: float | None = Field(default=0.9, ge=0.0, le=1.0)
     lm_negative_prompt: str = "NO USER INPUT"
-    lm_repetition_penalty: float = 1.0
+    lm_repetition_penalty: float = Field(default=1.0, gt=0.0, le=10.0)
     constrained_decoding: bool = True
     allow_lm_batch: bool = True
     analysis_only: bool = False
@@ -99,6 +112,35 @@ class GenerationRequest(BaseModel):
     # Set by the planner, not by clients: the audio codes the LM wrote, one string per batch
     # item; they take the place of ``audio_code_string`` item by item.
     lm_audio_codes: list[str] | None = None
+
+    @field_validator(*TEXT_MAX_CHARS)
+    @classmethod
+    def _text_bounds(cls, value: str | None, info) -> str | None:
+        # Every dialect builds this model, so the limits hold whichever route a request came by.
+        problem = None if value is None else text_problem(value, TEXT_MAX_CHARS[info.field_name])
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("track_classes")
+    @classmethod
+    def _track_classes(cls, value: list[str] | None) -> list[str] | None:
+        for item in value or ():
+            problem = text_problem(item, SHORT_TEXT_MAX_CHARS)
+            if problem:
+                raise ValueError(f"items {problem}")
+        return value
+
+    @field_validator("audio_code_string")
+    @classmethod
+    def _audio_code_count(cls, value: str) -> str:
+        count = value.count("<|audio_code_")
+        if count > AUDIO_CODES_MAX:
+            raise ValueError(
+                f"must hold at most {AUDIO_CODES_MAX} audio codes, {DURATION_MAX:g} s at "
+                f"{CODES_PER_SECOND} per second (got {count})"
+            )
+        return value
 
     @field_validator("time_signature")
     @classmethod

@@ -11,6 +11,7 @@ import json
 import math
 from typing import Any, Sequence
 
+from acestep_api.engine.limits import SEEDS_MAX_ITEMS, text_problem
 from acestep_api.engine.request import SEED_MAX
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "y", "on"})
@@ -31,6 +32,8 @@ def show(value: Any) -> str:
         return repr(text)
     if isinstance(value, float):
         return f"{value:g}"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**15:
+        return f"a {len(str(abs(value)))}-digit integer"  # 400 digits would bury the message
     if isinstance(value, (list, tuple)):
         return "a list"
     if isinstance(value, dict):
@@ -39,6 +42,8 @@ def show(value: Any) -> str:
 
 
 def _number(value: float) -> str:
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))  # 1000000, not 1e+06
     return f"{value:g}"
 
 
@@ -69,14 +74,20 @@ def to_bool(value: Any, default: bool) -> bool:
     return str(value).strip().lower() in TRUE_WORDS
 
 
-def to_text(field: str, value: Any, default: str) -> str:
+def to_text(field: str, value: Any, default: str, *, max_chars: int | None = None) -> str:
+    """A string (numbers and booleans as written); `max_chars` (engine/limits.py) bounds it."""
     if value is None:
         return default
     if isinstance(value, str):
-        return value
-    if isinstance(value, (bool, int, float)):
-        return str(value)
-    raise InvalidField(field, f"{field} must be a string (got {show(value)})")
+        text = value
+    elif isinstance(value, (bool, int, float)):
+        text = str(value)
+    else:
+        raise InvalidField(field, f"{field} must be a string (got {show(value)})")
+    problem = text_problem(text, max_chars) if max_chars is not None else None
+    if problem:
+        raise InvalidField(field, f"{field} {problem}")
+    return text
 
 
 def _check_range(field: str, value: float, raw: Any, kind: str, unit: str,
@@ -132,11 +143,18 @@ def to_float(field: str, value: Any, default: float | None, *, minimum: float | 
     failure = InvalidField(field, f"{field} must be a number{' ' + words if words else ''}{unit} (got {show(value)})")
     if isinstance(value, bool):
         raise failure
-    if isinstance(value, (int, float)):
-        number = float(value)
+    if isinstance(value, int):
+        # A JSON integer of hundreds of digits is no float (OverflowError): compare it exactly.
+        _check_range(field, value, value, "", unit, minimum, maximum, exclusive_minimum)
+        try:
+            number = float(value)
+        except OverflowError:
+            raise failure from None
+    elif isinstance(value, float):
+        number = value
     elif isinstance(value, str):
         try:
-            number = float(value.strip())
+            number = float(value.strip())  # "1e999" and 400 digits read as inf, refused below
         except ValueError:
             raise failure from None
     else:
@@ -157,13 +175,15 @@ def to_choice(field: str, value: Any, default: str | None, choices: Sequence[str
     return text
 
 
-def to_float_list(field: str, value: Any, allowed: str) -> list[float] | None:
+def to_float_list(field: str, value: Any, allowed: str, *, max_items: int | None = None) -> list[float] | None:
     """A list of numbers, or a comma-separated string of them; blank means none."""
     if value is None or _is_blank(value):
         return None
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)):
         items = [value]
+    if max_items is not None and len(items) > max_items:
+        raise InvalidField(field, f"{field} must hold at most {max_items} numbers (got {len(items)})")
     numbers = []
     for item in items:
         if _is_blank(item):
@@ -172,7 +192,7 @@ def to_float_list(field: str, value: Any, allowed: str) -> list[float] | None:
             if isinstance(item, bool):
                 raise ValueError
             number = float(item.strip() if isinstance(item, str) else item)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise InvalidField(field, f"{field} must be {allowed} (got {show(value)})") from None
         if not math.isfinite(number):
             raise InvalidField(field, f"{field} must be {allowed} (got {show(value)})")
@@ -180,14 +200,17 @@ def to_float_list(field: str, value: Any, allowed: str) -> list[float] | None:
     return numbers or None
 
 
-def to_text_list(field: str, value: Any) -> list[str] | None:
+def to_text_list(field: str, value: Any, *, max_items: int | None = None,
+                 max_chars: int | None = None) -> list[str] | None:
     """A list of strings; a single string is a one-item list."""
     if value is None or _is_blank(value):
         return None
     if isinstance(value, str):
-        return [value.strip()]
+        return [to_text(field, value, "", max_chars=max_chars).strip()]
     if isinstance(value, (list, tuple)):
-        items = [to_text(field, item, "").strip() for item in value if item is not None]
+        if max_items is not None and len(value) > max_items:
+            raise InvalidField(field, f"{field} must hold at most {max_items} items (got {len(value)})")
+        items = [to_text(field, item, "", max_chars=max_chars).strip() for item in value if item is not None]
         return [item for item in items if item] or None
     raise InvalidField(field, f"{field} must be a string or a list of strings (got {show(value)})")
 
@@ -211,6 +234,8 @@ def to_seeds(value: Any) -> list[int]:
     if value is None:
         return []
     items = value.split(",") if isinstance(value, str) else value if isinstance(value, list) else [value]
+    if len(items) > SEEDS_MAX_ITEMS:
+        raise InvalidField("seed", f"seed must hold at most {SEEDS_MAX_ITEMS} seeds (got {len(items)})")
     seeds = []
     for item in items:
         try:

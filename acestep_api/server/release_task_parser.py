@@ -13,6 +13,12 @@ from typing import Any
 import annotated_types
 from pydantic import ValidationError
 
+from acestep_api.engine.limits import (
+    SHORT_TEXT_MAX_CHARS,
+    TEXT_MAX_CHARS,
+    TIMESTEPS_MAX_ITEMS,
+    TRACK_CLASSES_MAX_ITEMS,
+)
 from acestep_api.engine.request import (
     AUDIO_FORMATS,
     DEFAULT_INSTRUCTION,
@@ -111,17 +117,26 @@ def _bounds(name: str) -> dict:
     return limits
 
 
+def _float_bounds(name: str) -> dict:
+    """Coercion keywords for a float field: its limits, in seconds where the field is a time."""
+    unit = " seconds" if name.startswith("repainting_") else ""
+    return {**_bounds(name), **({"unit": unit} if unit else {})}
+
+
 def _int_field(fields: ReleaseTaskFields, name: str, default: int | None) -> int | None:
     return to_int(name, fields.raw(name), default, **_bounds(name))
 
 
 def _float_field(fields: ReleaseTaskFields, name: str, default: float | None) -> float | None:
-    return to_float(name, fields.raw(name), default, **_bounds(name))
+    return to_float(name, fields.raw(name), default, **_float_bounds(name))
 
 
 def _audio_duration(value: Any) -> float | None:
     # Null or <= 0 means "not given": the LM, or a random length, decides (as official).
-    number = to_float("audio_duration", value, None)
+    try:
+        number = to_float("audio_duration", value, None)
+    except InvalidField:  # raise it again, worded with the range
+        number = to_float("audio_duration", value, None, unit=" seconds", **_bounds("audio_duration"))
     if number is None or number <= 0:
         return None
     return to_float("audio_duration", number, None, unit=" seconds", **_bounds("audio_duration"))
@@ -157,7 +172,7 @@ def parse_release_task(body: dict, settings: Settings) -> GenerationRequest:
     _check_unused(fields)
 
     def text(name: str, default: str = "") -> str:
-        return to_text(name, fields.raw(name), default)
+        return to_text(name, fields.raw(name), default, max_chars=TEXT_MAX_CHARS[name])
 
     def flag(name: str, default: bool) -> bool:
         return to_bool(fields.raw(name), default)
@@ -166,8 +181,8 @@ def parse_release_task(body: dict, settings: Settings) -> GenerationRequest:
     if not lyrics.strip() and flag("instrumental", False):
         lyrics = "[inst]"
     instruction = text("instruction")
-    lm_top_k = to_int("lm_top_k", fields.raw("lm_top_k"), None)
-    repainting_end = to_float("repainting_end", fields.raw("repainting_end"), None)
+    lm_top_k = to_int("lm_top_k", fields.raw("lm_top_k"), None, **_bounds("lm_top_k"))
+    repainting_end = _float_field(fields, "repainting_end", None)
 
     values = dict(
         prompt=text("prompt"),
@@ -185,7 +200,7 @@ def parse_release_task(body: dict, settings: Settings) -> GenerationRequest:
         guidance_scale=_float_field(fields, "guidance_scale", 7.0),
         shift=_float_field(fields, "shift", 3.0),
         timesteps=to_float_list("timesteps", fields.raw("timesteps"),
-                                "comma-separated numbers between 0 and 1"),
+                                "comma-separated numbers between 0 and 1", max_items=TIMESTEPS_MAX_ITEMS),
         infer_method=to_choice("infer_method", fields.raw("infer_method"), "ode", INFER_METHODS),
         use_adg=flag("use_adg", False),
         cfg_interval_start=_float_field(fields, "cfg_interval_start", 0.0),
@@ -194,7 +209,7 @@ def parse_release_task(body: dict, settings: Settings) -> GenerationRequest:
         seeds=to_seeds(fields.raw("seed")),
         reference_audio_path=text("reference_audio_path").strip() or None,
         src_audio_path=text("src_audio_path").strip() or None,
-        repainting_start=to_float("repainting_start", fields.raw("repainting_start"), 0.0),
+        repainting_start=_float_field(fields, "repainting_start", 0.0),
         # 0 and negative values mean "to the end", as in the official server.
         repainting_end=repainting_end if repainting_end and repainting_end > 0 else None,
         audio_cover_strength=_float_field(fields, "audio_cover_strength", 1.0),
@@ -202,7 +217,8 @@ def parse_release_task(body: dict, settings: Settings) -> GenerationRequest:
         repaint_latent_crossfade_frames=_int_field(fields, "repaint_latent_crossfade_frames", 10),
         audio_code_string=text("audio_code_string"),
         track_name=text("track_name"),
-        track_classes=to_text_list("track_classes", fields.raw("track_classes")),
+        track_classes=to_text_list("track_classes", fields.raw("track_classes"), max_items=TRACK_CLASSES_MAX_ITEMS,
+                                   max_chars=SHORT_TEXT_MAX_CHARS),
         audio_format=to_choice("audio_format", fields.raw("audio_format"), "mp3", AUDIO_FORMATS),
         use_tiled_decode=flag("use_tiled_decode", True),
         thinking=flag("thinking", False),
@@ -211,13 +227,12 @@ def parse_release_task(body: dict, settings: Settings) -> GenerationRequest:
         use_format=flag("use_format", False),
         use_cot_caption=flag("use_cot_caption", True),
         use_cot_language=flag("use_cot_language", True),
-        lm_temperature=to_float("lm_temperature", fields.raw("lm_temperature"), 0.85, minimum=0.0),
-        lm_cfg_scale=to_float("lm_cfg_scale", fields.raw("lm_cfg_scale"), 2.5, minimum=0.0),
+        lm_temperature=_float_field(fields, "lm_temperature", 0.85),
+        lm_cfg_scale=_float_field(fields, "lm_cfg_scale", 2.5),
         lm_top_k=lm_top_k if lm_top_k and lm_top_k > 0 else None,
-        lm_top_p=to_float("lm_top_p", fields.raw("lm_top_p"), 0.9, minimum=0.0, maximum=1.0),
+        lm_top_p=_float_field(fields, "lm_top_p", 0.9),
         lm_negative_prompt=text("lm_negative_prompt", "NO USER INPUT"),
-        lm_repetition_penalty=to_float("lm_repetition_penalty", fields.raw("lm_repetition_penalty"), 1.0,
-                                       minimum=0.0, exclusive_minimum=True),
+        lm_repetition_penalty=_float_field(fields, "lm_repetition_penalty", 1.0),
         constrained_decoding=flag("constrained_decoding", True),
         allow_lm_batch=flag("allow_lm_batch", True),
         analysis_only=flag("analysis_only", False),
@@ -243,7 +258,9 @@ def invalid_field_from(error: ValidationError) -> InvalidField:
     else:
         message = message[:1].lower() + message[1:]
         message = message if message.startswith("must") else "must be valid: " + message
-    got = f" (got {show(first['input'])})" if field and "input" in first else ""
+    # Our own validators' messages already say what was sent ("(got 5000)").
+    already_said = "(got " in message
+    got = f" (got {show(first['input'])})" if field and "input" in first and not already_said else ""
     if not field:
         return InvalidField("", message)
     return InvalidField(field, f"{field} {message}{got}")
