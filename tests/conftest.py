@@ -13,6 +13,28 @@ from tests.answer_hygiene import SUITE_LOG, install
 
 TINY_DIT_MODELS = ["acestep-v15-turbo", "acestep-v15-base"]
 
+# Test modules that start real processes (servers, workers, the CLI, a browser): the `e2e` tier,
+# or `browser` for the one that drives Chromium. Everything under tests/e2e/ is e2e too.
+E2E_MODULES = {
+    "tests/client/test_api_client.py",
+    "tests/client/test_generate.py",
+    "tests/serverless/test_local_api_server.py",
+    "tests/serverless/test_local_test_input.py",
+    "tests/ui/test_serve_with_ui.py",
+    "tests/ui/test_command.py",
+}
+BROWSER_MODULES = {"tests/ui/test_browser.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    root = Path(str(config.rootpath))
+    for item in items:
+        module = Path(str(item.path)).relative_to(root).as_posix()
+        if module in BROWSER_MODULES:
+            item.add_marker(pytest.mark.browser)
+        elif module in E2E_MODULES or module.startswith("tests/e2e/"):
+            item.add_marker(pytest.mark.e2e)
+
 
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
