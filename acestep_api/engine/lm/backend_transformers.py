@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from acestep_api.engine.limits import LM_CONTEXT_TOKENS
+from acestep_api.engine.lm.budget import new_token_budget
 from acestep_api.engine.lm.types import SamplingParams, TokenConstraint
 
 TOP_P_FALLBACK = 0.9  # the official server's value when top_p is unset, 0 or >= 1
@@ -93,6 +95,7 @@ class TransformersBackend:
         self.token_count = len(tokenizer)  # ids past this have no token: never sampled
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else tokenizer.eos_token_id)
+        self.context_tokens = LM_CONTEXT_TOKENS  # prompt + new tokens, per row (budget.py)
 
     def generate(
         self,
@@ -136,6 +139,8 @@ class TransformersBackend:
     ) -> list[list[int]]:
         device = self.device
         batch = self.tokenizer(texts, return_tensors="pt", padding=True, padding_side="left")
+        # Before any model work: the prefill's memory grows with the square of this length.
+        max_new_tokens = new_token_budget(batch["input_ids"].shape[1], max_new_tokens, self.context_tokens)
         input_ids = batch["input_ids"].to(device)
         attention_mask = batch["attention_mask"].to(device)
         # Left padding: a row's first real token sits at position 0.

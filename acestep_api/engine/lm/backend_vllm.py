@@ -31,14 +31,18 @@ from typing import Any
 
 import torch
 
+from acestep_api.engine.limits import LM_CONTEXT_TOKENS
 from acestep_api.engine.lm.backend_transformers import effective_top_p
+from acestep_api.engine.lm.budget import new_token_budget
 from acestep_api.engine.lm.loader import LMLoadError, check_vocabulary, load_lm_tokenizer
 from acestep_api.engine.lm.types import SamplingParams, TokenConstraint
 
 logger = logging.getLogger(__name__)
 
 ROW_TAG = "acestep_row"  # SamplingParams.extra_args key: (call id, row)
-MAX_MODEL_LEN = 4096  # the official value (prompt included)
+# Prompt included. The official value is 4096, which a 600 s song's 3,000 codes after long
+# lyrics overrun; ours is the budget every LM call keeps (budget.py), on either backend.
+MAX_MODEL_LEN = LM_CONTEXT_TOKENS
 GPU_MEMORY_UTILIZATION = 0.5  # leave room for the DiT and VAE on the same GPU
 
 
@@ -207,6 +211,9 @@ class VllmBackend:
                 "the vllm LM backend has no classifier-free guidance: cfg_scale %.2f ignored, "
                 "sampling the conditional prompts only", params.cfg_scale,
             )
+        # Each row's own budget: vllm refuses a prompt past max_model_len with an error of its own.
+        prompt_lengths = [len(ids) for ids in self.tokenizer(list(prompts))["input_ids"]]
+        budgets = [new_token_budget(length, max_new_tokens, MAX_MODEL_LEN) for length in prompt_lengths]
         call_id = next(_CALL_IDS)
         if constraint is not None:
             with _CALLS_LOCK:
@@ -219,7 +226,7 @@ class VllmBackend:
                     top_p=effective_top_p(params.top_p),
                     top_k=params.top_k if params.top_k and params.top_k > 0 else -1,
                     repetition_penalty=params.repetition_penalty,
-                    max_tokens=max_new_tokens,
+                    max_tokens=budgets[row],
                     stop_token_ids=sorted(stop_token_ids),
                     ignore_eos=True,  # only the caller's stop tokens end a row
                     seed=None if seeds is None else int(seeds[row]),

@@ -366,9 +366,9 @@ def load_planner(
 
     ``mode`` "off" never loads; "auto" loads the named LM, or else the first official LM
     folder present, and stays quiet when there is none; "on" reports a missing folder as an
-    error. A failed load is returned as
-    the error text (the LM routes answer it, jobs that need the LM fail with it); the server
-    still serves everything else.
+    error. A failed load is returned as a sentence for clients (the LM routes answer it, jobs
+    that need the LM fail with it) naming the LM but no server path or exception; the details
+    go to the log. The server still serves everything else.
     """
     if mode == "off":
         return None, None
@@ -377,7 +377,8 @@ def load_planner(
         folder = resolve_lm_folder(checkpoint_dir, name_or_path)
     except LMLoadError as error:
         if mode != "auto":
-            return None, str(error)
+            log.error("5 Hz LM not loaded: %s", error)
+            return None, f"the 5 Hz LM {Path(str(name_or_path)).name!r} was not found; the server log has the details"
         # "auto" serves the LM that is there: the main download brings the 1.7B, not the 0.6B.
         present = [name for name in LM_MODEL_NAMES if name in list_lm_folders(checkpoint_dir)]
         if not present:
@@ -388,6 +389,6 @@ def load_planner(
         planner = LMPlanner(load_lm(folder, torch.device(device), backend), duration_max=duration_max, limits=limits)
     except Exception as error:  # a broken checkpoint must not take the DiT server down with it
         log.exception("Loading the 5 Hz LM from %s failed", folder)
-        return None, f"{type(error).__name__}: {error}" if not isinstance(error, LMLoadError) else str(error)
+        return None, f"the 5 Hz LM {folder.name!r} could not be loaded; the server log has the details"
     log.info("5 Hz LM %s loaded on %s (%s backend)", folder.name, device, backend)
     return planner, None

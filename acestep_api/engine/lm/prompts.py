@@ -3,12 +3,17 @@
 Every prompt is a system message holding one instruction, a user message, and either a
 generation prompt (the model answers next) or, for the audio-code phase, an assistant message
 that already holds the chain of thought (the codes follow its closing ``<|im_end|>``).
+
+The client's texts are cut to token budgets (engine/limits.py) before they enter a prompt:
+caption and lyrics to what the official DiT text encoder reads, so that the LM's memory, which
+grows with the square of the prompt's length, is bounded whatever was sent.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from acestep_api.engine.limits import LM_CAPTION_TOKENS, LM_CODES_TOKENS, LM_LYRICS_TOKENS, LM_QUERY_TOKENS
 from acestep_api.engine.lm.types import NO_NEGATIVE_PROMPT
 
 GENERATE_INSTRUCTION = "Generate audio semantic tokens based on the given conditions:"
@@ -24,12 +29,32 @@ def has_negative_prompt(negative_prompt: str | None) -> bool:
     return bool(negative_prompt and negative_prompt.strip() and negative_prompt.strip() != NO_NEGATIVE_PROMPT)
 
 
+def fit_tokens(tokenizer: Any, text: str, max_tokens: int) -> str:
+    """``text`` cut to its first ``max_tokens`` tokens (the official text encoder truncates the
+    same way, from the end)."""
+    if len(text.encode("utf-8", "surrogatepass")) <= max_tokens:
+        return text  # a byte-level token holds at least one byte: it fits, no need to tokenize
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) <= max_tokens:
+        return text
+    # A cut inside a multi-byte character decodes to U+FFFD: drop that partial character.
+    return tokenizer.decode(ids[:max_tokens], skip_special_tokens=False).rstrip("\ufffd")
+
+
 def _system(instruction: str) -> dict[str, str]:
     return {"role": "system", "content": f"# Instruction\n{instruction}\n\n"}
 
 
-def _caption_and_lyrics(caption: str, lyrics: str) -> str:
-    return f"# Caption\n{caption}\n\n# Lyric\n{lyrics}\n"
+def _caption_and_lyrics(tokenizer: Any, caption: str, lyrics: str) -> str:
+    return f"# Caption\n{_caption(tokenizer, caption)}\n\n# Lyric\n{_lyrics(tokenizer, lyrics)}\n"
+
+
+def _caption(tokenizer: Any, caption: str) -> str:
+    return fit_tokens(tokenizer, caption, LM_CAPTION_TOKENS)
+
+
+def _lyrics(tokenizer: Any, lyrics: str) -> str:
+    return fit_tokens(tokenizer, lyrics, LM_LYRICS_TOKENS)
 
 
 def _render(tokenizer: Any, messages: list[dict[str, str]], *, add_generation_prompt: bool) -> str:
@@ -58,28 +83,28 @@ def _with_cot(tokenizer: Any, user_content: str, cot_text: str) -> str:
 
 def phase1_prompt(tokenizer: Any, caption: str, lyrics: str) -> str:
     """The model writes ``<think>\\n<metadata YAML>\\n</think>`` for this caption and lyrics."""
-    return _ask(tokenizer, GENERATE_INSTRUCTION, _caption_and_lyrics(caption, lyrics))
+    return _ask(tokenizer, GENERATE_INSTRUCTION, _caption_and_lyrics(tokenizer, caption, lyrics))
 
 
 def phase1_uncond_prompt(tokenizer: Any, caption: str, lyrics: str, negative_prompt: str = NO_NEGATIVE_PROMPT) -> str:
     """Phase 1's unconditional prompt for CFG: the negative prompt in place of the caption, or,
     with none, the lyrics alone (``caption`` is then unused)."""
     if has_negative_prompt(negative_prompt):
-        return _ask(tokenizer, GENERATE_INSTRUCTION, _caption_and_lyrics(negative_prompt, lyrics))
-    return _ask(tokenizer, GENERATE_INSTRUCTION, f"# Lyric\n{lyrics}\n")
+        return _ask(tokenizer, GENERATE_INSTRUCTION, _caption_and_lyrics(tokenizer, negative_prompt, lyrics))
+    return _ask(tokenizer, GENERATE_INSTRUCTION, f"# Lyric\n{_lyrics(tokenizer, lyrics)}\n")
 
 
 def phase2_prompt(tokenizer: Any, caption: str, lyrics: str, cot_text: str) -> str:
     """The audio-code prompt: phase 1's messages plus the CoT (``<think>\\n…\\n</think>``) as the
     assistant's message."""
-    return _with_cot(tokenizer, _caption_and_lyrics(caption, lyrics), cot_text)
+    return _with_cot(tokenizer, _caption_and_lyrics(tokenizer, caption, lyrics), cot_text)
 
 
 def phase2_uncond_prompt(tokenizer: Any, caption: str, lyrics: str, negative_prompt: str = NO_NEGATIVE_PROMPT) -> str:
     """Phase 2's unconditional prompt for CFG: an empty CoT, and the negative prompt (if any) in
     place of the caption."""
     shown_caption = negative_prompt if has_negative_prompt(negative_prompt) else caption
-    return _with_cot(tokenizer, _caption_and_lyrics(shown_caption, lyrics), EMPTY_COT)
+    return _with_cot(tokenizer, _caption_and_lyrics(tokenizer, shown_caption, lyrics), EMPTY_COT)
 
 
 # --- Other uses: describing codes, writing a song from a description, formatting ------------
@@ -87,15 +112,17 @@ def phase2_uncond_prompt(tokenizer: Any, caption: str, lyrics: str, negative_pro
 
 def understand_prompt(tokenizer: Any, code_string: str) -> str:
     """Audio codes (``<|audio_code_N|>…``) in; metadata CoT and lyrics out."""
-    return _ask(tokenizer, UNDERSTAND_INSTRUCTION, code_string)
+    return _ask(tokenizer, UNDERSTAND_INSTRUCTION, fit_tokens(tokenizer, code_string, LM_CODES_TOKENS))
 
 
 def inspiration_prompt(tokenizer: Any, query: str, instrumental: bool) -> str:
     """A free-text description in; metadata CoT, caption and lyrics out (sample mode)."""
+    query = fit_tokens(tokenizer, query, LM_QUERY_TOKENS)
     return _ask(tokenizer, INSPIRATION_INSTRUCTION, f"{query}\n\ninstrumental: {'true' if instrumental else 'false'}")
 
 
 def format_prompt(tokenizer: Any, caption: str, lyrics: str) -> str:
     """A rough caption and lyrics in; a detailed caption, metadata and tidied lyrics out.
     Unlike the generation prompts, the user content has no trailing newline."""
-    return _ask(tokenizer, FORMAT_INSTRUCTION, f"# Caption\n{caption}\n\n# Lyric\n{lyrics}")
+    content = f"# Caption\n{_caption(tokenizer, caption)}\n\n# Lyric\n{_lyrics(tokenizer, lyrics)}"
+    return _ask(tokenizer, FORMAT_INSTRUCTION, content)

@@ -51,7 +51,9 @@ class LMVocab:
 def parse_audio_codes(text: str) -> list[int]:
     """Every ``<|audio_code_N|>`` in ``text`` (a client's ``audio_code_string`` or LM output), N clamped
     to ``[0, 63999]``, as the official handler parses them."""
-    return [min(max(int(n), 0), AUDIO_CODE_COUNT - 1) for n in AUDIO_CODE_PATTERN.findall(text)]
+    # More than 6 digits is past the last code anyway; int() of 5,000 digits would raise.
+    return [min(int(n), AUDIO_CODE_COUNT - 1) if len(n) <= 6 else AUDIO_CODE_COUNT - 1
+            for n in AUDIO_CODE_PATTERN.findall(text)]
 
 
 def format_audio_codes(codes: list[int]) -> str:
