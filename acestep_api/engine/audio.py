@@ -1,7 +1,8 @@
 """Between waveforms and latents: VAE encode of input audio, checks, VAE decode, peak guard, writing.
 
 Follows model-pipeline.md 7 and 9. Files are written with soundfile (libsndfile), which
-encodes mp3, wav, flac and ogg/opus itself, so no ffmpeg is needed.
+encodes mp3, wav, flac and ogg/opus itself, so no ffmpeg is needed; each is written under a
+temporary name and renamed when complete (acestep_api.atomic_files).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from acestep_api.atomic_files import atomic_path
 from acestep_api.engine.request import GenerationError
 
 SAMPLE_RATE = 48000
@@ -143,5 +145,7 @@ def write_audio(wave: torch.Tensor | np.ndarray, path: str | Path, fmt: str, sam
     frames = np.ascontiguousarray(np.clip(wave, -1.0, 1.0).T, dtype=np.float32)
     file_format, subtype = FILE_FORMATS[fmt]
     path = Path(path)
-    sf.write(path, frames, sample_rate, format=file_format, subtype=subtype)
+    # Atomic: a kill mid-encoding must not leave a truncated file under the name a job records.
+    with atomic_path(path) as temp:
+        sf.write(temp, frames, sample_rate, format=file_format, subtype=subtype)
     return path

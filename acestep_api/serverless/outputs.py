@@ -13,6 +13,7 @@ import time
 
 import soundfile as sf
 
+from acestep_api.atomic_files import atomic_path
 from acestep_api.engine.request import GenerationRequest, GenerationResult
 from acestep_api.jobs.models import Job, JobApi, JobStatus
 from acestep_api.jobs.results import succeeded_elements
@@ -76,7 +77,8 @@ def v1_wav(path: str, seconds: float) -> bytes:
     wanted = round(seconds * info.samplerate)
     if info.frames > wanted:
         frames, rate = sf.read(path, frames=wanted, dtype="int16", always_2d=True)
-        sf.write(path, frames, rate, format="WAV", subtype="PCM_16")
+        with atomic_path(path) as temp:  # never a truncated file under the engine's name
+            sf.write(temp, frames, rate, format="WAV", subtype="PCM_16")
     with open(path, "rb") as handle:
         return handle.read()
 

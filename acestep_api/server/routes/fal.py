@@ -21,6 +21,7 @@ import soundfile
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 
+from acestep_api.atomic_files import atomic_path
 from acestep_api.engine.request import (
     BPM_MAX,
     BPM_MIN,
@@ -166,10 +167,11 @@ def generation_request(fal: FalPromptInput, song: SongText, seed: int) -> Genera
 
 
 def cut_audio(path: str, seconds: float) -> None:
-    """Keep the first `seconds` of a WAV file, in place."""
+    """Keep the first `seconds` of a WAV file, in place (atomically: a client may be reading it)."""
     data, rate = soundfile.read(path, dtype="int16", always_2d=True)
     subtype = soundfile.info(path).subtype
-    soundfile.write(path, data[: int(round(seconds * rate))], rate, subtype=subtype, format="WAV")
+    with atomic_path(path) as temp:
+        soundfile.write(temp, data[: int(round(seconds * rate))], rate, subtype=subtype, format="WAV")
 
 
 # --- The route -----------------------------------------------------------------------------
