@@ -63,8 +63,7 @@ def _undecodable(label: str, path: Path, error: Exception) -> AudioInputError:
 
 
 def _open_info(path: Path, label: str) -> sf._SoundFileInfo:
-    """The file's header, checked: AudioInputError for a missing, empty or undecodable file
-    and for a channel count or sample rate out of bounds."""
+    """The file's header, or AudioInputError for a missing, empty or undecodable file."""
     if not path.is_file():
         raise AudioInputError(f"{label} does not exist")
     if path.stat().st_size == 0:
@@ -75,13 +74,16 @@ def _open_info(path: Path, label: str) -> sf._SoundFileInfo:
         raise _undecodable(label, path, exc) from None
     if info.frames <= 0 or info.samplerate <= 0 or info.channels <= 0:
         raise AudioInputError(f"{label} is empty (no audio samples)")
+    return info
+
+
+def _check_format(label: str, info: sf._SoundFileInfo) -> None:
     if info.channels > MAX_CHANNELS:
         raise AudioInputError(f"{label} has {info.channels} channels; at most {MAX_CHANNELS} are accepted")
     if not MIN_SAMPLE_RATE <= info.samplerate <= MAX_SAMPLE_RATE:
         raise AudioInputError(
             f"{label} has a sample rate of {info.samplerate} Hz; accepted: {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz"
         )
-    return info
 
 
 def _check_length(label: str, seconds: float, max_seconds: float) -> None:
@@ -130,7 +132,9 @@ def _opened(path: str | Path, label: str | None, max_seconds: float, max_decoded
     path = Path(path)
     label = _label(path, label)
     info = _open_info(path, label)
+    # Length first: it is the bound a client is most likely to meet, and says the most.
     _check_length(label, info.frames / info.samplerate, max_seconds)
+    _check_format(label, info)
     _check_budget(label, info.frames, info.channels, info.samplerate, max_decoded_mb)
     return path, label, info
 

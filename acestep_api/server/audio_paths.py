@@ -1,11 +1,13 @@
 """Which server files a request may name as its audio (`src_audio_path`, `reference_audio_path`).
 
-Only two folders are readable: the upload folder and, when set, ACESTEP_INPUT_DIR. A relative
-path is taken relative to ACESTEP_INPUT_DIR; an absolute one must already lie in one of the
-two. Everything that could reach elsewhere is refused before the file is touched: `..`
-segments, a leading `~`, NUL bytes, the same tricks percent-encoded (`%2e%2e`, `%2F`), and
-symbolic links whose real target is outside (the check runs on the fully resolved path).
-The messages follow the official server's (api-contract 3.2.3), prefixed with the field.
+Only two folders are readable: ACESTEP_INPUT_DIR, when set, and the upload folder, where a
+request may read only the files it uploaded itself (its upload fills the path field): the
+random name of another client's pending upload is not a key to it. A relative path is taken
+relative to ACESTEP_INPUT_DIR; an absolute one must already lie in one of the two. Everything
+that could reach elsewhere is refused before the file is touched: `..` segments, a leading
+`~`, NUL bytes, the same tricks percent-encoded (`%2e%2e`, `%2F`), and symbolic links whose
+real target is outside (the check runs on the fully resolved path). The messages follow the
+official server's (api-contract 3.2.3), prefixed with the field.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import urllib.parse
+from collections.abc import Mapping
 from pathlib import Path
 
 from acestep_api.engine.request import GenerationRequest
@@ -22,6 +25,8 @@ AUDIO_PATH_FIELDS = ("src_audio_path", "reference_audio_path")
 ABSOLUTE = "absolute audio file paths are not allowed"
 TRAVERSAL = "path traversal in audio file paths is not allowed"
 OUTSIDE = "Access denied: path outside allowed directory"
+NOT_OWN_UPLOAD = ("Access denied: a file in the upload folder can only be used by the request that uploaded it; "
+                  "send the audio as an upload (src_audio, reference_audio) or name a file in ACESTEP_INPUT_DIR")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -63,20 +68,32 @@ def _inside(path: str, root: str) -> bool:
     return path != root and os.path.commonpath([path, root]) == root
 
 
-def resolve_audio_path(field: str, value: str, upload_dir: Path, input_dir: Path | None) -> str:
+def resolve_audio_path(field: str, value: str, upload_dir: Path, input_dir: Path | None,
+                       own_upload: str | None = None) -> str:
     """The real path (symbolic links resolved) of an existing audio file the request may read.
 
-    Raises AudioPathError naming `field`. Nothing is opened or stat-ed before the resolved
-    path is known to lie inside an allowed folder.
+    `own_upload` is the file this request uploaded into `field`, the only one of the upload
+    folder it may read. Raises AudioPathError naming `field`. Nothing is opened or stat-ed
+    before the resolved path is known to be allowed, so a refusal says nothing about whether
+    a file exists.
     """
+    upload_root = os.path.realpath(upload_dir)
+    if own_upload is not None and value == own_upload:  # a name the server chose, not the client
+        real = os.path.realpath(value)
+        if not _inside(real, upload_root) or not os.path.isfile(real):
+            raise AudioPathError(field, "the uploaded audio file is gone")
+        return real
     _check_spelling(field, value)
+    upload_roots = {upload_root, os.path.abspath(upload_dir)}
     folders = [folder for folder in (upload_dir, input_dir) if folder is not None]
-    roots = {os.path.realpath(folder) for folder in folders}
     # An absolute path may name a folder as configured or by its real path.
-    named = roots | {os.path.abspath(folder) for folder in folders}
+    named = {os.path.realpath(folder) for folder in folders} | {os.path.abspath(folder) for folder in folders}
     if os.path.isabs(value):
-        if not any(_inside(os.path.normpath(value), root) for root in named):
+        normal = os.path.normpath(value)
+        if not any(_inside(normal, root) for root in named):
             raise AudioPathError(field, ABSOLUTE)
+        if any(_inside(normal, root) for root in upload_roots):
+            raise AudioPathError(field, NOT_OWN_UPLOAD, status_code=403)
         candidate = value
     elif input_dir is None:
         raise AudioPathError(
@@ -85,17 +102,26 @@ def resolve_audio_path(field: str, value: str, upload_dir: Path, input_dir: Path
     else:
         candidate = os.path.join(os.path.abspath(input_dir), value)
     real = os.path.realpath(candidate)
-    if not any(_inside(real, root) for root in roots):
+    # The upload folder wins over an input folder around it, and a link cannot lead into it.
+    if _inside(real, upload_root):
+        raise AudioPathError(field, NOT_OWN_UPLOAD, status_code=403)
+    if input_dir is None or not _inside(real, os.path.realpath(input_dir)):
         raise AudioPathError(field, OUTSIDE, status_code=403)
     if not os.path.isfile(real):
         raise AudioPathError(field, f"audio file not found (got {show(value)})")
     return real
 
 
-def resolve_request_audio(request: GenerationRequest, upload_dir: Path, input_dir: Path | None) -> GenerationRequest:
-    """The request with each audio path it names replaced by the checked real path."""
+def resolve_request_audio(request: GenerationRequest, upload_dir: Path, input_dir: Path | None,
+                          uploads: Mapping[str, str] | None = None) -> GenerationRequest:
+    """The request with each audio path it names replaced by the checked real path.
+
+    `uploads` maps a path field to the file this request uploaded for it (RequestBody's
+    uploads); without it no file of the upload folder can be named.
+    """
+    uploads = uploads or {}
     updates = {
-        name: resolve_audio_path(name, getattr(request, name), upload_dir, input_dir)
+        name: resolve_audio_path(name, getattr(request, name), upload_dir, input_dir, uploads.get(name))
         for name in AUDIO_PATH_FIELDS
         if getattr(request, name)
     }

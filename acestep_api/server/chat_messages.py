@@ -69,6 +69,9 @@ CHAT_FIELD_NAMES = {
     "lm_temperature": "temperature",
     "lm_top_p": "top_p",
     "lm_top_k": "top_k",
+    # Read from the messages: say so, since the client sent no field of that name.
+    "prompt": "the caption (the user messages' text)",
+    "sample_query": "the sample query (the user messages' text)",
 }
 
 
@@ -345,7 +348,9 @@ def save_audio(targets: list[tuple[str, AudioAttachment]], settings: Settings) -
             with os.fdopen(handle, "wb") as file:
                 file.write(raw)
             try:
-                check_audio(path, max_seconds=DURATION_MAX)
+                # Labelled, never by the file's server-chosen name.
+                check_audio(path, max_seconds=DURATION_MAX, label="audio file",
+                            max_decoded_mb=settings.max_decoded_audio_mb)
             except AudioInputError as error:
                 name = f"{attachment.field}.data"
                 raise InvalidField(name, f"{name}: {error}") from None

@@ -106,7 +106,7 @@ class ServerlessWorker:
 
         check_task(request, engine)
         request = resolve_request_audio(request, self.settings.upload_dir, self.settings.input_dir)
-        check_audio_files(request)
+        check_audio_files(request, self.settings.max_decoded_audio_mb)
         return request
 
     def _generate(self, engine, request: GenerationRequest, timeout: float, notify: Callable[[str], None]):

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from acestep_api.engine.request import GenerationError
-from acestep_api.server.audio_paths import AudioPathError, resolve_audio_path
+from acestep_api.server.audio_paths import NOT_OWN_UPLOAD, AudioPathError, resolve_audio_path
 from tests.server.conftest import serve, wait_finished
 
 ABSOLUTE = "absolute audio file paths are not allowed"
@@ -68,7 +68,46 @@ def test_absolute_paths_inside_an_allowed_folder_are_accepted(folders):
     song = folders["input"] / "song.wav"
     assert resolve(folders, str(song)) == str(song.resolve())
     upload = write_tone(folders["uploads"] / "ctx_audio_x.wav")
-    assert resolve(folders, str(upload), input_dir=False) == str(upload.resolve())
+    # An upload only as this request's own: the server filled the field with its path.
+    assert resolve_audio_path("src_audio_path", str(upload), folders["uploads"], None,
+                              own_upload=str(upload)) == str(upload.resolve())
+
+
+def test_the_upload_folder_is_readable_only_by_the_request_that_uploaded(folders):
+    """Another client's pending upload, by its random name, is refused whether it exists or
+    not, however it is reached: absolute, through the input folder, or through a link."""
+    mine = write_tone(folders["uploads"] / "ctx_audio_mine.wav")
+    theirs = write_tone(folders["uploads"] / "ctx_audio_theirs.wav")
+    (folders["input"] / "into-uploads").symlink_to(folders["uploads"], target_is_directory=True)
+    (folders["input"] / "their-upload.wav").symlink_to(theirs)
+    for value in (str(theirs), str(folders["uploads"] / "ctx_audio_gone.wav"), "into-uploads/ctx_audio_theirs.wav",
+                  "their-upload.wav", str(folders["input"] / "their-upload.wav")):
+        _opened.clear()
+        _watching.append(True)
+        try:
+            with pytest.raises(AudioPathError) as refused:
+                resolve_audio_path("src_audio_path", value, folders["uploads"], folders["input"],
+                                   own_upload=str(mine))
+        finally:
+            _watching.clear()
+        assert refused.value.status_code == 403 and _opened == []
+        assert str(refused.value) == f"src_audio_path: {NOT_OWN_UPLOAD}"
+    # Its own upload is no key to its other field either.
+    with pytest.raises(AudioPathError) as refused:
+        resolve_audio_path("reference_audio_path", str(mine), folders["uploads"], folders["input"])
+    assert refused.value.status_code == 403
+
+
+def test_an_input_folder_around_the_upload_folder_does_not_open_it(folders, tmp_path):
+    """ACESTEP_INPUT_DIR set to the output folder: its other files are readable, uploads are not."""
+    theirs = write_tone(folders["uploads"] / "ref_audio_theirs.wav")
+    song = write_tone(tmp_path / "outputs" / "song.wav")
+    around = tmp_path / "outputs"
+    assert resolve_audio_path("src_audio_path", "song.wav", folders["uploads"], around) == str(song.resolve())
+    for value in ("uploads/ref_audio_theirs.wav", str(theirs)):
+        with pytest.raises(AudioPathError) as refused:
+            resolve_audio_path("src_audio_path", value, folders["uploads"], around)
+        assert (refused.value.status_code, str(refused.value)) == (403, f"src_audio_path: {NOT_OWN_UPLOAD}")
 
 
 def test_a_link_that_stays_inside_resolves_to_its_target(folders):
@@ -133,7 +172,7 @@ def test_relative_paths_need_an_input_folder(folders):
 
 
 def test_missing_files_and_folders_are_refused(folders):
-    for value in ("nothing.wav", "album", str(folders["uploads"] / "gone.wav")):
+    for value in ("nothing.wav", "album", str(folders["input"] / "gone.wav")):
         with pytest.raises(AudioPathError) as refused:
             resolve(folders, value)
         assert refused.value.status_code == 400 and "audio file not found" in str(refused.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -48,32 +49,33 @@ def check_task(generation: GenerationRequest, engine) -> None:
             raise InvalidField("src_audio", f"{mode} needs source audio: upload src_audio or set src_audio_path")
 
 
-def check_audio_files(generation: GenerationRequest, shown_name=lambda path_field: path_field) -> None:
-    """Decode each audio input once so empty, silent, undecodable or too long audio is refused
-    now, named as the client sent it (`shown_name` of its path field), rather than failing the
-    job later. Blocking: call it off the event loop."""
+def check_audio_files(generation: GenerationRequest, max_decoded_mb: float,
+                      upload_fields: Mapping[str, str] | None = None) -> None:
+    """Check each audio input once so empty, silent, undecodable, non-finite or out-of-bounds
+    audio (a decompression bomb, a header's absurd sample rate) is refused now rather than
+    failing the job later. `upload_fields` maps a path field to the upload field that filled
+    it: an upload is named by that field, never by its server-chosen file name.
+    Blocking: call it off the event loop."""
     # Imported here: decoding pulls in the numeric audio stack, needed only when audio comes.
     from acestep_api.engine.audio_input import AudioInputError, check_audio
 
+    upload_fields = upload_fields or {}
     for path_field in AUDIO_PATH_FIELDS:
         path = getattr(generation, path_field)
         if not path:
             continue
+        field = upload_fields.get(path_field, path_field)
+        label = "audio file" if path_field in upload_fields else None  # None: the client's own file name
         try:
-            check_audio(path, max_seconds=DURATION_MAX)
+            check_audio(path, max_seconds=DURATION_MAX, label=label, max_decoded_mb=max_decoded_mb)
         except AudioInputError as error:
-            field = shown_name(path_field)
             raise InvalidField(field, f"{field}: {error}") from None
 
 
-async def check_audio_inputs(generation: GenerationRequest, body: RequestBody) -> None:
+async def check_audio_inputs(generation: GenerationRequest, body: RequestBody, settings: Settings) -> None:
     """check_audio_files in a worker thread, naming an uploaded file by its upload field."""
-
-    def shown_name(path_field: str) -> str:
-        upload = body.upload_for(path_field)
-        return upload.field if upload is not None else path_field
-
-    await run_in_threadpool(check_audio_files, generation, shown_name)
+    upload_fields = {upload.path_field: upload.field for upload in body.uploads}
+    await run_in_threadpool(check_audio_files, generation, settings.max_decoded_audio_mb, upload_fields)
 
 
 async def accept_generation(request: Request, settings: Settings, queue: JobQueue, engine) -> tuple[GenerationRequest, RequestBody]:
@@ -86,9 +88,11 @@ async def accept_generation(request: Request, settings: Settings, queue: JobQueu
         try:
             generation = parse_release_task(body.fields, settings)
             check_task(generation, engine)
-            generation = resolve_request_audio(generation, settings.upload_dir, settings.input_dir)
+            # Only this request's own uploads may be named in the upload folder.
+            own_uploads = {upload.path_field: upload.path for upload in body.uploads}
+            generation = resolve_request_audio(generation, settings.upload_dir, settings.input_dir, own_uploads)
             refuse_if_full(queue)
-            await check_audio_inputs(generation, body)
+            await check_audio_inputs(generation, body, settings)
         except InvalidField as error:
             raise HTTPException(status_code=getattr(error, "status_code", 400), detail=str(error)) from None
     except BaseException:
