@@ -49,3 +49,6 @@ class Job:
     attempts: int = 0  # how many times a worker has started it
     # Files uploaded with the request, deleted when the job ends.
     temp_files: list[str] = field(default_factory=list)
+    # Recorded as the job starts running (jobs/crash_evidence.py): lets the next server start
+    # tell whether the process died under this job (a crash, an OOM kill) or was merely stopped.
+    run_marker: dict | None = None

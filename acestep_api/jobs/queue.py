@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Sequence
 
 from acestep_api.engine.request import GenerationError, GenerationRequest, GenerationResult
+from acestep_api.jobs.crash_evidence import CrashEvidence
 from acestep_api.jobs.models import Job, JobApi, JobStatus
 from acestep_api.jobs.retention import remove_orphan_uploads, remove_uploads
 from acestep_api.jobs.store import CANCELLED_STAGE, JobStore
@@ -51,14 +52,18 @@ class JobQueue:
         maxsize: int = 200,
         avg_job_seconds: float = 5.0,
         avg_window: int = 50,
+        crash_evidence: CrashEvidence | None = None,
     ):
         self.store = store
+        # None (tests of the queue itself): every job found running counts as interrupted.
+        self.crash_evidence = crash_evidence
         self.maxsize = maxsize
         self.default_job_seconds = avg_job_seconds
         self._lock = threading.RLock()
         # One process serves the queue, so any job still marked running was interrupted by
         # the previous server; recovery is idempotent if the caller already ran it.
-        for job in store.recover_interrupted():
+        judge = crash_evidence.verdict if crash_evidence is not None else None
+        for job in store.recover_interrupted(crashed=judge):
             if job.status is JobStatus.FAILED:
                 remove_uploads(job.temp_files, store.upload_dir)
                 log.warning("Job %s failed: %s", job.id, job.error)
@@ -180,6 +185,9 @@ class JobQueue:
         job.stage = "running"
         job.progress = 0.01
         job.error = None
+        # Saved with the job before the engine touches it: if the process dies now, the
+        # next start compares this with what it finds (see jobs/crash_evidence.py).
+        job.run_marker = self.crash_evidence.marker() if self.crash_evidence is not None else None
         self._running[job.id] = job
         self._last_write[job.id] = (job.progress, job.stage, time.monotonic())
         self.store.save(job)

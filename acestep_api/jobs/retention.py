@@ -1,4 +1,5 @@
-"""Removing what jobs leave behind: expired jobs with their audio, and uploaded files."""
+"""Removing what jobs leave behind: expired jobs with their audio, uploaded files, and audio
+files no job owns (partial writes, outputs of jobs cut short)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import time
 from collections.abc import Iterable
 
+from acestep_api.atomic_files import is_partial
 from acestep_api.jobs.models import Job
 from acestep_api.jobs.store import JobStore
 
@@ -53,6 +55,42 @@ def remove_orphan_uploads(upload_dir: os.PathLike | str, keep: Iterable[str]) ->
                if entry.is_file(follow_symlinks=False) and os.path.realpath(entry.path) not in kept]
     remove_files(orphans)
     return orphans
+
+
+# The extensions the engine writes (engine.audio.FILE_FORMATS): only such files, and partial
+# ones, are the sweep's to remove, so a stray file someone put in the folder is left alone.
+AUDIO_SUFFIXES = (".mp3", ".wav", ".flac", ".opus")
+
+
+def remove_orphan_audio(audio_dir: os.PathLike | str, keep: Iterable[str]) -> list[str]:
+    """Delete partial files (a write cut short) and audio files no job owns (a job that was
+    running when the server stopped, or whose row is gone) directly in the audio folder;
+    returns what was deleted. Run only while nothing is writing there: at start-up."""
+    root = os.path.realpath(audio_dir)
+    kept = {os.path.realpath(path) for path in keep if path}
+    try:
+        entries = list(os.scandir(root))
+    except FileNotFoundError:
+        return []
+    orphans = []
+    for entry in entries:
+        if not entry.is_file(follow_symlinks=False):
+            continue
+        if is_partial(entry.name) or (
+            entry.name.lower().endswith(AUDIO_SUFFIXES) and os.path.realpath(entry.path) not in kept
+        ):
+            orphans.append(entry.path)
+    remove_files(orphans)
+    return orphans
+
+
+def sweep_audio_folder(store: JobStore, audio_dir: os.PathLike | str) -> list[str]:
+    """The start-up sweep of the audio folder: what no stored job's result names goes (the
+    files of finished jobs stay until retention purges their jobs)."""
+    removed = remove_orphan_audio(audio_dir, store.audio_paths())
+    if removed:
+        log.info("Removed %d partial or orphan audio files from %s", len(removed), audio_dir)
+    return removed
 
 
 def purge_expired(store: JobStore, retention_seconds: float, now: float | None = None) -> list[Job]:

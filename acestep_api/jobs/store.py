@@ -12,6 +12,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from acestep_api.engine.request import GenerationRequest, GenerationResult
@@ -35,7 +36,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     temp_files   TEXT NOT NULL,
     -- 1 when the job failed because the server stopped under it: its run time is unknown,
     -- so it must not count in the average job duration.
-    interrupted  INTEGER NOT NULL DEFAULT 0
+    interrupted  INTEGER NOT NULL DEFAULT 0,
+    -- JSON: what the process looked like when the job last started running (its pid, the
+    -- boot, the OOM-kill counters), so the next start can tell if it died under this job.
+    run_marker   TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
@@ -43,12 +47,22 @@ CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
 
 _FIELDS = (
     "id", "api", "status", "created_at", "started_at", "finished_at", "progress", "stage",
-    "request", "result", "error", "attempts", "temp_files",
+    "request", "result", "error", "attempts", "temp_files", "run_marker",
 )
+# Columns added after the first release: a database written before them gains them on open.
+_ADDED_COLUMNS = {
+    "interrupted": "INTEGER NOT NULL DEFAULT 0",
+    "run_marker": "TEXT",
+}
 _COLUMNS = ", ".join(_FIELDS)
 _ASSIGNMENTS = ", ".join(f"{name} = ?" for name in _FIELDS[1:])  # every field but the id
 
 _FINISHED = (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value)
+
+
+# Decides, for a job found running at start, whether the previous process crashed under it:
+# the sentence to fail it with, or None for a plain interruption (see jobs/crash_evidence.py).
+CrashJudge = Callable[[Job], str | None]
 
 
 def interrupted_error(attempt: int, max_attempts: int) -> str:
@@ -77,6 +91,13 @@ class JobStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name, declaration in _ADDED_COLUMNS.items():
+            if name not in present:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {declaration}")
 
     # --- rows <-> jobs ---------------------------------------------------------------
 
@@ -96,12 +117,13 @@ class JobStore:
             job.error,
             job.attempts,
             json.dumps(list(job.temp_files)),
+            json.dumps(job.run_marker) if job.run_marker is not None else None,
         )
 
     @staticmethod
     def _job(row: tuple) -> Job:
         (job_id, api, status, created_at, started_at, finished_at, progress, stage,
-         request, result, error, attempts, temp_files) = row
+         request, result, error, attempts, temp_files, run_marker) = row
         return Job(
             id=job_id,
             request=GenerationRequest.model_validate_json(request),
@@ -116,6 +138,7 @@ class JobStore:
             error=error,
             attempts=attempts,
             temp_files=json.loads(temp_files),
+            run_marker=json.loads(run_marker) if run_marker is not None else None,
         )
 
     def _select(self, where: str, params: tuple = ()) -> list[Job]:
@@ -160,12 +183,28 @@ class JobStore:
             ).fetchall()
         return [max(0.0, duration) for (duration,) in rows]
 
-    def recover_interrupted(self, max_attempts: int = 2) -> list[Job]:
-        """Deal with jobs left 'running' by a server that stopped: retry or fail them."""
+    def audio_paths(self) -> list[str]:
+        """Every audio path a stored job's result names (the files the audio sweep keeps)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT value FROM jobs, json_each(jobs.result, '$.audio_paths') WHERE jobs.result IS NOT NULL"
+            ).fetchall()
+        return [path for (path,) in rows if isinstance(path, str)]
+
+    def recover_interrupted(self, max_attempts: int = 2, crashed: CrashJudge | None = None) -> list[Job]:
+        """Deal with jobs left 'running' by a server that stopped: a job the previous process
+        crashed under (as `crashed` judges) fails at once, for running it again would crash
+        this one too; any other is retried while it has attempts left, else failed."""
         changed = []
         now = time.time()
         for job in self._select("WHERE status = ? ORDER BY seq", (JobStatus.RUNNING.value,)):
-            if job.attempts < max_attempts:
+            crash = crashed(job) if crashed is not None else None
+            if crash is not None:
+                job.status, job.stage = JobStatus.FAILED, "failed"
+                job.finished_at = now
+                job.error = crash
+                interrupted = 1
+            elif job.attempts < max_attempts:
                 # Back to queued; its seq is unchanged, so it keeps its place in line.
                 job.status, job.stage, job.progress = JobStatus.QUEUED, "queued", 0.0
                 job.started_at = None

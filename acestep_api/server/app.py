@@ -12,7 +12,9 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from acestep_api import __version__
+from acestep_api.jobs.crash_evidence import CRASH_LOG_NAME, CrashEvidence
 from acestep_api.jobs.queue import JobQueue
+from acestep_api.jobs.retention import sweep_audio_folder
 from acestep_api.jobs.store import JobStore
 from acestep_api.jobs.worker import JobWorker
 from acestep_api.server.errors import install_error_handlers
@@ -50,10 +52,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     settings.audio_dir.mkdir(parents=True, exist_ok=True)
     store = JobStore(settings.database_path, settings.upload_dir)
+    # Read before this process writes its own crash log: did the previous one die under a job?
+    crash_evidence = CrashEvidence(settings.output_dir / CRASH_LOG_NAME)
     try:
-        # The queue recovers jobs a previous server left running (retry or fail, and
-        # removes the temp files of those it fails) before it loads the waiting ones.
-        queue = JobQueue(store, settings.queue_maxsize, settings.avg_job_seconds, settings.avg_window)
+        # The queue recovers jobs a previous server left running (fails those it crashed
+        # under, retries or fails the others, and removes the temp files of those it fails)
+        # before it loads the waiting ones.
+        queue = JobQueue(store, settings.queue_maxsize, settings.avg_job_seconds, settings.avg_window,
+                         crash_evidence=crash_evidence)
+        # Nothing writes audio yet: partial files and files no job owns can go.
+        await asyncio.to_thread(sweep_audio_folder, store, settings.audio_dir)
+        crash_evidence.start()
         if app.state.engine is None:
             app.state.engine = await asyncio.to_thread(load_engine, settings)
         worker = JobWorker(queue, app.state.engine, retention_seconds=settings.retention_days * SECONDS_PER_DAY)
@@ -67,6 +76,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await worker.stop()
     finally:
         store.close()
+        crash_evidence.stop()
 
 
 def create_app(settings: Settings, engine=None, *, start_worker: bool = True) -> FastAPI:
