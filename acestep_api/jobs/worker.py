@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
+import re
 from typing import Callable, Protocol
 
 from acestep_api.engine.request import GenerationError, GenerationRequest, GenerationResult
@@ -28,12 +30,31 @@ class Engine(Protocol):
     ) -> GenerationResult: ...
 
 
-def describe_failure(error: BaseException) -> str:
-    """The error text a client sees for a failed job."""
+INTERNAL_FAILURE = "an internal error occurred; the server log has the details"
+# Two or more absolute path segments: "/srv/out/uploads/x.wav" (not "2/4" or "ogg/opus").
+_SERVER_PATH = re.compile(r"(?<![\w.:/])(?:/[^\s'\"/:,;()]+){2,}")
+
+
+def without_paths(message: str) -> str:
+    """``message`` with each absolute path replaced by its file name: a path tells a client where
+    the server keeps things."""
+    return _SERVER_PATH.sub(lambda match: os.path.basename(match.group(0)), message)
+
+
+def describe_failure(error: BaseException, job_id: str | None = None) -> str:
+    """The reason a client reads for a failure: a GenerationError's own message (written for
+    users), else a sentence that names no exception class, message or path; the caller logs
+    the details. ``job_id`` points the operator to the log lines."""
     if isinstance(error, GenerationError):
-        return str(error) or "Generation failed"
-    message = str(error)
-    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+        return without_paths(str(error)) or "Generation failed"
+    return INTERNAL_FAILURE + (f" (job {job_id})" if job_id else "")
+
+
+def job_failure(error: BaseException, job_id: str) -> str:
+    """A failed job's error: a sentence for the user (GenerationError's message, as it is)."""
+    if isinstance(error, GenerationError):
+        return describe_failure(error)
+    return f"Generation failed: {describe_failure(error, job_id)}"
 
 
 class JobWorker:
@@ -93,7 +114,7 @@ class JobWorker:
                 log.warning("Job %s failed: %s", job.id, error)
             else:
                 log.exception("Job %s failed", job.id)
-            self._end(job, error=describe_failure(error))
+            self._end(job, error=job_failure(error, job.id))
         else:
             self._end(job, result=result)
 

@@ -71,7 +71,9 @@ def test_failures_are_readable_and_the_next_job_still_runs(store, tmp_path, capl
 
     assert store.get(failed.id).status is JobStatus.FAILED
     assert store.get(failed.id).error == "Reference audio could not be read"
-    assert store.get(crashed.id).error == "ValueError: boom"
+    # No exception class or message for the client (issue #10); the job id leads to the log.
+    assert store.get(crashed.id).error == (
+        f"Generation failed: an internal error occurred; the server log has the details (job {crashed.id})")
     assert "Traceback" in caplog.text and "ValueError: boom" in caplog.text  # traceback only in the log
     assert store.get(fine.id).status is JobStatus.SUCCEEDED
     assert queue.stats()["jobs"] == {"total": 3, "queued": 0, "running": 0, "succeeded": 1, "failed": 2}
@@ -257,3 +259,16 @@ def test_a_cancelled_running_job_stops_between_steps_and_the_next_job_runs(store
     assert (cancelled.status, cancelled.stage, cancelled.error) == (JobStatus.FAILED, "cancelled", "Cancelled by request")
     assert len(steps_run) < 199
     assert finished.status is JobStatus.SUCCEEDED
+
+
+def test_describe_failure_keeps_generation_errors_and_drops_paths():
+    from acestep_api.engine.request import GenerationError
+    from acestep_api.jobs.worker import describe_failure
+
+    assert describe_failure(GenerationError("Generation produced NaN")) == "Generation produced NaN"
+    leaked = GenerationError("src_audio_path: cannot open '/srv/out/uploads/ctx_audio_1.mp3'")
+    assert describe_failure(leaked) == "src_audio_path: cannot open 'ctx_audio_1.mp3'"
+    assert describe_failure(GenerationError("time signature 2/4; see https://example.org/a/b")) == (
+        "time signature 2/4; see https://example.org/a/b")
+    described = describe_failure(OSError(2, "No such file", "/srv/out/api_audio/x.mp3"), "job-1")
+    assert described == "an internal error occurred; the server log has the details (job job-1)"

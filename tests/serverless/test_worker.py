@@ -141,7 +141,7 @@ def test_generation_failure_release_task(make_worker, tiny_engine, tmp_path):
     broken.output_dir.write_bytes(b"a file where the audio folder should be")
     output, _ = run(make_worker(broken), {"caption": "x", "duration": 10})
     assert set(output) == {"error"}
-    assert output["error"].startswith("Generation failed: FileExistsError")
+    assert output["error"] == "Generation failed: an internal error occurred; the server log has the details"
 
 
 def test_generation_failure_v1(make_worker, tiny_engine, tmp_path):
@@ -149,7 +149,7 @@ def test_generation_failure_v1(make_worker, tiny_engine, tmp_path):
     broken.output_dir = tmp_path / "occupied"
     broken.output_dir.write_bytes(b"a file where the audio folder should be")
     output, _ = run(make_worker(broken), {"prompt": "x", "duration": 5})
-    assert output["error"].startswith("Generation failed: FileExistsError")
+    assert output["error"] == "Generation failed: an internal error occurred; the server log has the details"
     assert output["success"] is False and output["generation_time"] >= 0
 
 
