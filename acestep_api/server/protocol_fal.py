@@ -22,6 +22,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from acestep_api.engine.limits import PROMPT_MAX_CHARS, text_problem
 from acestep_api.engine.request import SEED_MAX
 
 RANDOM_SEED = -1
@@ -73,6 +74,8 @@ class FalPromptInput(BaseModel):
     prompt: str = Field(
         description="Style of the audio; used to write the tags (caption) and the lyrics.",
         examples=["A lofi hiphop song with a chill vibe about a sunny day on the boardwalk."],
+        # Enforced by _prompt_has_text, whose message states the limit; shown in the schema here.
+        json_schema_extra={"maxLength": PROMPT_MAX_CHARS},
     )
     instrumental: bool = False
     duration: _ranged_float(5, 240) = Field(default=60.0, description="Seconds of audio.")
@@ -103,6 +106,14 @@ class FalPromptInput(BaseModel):
     def _prompt_has_text(cls, value: str) -> str:
         if not value.strip():
             raise PydanticCustomError("string_too_short", "prompt must be a non-empty string")
+        if len(value) > PROMPT_MAX_CHARS:
+            raise PydanticCustomError(
+                "string_too_long", "prompt must be at most {max_length} characters (got {length})",
+                {"max_length": PROMPT_MAX_CHARS, "length": len(value)},
+            )
+        problem = text_problem(value, PROMPT_MAX_CHARS)
+        if problem:  # a lone surrogate: the LM's tokenizer would fail on it
+            raise PydanticCustomError("string_type", f"prompt {problem}")
         return value
 
 

@@ -21,17 +21,31 @@ from pydantic import (
     model_serializer,
 )
 
+from acestep_api.engine.limits import (
+    CHAT_MAX_MESSAGES,
+    CHAT_MAX_PARTS,
+    CHAT_TEXT_MAX_CHARS,
+    LYRICS_MAX_CHARS,
+    SHORT_TEXT_MAX_CHARS,
+    TAG_MAX_CHARS,
+)
+
 # --- request ------------------------------------------------------------------------------
+
+# Bounded strings (engine/limits.py): the 400 names the field and its limit.
+ChatText = Annotated[str, Field(max_length=CHAT_TEXT_MAX_CHARS)]
+ShortText = Annotated[str, Field(max_length=SHORT_TEXT_MAX_CHARS)]
+TagText = Annotated[str, Field(max_length=TAG_MAX_CHARS)]
 
 
 class AudioInput(BaseModel):
     data: str = Field(description="Base64 audio, or a data URL (data:audio/wav;base64,...).")
-    format: str | None = Field(default=None, description="File type of the data: mp3, wav, flac, ogg, ...")
+    format: TagText | None = Field(default=None, description="File type of the data: mp3, wav, flac, ogg, ...")
 
 
 class TextPart(BaseModel):
     type: Literal["text"]
-    text: str
+    text: ChatText
 
 
 class AudioPart(BaseModel):
@@ -82,7 +96,10 @@ ContentPart = Annotated[
     ),
 ]
 MessageContent = Annotated[
-    Union[Annotated[str, Tag(TEXT_CONTENT)], Annotated[list[ContentPart], Tag(CONTENT_PARTS)]],
+    Union[
+        Annotated[ChatText, Tag(TEXT_CONTENT)],
+        Annotated[list[ContentPart], Field(max_length=CHAT_MAX_PARTS), Tag(CONTENT_PARTS)],
+    ],
     Discriminator(
         _content_kind,
         custom_error_type="message_content",
@@ -94,16 +111,16 @@ MessageContent = Annotated[
 class ChatMessage(BaseModel):
     role: Literal["system", "user", "assistant"]
     content: MessageContent | None = None
-    name: str | None = None
+    name: ShortText | None = None
 
 
 class AudioConfig(BaseModel):
     duration: float | None = None
-    format: str | None = None
+    format: TagText | None = None
     bpm: int | None = None
-    key_scale: str | None = None
-    time_signature: str | None = None
-    vocal_language: str | None = None
+    key_scale: TagText | None = None
+    time_signature: TagText | None = None
+    vocal_language: TagText | None = None
     instrumental: bool | None = None
 
 
@@ -112,9 +129,9 @@ class ChatCompletionRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    model: str
-    messages: list[ChatMessage]
-    modalities: list[str] | None = None
+    model: ShortText
+    messages: list[ChatMessage] = Field(max_length=CHAT_MAX_MESSAGES)
+    modalities: list[ShortText] | None = Field(default=None, max_length=16)
     audio_config: AudioConfig | None = None
 
     # OpenAI sampling fields; temperature, top_p and top_k drive the 5 Hz LM.
@@ -123,19 +140,19 @@ class ChatCompletionRequest(BaseModel):
     top_k: int | None = Field(default=None, ge=0)
     max_tokens: int | None = Field(default=None, ge=1)
     stream: bool | None = False
-    stop: str | list[str] | None = None
+    stop: ShortText | Annotated[list[ShortText], Field(max_length=16)] | None = None
     seed: StrictInt | str | list[StrictInt] | None = None
 
     # ACE-Step fields
     thinking: bool | None = None
     guidance_scale: float | None = None
     batch_size: int | None = Field(default=None, ge=1)
-    lyrics: str | None = None
+    lyrics: Annotated[str, Field(max_length=LYRICS_MAX_CHARS)] | None = None
     sample_mode: bool | None = None
     use_format: bool | None = None
     use_cot_caption: bool | None = None
     use_cot_language: bool | None = None
-    task_type: str | None = None
+    task_type: TagText | None = None
     repainting_start: float | None = None
     repainting_end: float | None = None
     audio_cover_strength: float | None = None

@@ -37,6 +37,7 @@ from acestep_api.server.auth import require_api_key
 from acestep_api.server.dependencies import get_engine, get_queue, get_settings
 from acestep_api.server.protocol_fal import RANDOM_SEED, FalFile, FalPromptInput, FalPromptOutput
 from acestep_api.server.public_url import absolute_url
+from acestep_api.server.routes.samples import lm_failure
 from acestep_api.server.sync_jobs import GENERATION_TIMEOUT, refuse_if_full, run_to_end
 from acestep_api.settings import Settings
 
@@ -105,7 +106,7 @@ async def write_song_text(engine, fal: FalPromptInput, seed: int, timeout: float
         raise HTTPException(status_code=504, detail=GENERATION_TIMEOUT) from None
     except Exception as error:  # the LM failing is this request's failure, not the server's
         log.exception("create_sample failed for a prompt-to-audio request")
-        raise HTTPException(status_code=500, detail=f"create_sample failed: {error}") from None
+        raise HTTPException(status_code=500, detail=lm_failure("create_sample", error)) from None
     return song_text_from_sample(fal, sample, instrumental)
 
 

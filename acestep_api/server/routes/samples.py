@@ -11,8 +11,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.concurrency import run_in_threadpool
 
+from acestep_api.engine.limits import LYRICS_MAX_CHARS, PROMPT_MAX_CHARS, QUERY_MAX_CHARS, TAG_MAX_CHARS
 from acestep_api.engine.lm.types import SamplingParams
-from acestep_api.engine.request import BPM_MAX, BPM_MIN, DURATION_MAX, DURATION_MIN
+from acestep_api.engine.request import BPM_MAX, BPM_MIN, DURATION_MAX, DURATION_MIN, GenerationError
 
 from acestep_api.server.auth import authorized_fields
 from acestep_api.server.coercion import InvalidField, as_object, to_bool, to_float, to_int, to_text
@@ -25,6 +26,9 @@ router = APIRouter(tags=["samples"])
 SIMPLE_MODE = "simple_mode"
 CUSTOM_EXAMPLES = "text2music"
 LLM_NOT_INITIALIZED = "LLM not initialized. Set ACESTEP_INIT_LLM=true in .env to enable."
+# What the client reads when the LM fails on its input; the details (the tokenizer's or
+# torch's own words) go to the log.
+LM_FAILED = "{} failed: the 5 Hz LM could not process this input; the server log has the details"
 
 
 def load_examples(sample_type: str) -> list[dict]:
@@ -58,6 +62,14 @@ def require_lm(engine) -> None:
     raise HTTPException(status_code=503, detail=LLM_NOT_INITIALIZED)
 
 
+def lm_failure(what: str, error: Exception) -> str:
+    """The client's sentence for a failed LM call: a GenerationError's own message (written
+    for users), else one that names no internals."""
+    if isinstance(error, GenerationError) and str(error):
+        return f"{what} failed: {error}"
+    return LM_FAILED.format(what)
+
+
 def _sampling(fields: dict) -> SamplingParams:
     temperature = to_float("temperature", fields.get("temperature"), 0.85, minimum=0.0, maximum=2.0)
     return SamplingParams(temperature=temperature)
@@ -74,13 +86,16 @@ def _metadata(fields: dict) -> dict:
     duration = to_float("duration", raw.get("duration"), None)
     if duration is not None and duration > 0:
         metas["duration"] = int(min(max(duration, DURATION_MIN), DURATION_MAX))
-    key = to_text("key_scale", raw.get("key_scale") or raw.get("key") or raw.get("keyscale"), "").strip()
+    key = to_text("key_scale", raw.get("key_scale") or raw.get("key") or raw.get("keyscale"), "",
+                  max_chars=TAG_MAX_CHARS).strip()
     if key:
         metas["keyscale"] = key
-    signature = to_text("time_signature", raw.get("time_signature") or fields.get("time_signature"), "").strip()
+    signature = to_text("time_signature", raw.get("time_signature") or fields.get("time_signature"), "",
+                        max_chars=TAG_MAX_CHARS).strip()
     if signature:
         metas["timesignature"] = signature.split("/", 1)[0].strip()
-    language = to_text("language", raw.get("language") or raw.get("vocal_language"), "").strip()
+    language = to_text("language", raw.get("language") or raw.get("vocal_language"), "",
+                       max_chars=TAG_MAX_CHARS).strip()
     if language and language != "unknown":
         metas["language"] = language
     return metas
@@ -93,8 +108,8 @@ async def format_input(
 ) -> dict:
     require_lm(engine)
     try:
-        caption = to_text("prompt", fields.get("prompt", fields.get("caption")), "")
-        lyrics = to_text("lyrics", fields.get("lyrics"), "")
+        caption = to_text("prompt", fields.get("prompt", fields.get("caption")), "", max_chars=PROMPT_MAX_CHARS)
+        lyrics = to_text("lyrics", fields.get("lyrics"), "", max_chars=LYRICS_MAX_CHARS)
         metas = _metadata(fields)
         params = _sampling(fields)
     except InvalidField as error:
@@ -104,7 +119,7 @@ async def format_input(
         result = await run_in_threadpool(engine.planner.format_sample, caption, lyrics, metadata=metas, params=params)
     except Exception as error:  # the LM failing is reported in the envelope, as official
         log.exception("format_sample failed")
-        return wrap(None, code=500, error=f"format_sample failed: {error}")
+        return wrap(None, code=500, error=lm_failure("format_sample", error))
     return wrap({
         "caption": result.get("caption") or caption,
         "lyrics": result.get("lyrics") or lyrics,
@@ -123,9 +138,10 @@ async def create_sample(
 ) -> dict:
     require_lm(engine)
     try:
-        query = to_text("query", fields.get("query"), "")
+        query = to_text("query", fields.get("query"), "", max_chars=QUERY_MAX_CHARS)
         instrumental = to_bool(fields.get("instrumental"), False)
-        language = to_text("vocal_language", fields.get("vocal_language"), "unknown").strip() or "unknown"
+        language = to_text("vocal_language", fields.get("vocal_language"), "unknown",
+                           max_chars=TAG_MAX_CHARS).strip() or "unknown"
         params = _sampling(fields)
     except InvalidField as error:
         raise HTTPException(status_code=400, detail=str(error)) from None
@@ -136,7 +152,7 @@ async def create_sample(
         )
     except Exception as error:
         log.exception("create_sample failed")
-        return wrap(None, code=500, error=f"create_sample failed: {error}")
+        return wrap(None, code=500, error=lm_failure("create_sample", error))
     return wrap({
         "caption": result.get("caption", ""),
         "lyrics": result.get("lyrics", ""),
