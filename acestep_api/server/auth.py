@@ -1,32 +1,21 @@
 """The optional API key (api-contract 4): body `ai_token` or the Authorization header
 (`Bearer <key>`, fal's `Key <key>`, or the raw key).
 
-`settings.api_key` None means no auth; an empty string is a key like any other.
+`settings.api_key` None means no auth; an empty string is a key like any other. A POST's
+Authorization header is checked before its body is read (request_guard.py), and a multipart
+body's files wait for a valid ai_token (uploads.py); these dependencies decide the rest.
 """
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 
+from acestep_api.server.api_key import INVALID_AI_TOKEN, INVALID_API_KEY, header_token, matches
 from acestep_api.server.bodies import read_request_body
 from acestep_api.server.dependencies import get_settings
 from acestep_api.settings import Settings
-
-
-def _matches(given: str, key: str) -> bool:
-    return hmac.compare_digest(given.encode("utf-8"), key.encode("utf-8"))
-
-
-# "Bearer <key>" as the official clients send it, "Key <key>" as fal clients do, or the raw key.
-HEADER_SCHEMES = ("Bearer ", "Key ")
-
-
-def _header_token(request: Request) -> str:
-    header = request.headers.get("authorization", "")
-    return next((header[len(scheme):] for scheme in HEADER_SCHEMES if header.startswith(scheme)), header)
 
 
 def verify_body_token(fields: dict[str, Any], request: Request, settings: Settings) -> None:
@@ -36,12 +25,12 @@ def verify_body_token(fields: dict[str, Any], request: Request, settings: Settin
         return
     token = fields.get("ai_token")
     if token:
-        if not isinstance(token, str) or not _matches(token, key):
-            raise HTTPException(status_code=401, detail="Invalid ai_token")
+        if not isinstance(token, str) or not matches(token, key):
+            raise HTTPException(status_code=401, detail=INVALID_AI_TOKEN)
         return
     if request.headers.get("authorization"):
-        if not _matches(_header_token(request), key):
-            raise HTTPException(status_code=401, detail="Invalid API key")
+        if not matches(header_token(request.headers), key):
+            raise HTTPException(status_code=401, detail=INVALID_API_KEY)
         return
     raise HTTPException(status_code=401, detail="Missing ai_token or Authorization header")
 
@@ -53,8 +42,8 @@ def require_api_key(request: Request, settings: Annotated[Settings, Depends(get_
         return
     if not request.headers.get("authorization"):
         raise HTTPException(status_code=401, detail="Missing Authorization header")
-    if not _matches(_header_token(request), key):
-        raise HTTPException(status_code=401, detail="Invalid API key")
+    if not matches(header_token(request.headers), key):
+        raise HTTPException(status_code=401, detail=INVALID_API_KEY)
 
 
 async def authorized_fields(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> dict[str, Any]:
