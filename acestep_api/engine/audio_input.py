@@ -19,6 +19,7 @@ which quotes the file's server path; that text goes to the log.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -167,20 +168,36 @@ def load_audio(path: str | Path, *, max_seconds: float = DURATION_MAX, label: st
     resampler = None
     if info.samplerate != SAMPLE_RATE:
         resampler = soxr.ResampleStream(info.samplerate, SAMPLE_RATE, CHANNELS, dtype="float32", quality="HQ")
-    chunks = []
-    for block in _blocks(path, label, info, max_seconds, max_decoded_mb):
-        block = np.ascontiguousarray(_stereo(block))
-        chunks.append(block if resampler is None else resampler.resample_chunk(block))
-    if resampler is not None:
-        chunks.append(resampler.resample_chunk(np.zeros((0, CHANNELS), dtype=np.float32), last=True))
-    wave = torch.empty((CHANNELS, sum(chunk.shape[0] for chunk in chunks)), dtype=torch.float32)
+    # The result is written in place, sized from the header, so it is held once, not once
+    # as blocks and again when joined; a header that underestimates (mp3) grows it.
+    wave = torch.empty((CHANNELS, info.frames * SAMPLE_RATE // info.samplerate + BLOCK_FRAMES), dtype=torch.float32)
     position = 0
-    chunks.reverse()
-    while chunks:  # each block is released once copied, so the result is never held twice
-        chunk = chunks.pop()
+
+    def put(chunk: np.ndarray) -> None:
+        nonlocal wave, position
+        if position + chunk.shape[0] > wave.shape[1]:
+            wave = torch.cat([wave[:, :position], torch.empty((CHANNELS, chunk.shape[0] + BLOCK_FRAMES))], dim=1)
         wave[:, position:position + chunk.shape[0]] = torch.from_numpy(chunk.T)
         position += chunk.shape[0]
-    return wave.clamp_(-1.0, 1.0)
+
+    for block in _blocks(path, label, info, max_seconds, max_decoded_mb):
+        block = np.ascontiguousarray(_stereo(block))
+        put(block if resampler is None else resampler.resample_chunk(block))
+    if resampler is not None:
+        put(resampler.resample_chunk(np.zeros((0, CHANNELS), dtype=np.float32), last=True))
+    return _trimmed(wave, position).clamp_(-1.0, 1.0)
+
+
+def _trimmed(wave: torch.Tensor, frames: int) -> torch.Tensor:
+    """The first `frames` of a contiguous [2, capacity] buffer as a contiguous [2, frames]
+    tensor on the same memory: the second row moves down over the gap (memmove allows the
+    overlap), where slicing would leave a strided view and copying would hold it twice."""
+    capacity = wave.shape[1]
+    if frames == capacity:
+        return wave
+    item = wave.element_size()
+    ctypes.memmove(wave.data_ptr() + frames * item, wave.data_ptr() + capacity * item, frames * item)
+    return wave.view(-1)[: CHANNELS * frames].view(CHANNELS, frames)
 
 
 def check_audio(path: str | Path, *, max_seconds: float = DURATION_MAX, label: str | None = None,

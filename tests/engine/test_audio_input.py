@@ -8,6 +8,8 @@ import soundfile as sf
 import torch
 
 from acestep_api.engine.audio_input import AudioInputError, check_audio, load_audio
+from tests.input_audio_files import MIB, float_wav, wav_with_rate, write_bomb
+from tests.peak_memory import PeakRss
 
 
 def tone(seconds: float, rate: int, channels: int, frequency: float = 440.0, amplitude: float = 0.5) -> np.ndarray:
@@ -121,3 +123,83 @@ def test_too_long_gives_both_numbers(tmp_path):
         with pytest.raises(AudioInputError, match=r"too long: 3\.0 s, the maximum is 2\.5 s"):
             call(path, max_seconds=2.5)
     assert check_audio(path, max_seconds=3.5) == pytest.approx(3.0)
+
+
+# --- bounds: nothing out of bounds is decoded -----------------------------------------
+
+
+def test_too_many_channels_are_refused_from_the_header(tmp_path):
+    path = tmp_path / "nine.wav"
+    sf.write(path, tone(0.2, 16000, 9), 16000)
+    for call in (load_audio, check_audio):
+        with pytest.raises(AudioInputError, match="^audio file 'nine.wav' has 9 channels; at most 8 are accepted$"):
+            call(path)
+    sf.write(path, tone(0.2, 16000, 8), 16000)
+    assert check_audio(path) == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("rate, accepted", [(2**31 - 1, False), (384001, False), (7999, False), (8000, True),
+                                            (384000, True)])
+def test_sample_rates_outside_8k_to_384k_are_refused(tmp_path, rate, accepted):
+    path = wav_with_rate(tmp_path / "rate.wav", rate, frames=9600)
+    if accepted:
+        assert check_audio(path) == pytest.approx(9600 / rate)
+        assert load_audio(path).shape[1] == pytest.approx(9600 * 48000 / rate, abs=2)
+        return
+    for call in (load_audio, check_audio):
+        with pytest.raises(AudioInputError, match=f"has a sample rate of {rate} Hz; accepted: 8000 to 384000 Hz"):
+            call(path)
+
+
+def test_the_decoding_budget_is_checked_before_anything_is_decoded(tmp_path, monkeypatch):
+    path = tmp_path / "wide.flac"
+    sf.write(path, tone(2.0, 48000, 8), 48000, format="FLAC")  # 2.9 MiB as float32
+    monkeypatch.setattr(sf.SoundFile, "read", lambda *a, **k: pytest.fail("decoded despite the budget"))
+    message = ("audio file 'wide.flac' is too large to decode: 8 channels x 48000 Hz x 2.0 s would take 3 MB "
+               r"as float32, the limit is 2 MB \(ACESTEP_MAX_DECODED_AUDIO_MB\)")
+    for call in (load_audio, check_audio):
+        with pytest.raises(AudioInputError, match=message):
+            call(path, max_decoded_mb=2)
+    monkeypatch.undo()
+    assert check_audio(path, max_decoded_mb=3) == pytest.approx(2.0)
+    assert load_audio(path).shape == (2, 96000)  # loading has no budget unless given one
+
+
+def test_the_default_budget_is_the_settings_default():
+    from acestep_api.engine.audio_input import DEFAULT_MAX_DECODED_MB
+    from acestep_api.settings import Settings
+
+    assert Settings(_env_file=None).max_decoded_audio_mb == DEFAULT_MAX_DECODED_MB
+
+
+@pytest.mark.parametrize("poison", [float("nan"), float("inf")])
+def test_non_finite_samples_are_refused_by_check_and_load(tmp_path, poison):
+    path = float_wav(tmp_path / "poison.wav", poison)
+    for call in (load_audio, check_audio):
+        with pytest.raises(AudioInputError, match="^audio file 'poison.wav' contains NaN or infinite samples$"):
+            call(path)
+
+
+def test_messages_carry_the_label_and_never_the_path(tmp_path):
+    path = tmp_path / "ctx_audio_k3j2.mp3"
+    path.write_bytes(b"this is plain text, not audio" * 20)
+    for call in (load_audio, check_audio):
+        with pytest.raises(AudioInputError) as refused:
+            call(path, label="audio file")
+        assert str(refused.value) == "audio file could not be decoded; accepted formats: wav, flac, mp3, ogg/opus"
+    with pytest.raises(AudioInputError) as refused:
+        check_audio(path)
+    assert str(tmp_path) not in str(refused.value) and "Error opening" not in str(refused.value)
+
+
+def test_decoding_streams_a_file_within_the_budget(tmp_path):
+    """A check holds one block, not the file; a load holds the 48 kHz stereo result once."""
+    path = write_bomb(tmp_path / "long.flac", seconds=300)  # 439 MiB as float32 at 8 channels
+    with PeakRss() as memory:
+        assert check_audio(path) == pytest.approx(300.0)
+    assert memory.growth_mb < 64, f"checking grew memory by {memory.growth_mb:.0f} MB"
+    with PeakRss() as memory:
+        wave = load_audio(path)
+    result_mb = wave.numel() * 4 / MIB  # 110 MiB
+    assert wave.shape == (2, 300 * 48000) and wave.is_contiguous()
+    assert memory.growth_mb < result_mb + 64, f"loading grew memory by {memory.growth_mb:.0f} MB"
