@@ -31,13 +31,16 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def command(self) -> list[str]:
+        """What runs the server (a subclass may run another script on the same options)."""
+        return [sys.executable, "-m", "acestep_api", "serve", "--demo", "--host", "127.0.0.1",
+                "--port", str(self.port), "--output-dir", str(self.output_dir)]
+
     def start(self, timeout: float = 120.0) -> "ServerProcess":
         self.output_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "acestep_api", "serve", "--demo", "--host", "127.0.0.1",
-             "--port", str(self.port), "--output-dir", str(self.output_dir)],
-            stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
+            self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
