@@ -158,9 +158,13 @@ def read_crash_log(path: Path) -> FatalCrash | None:
     header = _HEADER_PATTERN.match(text)
     if header is None or not text[header.end():].strip():
         return None  # no log, someone else's file, or the process did not crash
+    try:
+        pid, started = int(header.group(1)), float(header.group(2))
+    except ValueError:  # a damaged header names no process
+        return None
     fatal = _FATAL_LINE.search(text, header.end())
     what = _FATAL_ERRORS.get(fatal.group(1).strip(), "a fatal error") if fatal else "a fatal error"
-    return FatalCrash(pid=int(header.group(1)), started=float(header.group(2)), what=what)
+    return FatalCrash(pid=pid, started=started, what=what)
 
 
 class CrashEvidence:

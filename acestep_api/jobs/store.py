@@ -187,7 +187,9 @@ class JobStore:
         """Every audio path a stored job's result names (the files the audio sweep keeps)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT value FROM jobs, json_each(jobs.result, '$.audio_paths') WHERE jobs.result IS NOT NULL"
+                # A damaged row must not stop the server from starting: it names no files.
+                "SELECT value FROM jobs, json_each(CASE WHEN json_valid(jobs.result) THEN jobs.result "
+                "ELSE '{}' END, '$.audio_paths') WHERE jobs.result IS NOT NULL"
             ).fetchall()
         return [path for (path,) in rows if isinstance(path, str)]
 

@@ -130,6 +130,8 @@ def test_a_process_that_did_not_crash_leaves_only_its_header(tmp_path):
     log_path.write_text("a file that is not ours\nFatal Python error: Aborted\n")
     assert read_crash_log(log_path) is None
     assert read_crash_log(tmp_path / "missing.log") is None
+    log_path.write_text("acestep-api server pid=12 started=1.2.3\nFatal Python error: Aborted\n")
+    assert read_crash_log(log_path) is None  # a damaged header names no process
 
 
 # --- through the store and the queue, across a "restart" ----------------------------------

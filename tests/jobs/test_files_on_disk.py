@@ -92,6 +92,9 @@ def test_store_lists_the_audio_paths_of_every_result(tmp_path):
         store.add(new_job("waiting"))
         store.add(new_job("analysis", status=JobStatus.SUCCEEDED, result=make_result([])))
         assert sorted(store.audio_paths()) == ["/a/1.wav", "/a/2.wav"]
+        store.add(new_job("damaged"))
+        store._db.execute("UPDATE jobs SET result = '{not json' WHERE id = 'damaged'")
+        assert sorted(store.audio_paths()) == ["/a/1.wav", "/a/2.wav"]
     finally:
         store.close()
 
