@@ -4,6 +4,7 @@ another client's pending upload."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import numpy as np
@@ -137,3 +138,22 @@ async def test_a_request_cannot_name_another_requests_pending_upload(idle, setti
 
     assert app.state.queue.stats()["jobs"]["total"] == 1
     assert uploads_left(settings) == [Path(theirs)]  # the refused requests left nothing, took nothing
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("make, words", [
+    (lambda folder: write_bomb(folder / "bomb.flac"), "audio file is too large to decode: 8 channels"),
+    (lambda folder: float_wav(folder / "nan.wav", float("nan")), "audio file contains NaN or infinite samples"),
+    (lambda folder: wav_with_rate(folder / "rate.wav", 2**31 - 1), "audio file has a sample rate of 2147483647 Hz"),
+])
+async def test_chat_input_audio_has_the_same_bounds(idle, settings, tmp_path, make, words):
+    app, client = idle
+    data = base64.b64encode(make(tmp_path).read_bytes()).decode("ascii")
+    response = await client.post("/v1/chat/completions", json={
+        "model": "acestep/acestep-v15-turbo", "task_type": "cover",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "<prompt>x</prompt>"},
+                                                  {"type": "input_audio", "input_audio": {"data": data}}]}],
+    })
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith(f"messages[0].content[1].input_audio.data: {words}")
+    assert app.state.queue.stats()["jobs"]["total"] == 0 and uploads_left(settings) == []
