@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from acestep_api import __version__
-from acestep_api.jobs.crash_evidence import CRASH_LOG_NAME, CrashEvidence
+from acestep_api.jobs.crash_evidence import CRASH_LOG_NAME, CrashEvidence, SystemFiles
 from acestep_api.jobs.queue import JobQueue
 from acestep_api.jobs.retention import sweep_audio_folder
 from acestep_api.jobs.store import JobStore
@@ -53,7 +53,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings.audio_dir.mkdir(parents=True, exist_ok=True)
     store = JobStore(settings.database_path, settings.upload_dir)
     # Read before this process writes its own crash log: did the previous one die under a job?
-    crash_evidence = CrashEvidence(settings.output_dir / CRASH_LOG_NAME)
+    # app.state.system_files: a fake /proc and cgroup tree, for tests of the OOM evidence.
+    system_files = getattr(app.state, "system_files", None) or SystemFiles()
+    crash_evidence = CrashEvidence(settings.output_dir / CRASH_LOG_NAME, system_files)
     try:
         # The queue recovers jobs a previous server left running (fails those it crashed
         # under, retries or fails the others, and removes the temp files of those it fails)
