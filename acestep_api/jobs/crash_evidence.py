@@ -35,6 +35,8 @@ from acestep_api.jobs.models import Job
 log = logging.getLogger(__name__)
 
 CRASH_LOG_NAME = "server-crash.log"
+# The crashed process's log, kept for the operator when the next one starts its own.
+PREVIOUS_CRASH_LOG_NAME = "server-crash.previous.log"
 OOM_ERROR = "This job stopped the server (it ran out of memory) and was not run again."
 CRASH_ERROR = "This job stopped the server (it crashed with {what}) and was not run again."
 # faulthandler's names of the fatal signals -> words for the user.
@@ -173,6 +175,7 @@ class CrashEvidence:
 
     def __init__(self, crash_log: Path, files: SystemFiles = SystemFiles(), pid: int | None = None):
         self.crash_log = Path(crash_log)
+        self.kept_crash_log = self.crash_log.with_name(PREVIOUS_CRASH_LOG_NAME)
         self.files = files
         self.pid = os.getpid() if pid is None else pid
         # pid and start time together name one process: in a container the pid repeats.
@@ -180,7 +183,7 @@ class CrashEvidence:
         self.previous = read_crash_log(self.crash_log)  # before this process writes its header
         if self.previous is not None:
             log.error("The previous server process (pid %d) died of %s; its threads' tracebacks are in %s",
-                      self.previous.pid, self.previous.what, self.crash_log)
+                      self.previous.pid, self.previous.what, self.kept_crash_log)
         self._now: dict | None = None
         self._handle: IO[str] | None = None
         self._faulthandler_was_enabled = False
@@ -210,6 +213,8 @@ class CrashEvidence:
             return
         try:
             self.crash_log.parent.mkdir(parents=True, exist_ok=True)
+            if self.previous is not None:
+                os.replace(self.crash_log, self.kept_crash_log)
             handle = open(self.crash_log, "w", encoding="utf-8")
             handle.write(_HEADER.format(pid=self.pid, started=self.started))
             handle.flush()  # faulthandler writes to the descriptor, after what is already there

@@ -117,7 +117,16 @@ def test_a_fatal_signal_leaves_its_process_and_reason_in_the_crash_log(tmp_path)
     crash = read_crash_log(log_path)
     assert crash is not None and (crash.pid, crash.started) == (int(pid), float(started))
     assert crash.what == "a segmentation fault"
-    assert "Segmentation fault" in log_path.read_text()
+    crashed_text = log_path.read_text()
+    assert "Segmentation fault" in crashed_text
+
+    # The next process reads it, keeps it for the operator, and starts a clean log of its own.
+    evidence = CrashEvidence(log_path)
+    assert evidence.previous == crash
+    evidence.start()
+    evidence.stop()
+    assert (tmp_path / "server-crash.previous.log").read_text() == crashed_text
+    assert read_crash_log(log_path) is None
 
 
 def test_a_process_that_did_not_crash_leaves_only_its_header(tmp_path):
