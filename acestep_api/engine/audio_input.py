@@ -117,7 +117,7 @@ def _blocks(path: Path, label: str, info: sf._SoundFileInfo, max_seconds: float,
                 if block.shape[0] == 0:
                     break
                 frames += block.shape[0]
-                # The header's frame count can be an estimate (mp3): the decoded length counts.
+                # Counted as decoded too, not only trusted from the header (an mp3's is an estimate).
                 _check_length(label, frames / rate, max_seconds)
                 _check_budget(label, frames, block.shape[1], rate, max_decoded_mb)
                 if not np.isfinite(block).all():
@@ -168,15 +168,17 @@ def load_audio(path: str | Path, *, max_seconds: float = DURATION_MAX, label: st
     resampler = None
     if info.samplerate != SAMPLE_RATE:
         resampler = soxr.ResampleStream(info.samplerate, SAMPLE_RATE, CHANNELS, dtype="float32", quality="HQ")
-    # The result is written in place, sized from the header, so it is held once, not once
-    # as blocks and again when joined; a header that underestimates (mp3) grows it.
+    # The result is written in place, sized from the header (soundfile reads no further than
+    # the header's frame count), so it is held once, not once as blocks and again when
+    # joined; the slack covers the resampler's rounding, and growing is only a safety net.
     wave = torch.empty((CHANNELS, info.frames * SAMPLE_RATE // info.samplerate + BLOCK_FRAMES), dtype=torch.float32)
     position = 0
 
     def put(chunk: np.ndarray) -> None:
         nonlocal wave, position
         if position + chunk.shape[0] > wave.shape[1]:
-            wave = torch.cat([wave[:, :position], torch.empty((CHANNELS, chunk.shape[0] + BLOCK_FRAMES))], dim=1)
+            more = max(chunk.shape[0], wave.shape[1] // 2)
+            wave = torch.cat([wave[:, :position], torch.empty((CHANNELS, more), dtype=torch.float32)], dim=1)
         wave[:, position:position + chunk.shape[0]] = torch.from_numpy(chunk.T)
         position += chunk.shape[0]
 
