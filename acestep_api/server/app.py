@@ -18,6 +18,7 @@ from acestep_api.jobs.retention import sweep_audio_folder
 from acestep_api.jobs.store import JobStore
 from acestep_api.jobs.worker import JobWorker
 from acestep_api.server.errors import install_error_handlers
+from acestep_api.server.openapi.document import install_docs, operation_id
 from acestep_api.server.routes import audio, cancel, chat, fal, health, legacy, models, samples, stats, tasks
 from acestep_api.settings import Settings
 
@@ -84,11 +85,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings, engine=None, *, start_worker: bool = True) -> FastAPI:
     """`engine` None loads the configured checkpoints at startup; `start_worker` False leaves
     submitted jobs waiting (for tests of the queue itself)."""
-    app = FastAPI(title="ACE-Step API", version=__version__, lifespan=lifespan)
+    # The document and its viewers are served by install_docs, guarded by the key when set.
+    app = FastAPI(title="ACE-Step API", version=__version__, lifespan=lifespan,
+                  openapi_url=None, docs_url=None, redoc_url=None, generate_unique_id_function=operation_id)
     app.state.settings = settings
     app.state.engine = engine
     app.state.start_worker = start_worker
     install_error_handlers(app)
+    install_docs(app, settings)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=CORS_ORIGINS,

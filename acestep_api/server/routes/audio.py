@@ -12,6 +12,7 @@ from acestep_api.server.audio_paths import OUTSIDE
 from acestep_api.server.auth import require_api_key
 from acestep_api.server.dependencies import get_settings
 from acestep_api.settings import Settings
+from acestep_api.server.openapi.route_docs import AUDIO_FILE, answers, key_required
 
 router = APIRouter(tags=["audio"], dependencies=[Depends(require_api_key)])
 
@@ -32,7 +33,8 @@ def resolve_audio_path(path: str, audio_dir: os.PathLike) -> str:
     return real
 
 
-@router.get("/v1/audio")
+@router.get("/v1/audio", response_class=FileResponse, summary="Download a generated audio file",
+            responses={**answers(None, 401, 403, 404), 200: AUDIO_FILE}, openapi_extra=key_required())
 async def get_audio(
     path: Annotated[str, Query()],
     settings: Annotated[Settings, Depends(get_settings)],

@@ -22,6 +22,9 @@ from acestep_api.server.coercion import InvalidField, to_text
 from acestep_api.server.dependencies import get_queue
 from acestep_api.server.envelope import wrap
 from acestep_api.server.routes.tasks import task_ids
+from acestep_api.server.openapi.answers import CancelItem, Envelope
+from acestep_api.server.openapi.request_bodies import CancelTaskBody
+from acestep_api.server.openapi.route_docs import answers, body, key_required, merged
 
 router = APIRouter(tags=["tasks"])
 
@@ -107,7 +110,9 @@ def _single_id(value: Any) -> str:
     return task_id
 
 
-@router.post("/cancel_task")
+@router.post("/cancel_task", response_model=None, summary="Cancel one job (task_id) or several (task_id_list)",
+             responses=answers(Envelope[CancelItem | list[CancelItem]], 400, 401, 404, 409, 413),
+             openapi_extra=merged(body(CancelTaskBody), key_required(body_token=True)))
 async def cancel_task(
     fields: Annotated[dict, Depends(authorized_fields)],
     queue: Annotated[JobQueue, Depends(get_queue)],

@@ -50,6 +50,7 @@ from acestep_api.server.protocol.chat import (
 )
 from acestep_api.server.sync_jobs import GENERATION_TIMEOUT, refuse_if_full, run_to_end, submit
 from acestep_api.settings import Settings
+from acestep_api.server.openapi.route_docs import EVENT_STREAM, answers, json_body, key_required, merged
 
 router = APIRouter(tags=["chat"])
 
@@ -227,7 +228,12 @@ async def stream_completion(queue: JobQueue, job_id: str, model: str, timeout: f
 # --- the route --------------------------------------------------------------------------
 
 
-@router.post("/v1/chat/completions", dependencies=[Depends(require_api_key)])
+@router.post(
+    "/v1/chat/completions", dependencies=[Depends(require_api_key)], response_model=None,
+    summary="Music in the OpenAI chat-completions shape (JSON, or SSE with stream)",
+    responses=answers(ChatCompletion, 400, 401, 413, 429, 500, 503, 504, more_content=EVENT_STREAM),
+    openapi_extra=merged(json_body(ChatCompletionRequest), key_required()),
+)
 async def chat_completions(
     request: Request,
     settings: Annotated[Settings, Depends(get_settings)],

@@ -40,6 +40,7 @@ from acestep_api.server.public_url import absolute_url
 from acestep_api.server.routes.samples import lm_failure
 from acestep_api.server.sync_jobs import GENERATION_TIMEOUT, refuse_if_full, run_to_end
 from acestep_api.settings import Settings
+from acestep_api.server.openapi.route_docs import answers, key_required
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["fal"])
@@ -178,7 +179,9 @@ def cut_audio(path: str, seconds: float) -> None:
 # --- The route -----------------------------------------------------------------------------
 
 
-@router.post(PATH, response_model=FalPromptOutput, dependencies=[Depends(require_api_key)])
+@router.post(PATH, response_model=FalPromptOutput, dependencies=[Depends(require_api_key)],
+             summary="fal.ai prompt-to-audio: a song from a prompt, answered when it is made",
+             responses=answers(None, 400, 401, 413, 429, 500, 504), openapi_extra=key_required())
 async def prompt_to_audio(
     fal: FalPromptInput,
     request: Request,

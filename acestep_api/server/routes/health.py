@@ -9,6 +9,8 @@ from fastapi import APIRouter, Depends
 from acestep_api.server.dependencies import get_engine, get_settings
 from acestep_api.server.envelope import wrap
 from acestep_api.settings import Settings
+from acestep_api.server.openapi.answers import Envelope, Health
+from acestep_api.server.openapi.route_docs import answers
 
 router = APIRouter(tags=["health"])
 
@@ -22,7 +24,8 @@ def lm_model_name(engine, settings: Settings) -> str | None:
     return settings.lm_model_path.rstrip("/").rsplit("/", 1)[-1] if engine.lm_available else None
 
 
-@router.get("/health")
+@router.get("/health", response_model=None, summary="Whether the server is up (never needs the key)",
+            responses=answers(Envelope[Health]))
 async def health(engine: Annotated[object, Depends(get_engine)],
                  settings: Annotated[Settings, Depends(get_settings)]) -> dict:
     data = {

@@ -25,13 +25,26 @@ from acestep_api.server.routes.cancel import cancel_job
 from acestep_api.server.routes.samples import require_lm
 from acestep_api.server.routes.tasks import accept_generation, submit_generation
 from acestep_api.settings import Settings
+from acestep_api.server.openapi.answers import LegacyCancelled, LegacyJob, LegacyQueued
+from acestep_api.server.openapi.request_bodies import AuthOnlyBody, MusicRandomBody, ReleaseTaskForm, ReleaseTaskJson, ReleaseTaskMultipart
+from acestep_api.server.openapi.route_docs import THINKING_QUERY, answers, body, key_required, merged
 
 router = APIRouter(tags=["legacy"])
 
 JOB_NOT_FOUND = "Job not found"
+# A queued job can be followed and cancelled by its id (the links schemathesis follows).
+LEGACY_LINKS = {
+    "get_job": {"operationId": "get_job", "parameters": {"path.job_id": "$response.body#/job_id"}},
+    "cancel": {"operationId": "cancel", "parameters": {"path.job_id": "$response.body#/job_id"}},
+}
 
 
-@router.post("/v1/music/generate")
+@router.post(
+    "/v1/music/generate", response_model=None, summary="Submit a generation job (the older API)",
+    responses=answers(LegacyQueued, 400, 401, 403, 413, 415, 429, links=LEGACY_LINKS),
+    openapi_extra=merged(body(ReleaseTaskJson, ReleaseTaskForm, ReleaseTaskMultipart, aliases=True),
+                         key_required(body_token=True)),
+)
 async def generate(
     request: Request,
     settings: Annotated[Settings, Depends(get_settings)],
@@ -48,7 +61,11 @@ def _queued(job: Job, position: int) -> dict:
     return {"job_id": job.id, "status": "queued", "queue_position": position}
 
 
-@router.post("/v1/music/random")
+@router.post(
+    "/v1/music/random", response_model=None, summary="Submit a job the LM invents (the older API)",
+    responses=answers(LegacyQueued, 400, 401, 413, 429, 500, 503, links=LEGACY_LINKS),
+    openapi_extra=merged(body(MusicRandomBody), THINKING_QUERY, key_required(body_token=True)),
+)
 async def random_song(
     request: Request,
     settings: Annotated[Settings, Depends(get_settings)],
@@ -69,7 +86,9 @@ async def random_song(
     return _queued(job, position)
 
 
-@router.get("/v1/jobs/{job_id}", dependencies=[Depends(require_api_key)])
+@router.get("/v1/jobs/{job_id}", dependencies=[Depends(require_api_key)], response_model=None,
+            summary="A job (the older API)", responses=answers(LegacyJob, 401, 404),
+            openapi_extra=key_required())
 async def get_job(job_id: str, queue: Annotated[JobQueue, Depends(get_queue)]) -> dict:
     job = queue.get(job_id)
     if job is None:
@@ -77,7 +96,10 @@ async def get_job(job_id: str, queue: Annotated[JobQueue, Depends(get_queue)]) -
     return legacy_job_view(job, queue)
 
 
-@router.post("/v1/jobs/{job_id}/cancel", dependencies=[Depends(authorized_fields)])
+@router.post("/v1/jobs/{job_id}/cancel", dependencies=[Depends(authorized_fields)], response_model=None,
+             summary="Cancel a job (the older API)",
+             responses=answers(LegacyCancelled, 400, 401, 404, 409, 413),
+             openapi_extra=merged(body(AuthOnlyBody), key_required(body_token=True)))
 async def cancel(job_id: str, queue: Annotated[JobQueue, Depends(get_queue)]) -> dict:
     """The job as GET /v1/jobs shows it once the cancel took effect, plus `stopped`: false
     while a running job has not yet reached the step where it stops."""

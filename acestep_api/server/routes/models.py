@@ -17,6 +17,8 @@ from acestep_api.server.dependencies import get_engine, get_settings
 from acestep_api.server.envelope import wrap
 from acestep_api.server.routes.health import lm_model_name
 from acestep_api.settings import Settings
+from acestep_api.server.openapi.answers import Envelope, ModelInventory, OpenRouterModels
+from acestep_api.server.openapi.route_docs import answers, key_required
 
 router = APIRouter(tags=["models"])
 
@@ -39,13 +41,16 @@ def openrouter_model(name: str, created: int) -> dict:
     }
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", response_model=None, summary="The DiT models, as an OpenRouter model list (open)",
+            responses=answers(OpenRouterModels))
 async def list_models(engine: Annotated[object, Depends(get_engine)]) -> dict:
     created = int(time.time()) - THIRTY_DAYS
     return {"object": "list", "data": [openrouter_model(name, created) for name in engine.model_names]}
 
 
-@router.get("/v1/model_inventory", dependencies=[Depends(require_api_key)])
+@router.get("/v1/model_inventory", dependencies=[Depends(require_api_key)], response_model=None,
+            summary="The DiT and LM models this server serves",
+            responses=answers(Envelope[ModelInventory], 401), openapi_extra=key_required())
 async def model_inventory(engine: Annotated[object, Depends(get_engine)],
                           settings: Annotated[Settings, Depends(get_settings)]) -> dict:
     lm_name = settings.lm_model_path.rstrip("/").rsplit("/", 1)[-1]

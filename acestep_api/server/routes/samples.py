@@ -19,6 +19,9 @@ from acestep_api.server.auth import authorized_fields
 from acestep_api.server.coercion import InvalidField, as_object, to_bool, to_float, to_int, to_text
 from acestep_api.server.dependencies import get_engine
 from acestep_api.server.envelope import wrap
+from acestep_api.server.openapi.answers import CreatedSample, Envelope, FormattedInput
+from acestep_api.server.openapi.request_bodies import CreateSampleBody, FormatInputBody, RandomSampleBody
+from acestep_api.server.openapi.route_docs import answers, body, key_required, merged
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["samples"])
@@ -44,7 +47,9 @@ def load_examples(sample_type: str) -> list[dict]:
     return examples
 
 
-@router.post("/create_random_sample")
+@router.post("/create_random_sample", response_model=None, summary="A packaged example request",
+             responses=answers(Envelope[dict | None], 400, 401, 413),
+             openapi_extra=merged(body(RandomSampleBody), key_required(body_token=True)))
 async def create_random_sample(fields: Annotated[dict, Depends(authorized_fields)]) -> dict:
     sample_type = fields.get("sample_type") or SIMPLE_MODE
     examples = load_examples(str(sample_type))
@@ -101,7 +106,9 @@ def _metadata(fields: dict) -> dict:
     return metas
 
 
-@router.post("/format_input")
+@router.post("/format_input", response_model=None, summary="The LM rewrites a caption and lyrics",
+             responses=answers(Envelope[FormattedInput | None], 400, 401, 413, 500, 503),
+             openapi_extra=merged(body(FormatInputBody), key_required(body_token=True)))
 async def format_input(
     fields: Annotated[dict, Depends(authorized_fields)],
     engine: Annotated[object, Depends(get_engine)],
@@ -131,7 +138,9 @@ async def format_input(
     })
 
 
-@router.post("/v1/create_sample")
+@router.post("/v1/create_sample", response_model=None, summary="The LM writes a song from a description",
+             responses=answers(Envelope[CreatedSample | None], 400, 401, 413, 500, 503),
+             openapi_extra=merged(body(CreateSampleBody), key_required(body_token=True)))
 async def create_sample(
     fields: Annotated[dict, Depends(authorized_fields)],
     engine: Annotated[object, Depends(get_engine)],

@@ -22,6 +22,9 @@ from acestep_api.server.envelope import wrap
 from acestep_api.server.release_task_parser import parse_release_task
 from acestep_api.server.sync_jobs import refuse_if_full, submit
 from acestep_api.settings import Settings
+from acestep_api.server.openapi.answers import Envelope, QueryResultItem, Queued
+from acestep_api.server.openapi.request_bodies import QueryResultBody, ReleaseTaskForm, ReleaseTaskJson, ReleaseTaskMultipart
+from acestep_api.server.openapi.route_docs import answers, body, key_required, merged
 
 router = APIRouter(tags=["tasks"])
 
@@ -106,7 +109,16 @@ def submit_generation(queue: JobQueue, generation: GenerationRequest, body: Requ
     return submit(queue, generation, api, body.temp_files)
 
 
-@router.post("/release_task")
+@router.post(
+    "/release_task", response_model=None, summary="Submit a generation job",
+    responses=answers(Envelope[Queued], 400, 401, 403, 413, 415, 429, links={
+        "query_result": {"operationId": "query_result",
+                         "requestBody": {"task_id_list": ["$response.body#/data/task_id"]}},
+        "cancel_task": {"operationId": "cancel_task", "requestBody": {"task_id": "$response.body#/data/task_id"}},
+    }),
+    openapi_extra=merged(body(ReleaseTaskJson, ReleaseTaskForm, ReleaseTaskMultipart, aliases=True),
+                         key_required(body_token=True)),
+)
 async def release_task(
     request: Request,
     settings: Annotated[Settings, Depends(get_settings)],
@@ -130,7 +142,9 @@ def task_ids(value: Any) -> list[str]:
     return [str(item) for item in value if isinstance(item, (str, int)) and not isinstance(item, bool)]
 
 
-@router.post("/query_result")
+@router.post("/query_result", response_model=None, summary="The state and results of jobs",
+             responses=answers(Envelope[list[QueryResultItem]], 400, 401, 413),
+             openapi_extra=merged(body(QueryResultBody), key_required(body_token=True)))
 async def query_result(
     fields: Annotated[dict, Depends(authorized_fields)],
     queue: Annotated[JobQueue, Depends(get_queue)],

@@ -1,0 +1,177 @@
+"""The answers of every route, as schemas for the OpenAPI document.
+
+Documentation only: the routes build plain dicts (jobs/results.py, envelope.py) in the
+official key order, and these models describe them. tests/server/test_openapi.py and the
+schemathesis run (tests/e2e/test_schemathesis.py) check real answers against them, so a
+change to an answer that is not made here too fails a test.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+
+
+class _Answer(BaseModel):
+    # An answer may grow a field without breaking clients (or this document).
+    model_config = ConfigDict(extra="allow")
+
+
+class Envelope(_Answer, Generic[T]):
+    """The official envelope. `code` can differ from the HTTP status: a soft failure is HTTP
+    200 with `code` 500, `data` null and the reason in `error`."""
+
+    data: T
+    code: int
+    error: str | None
+    timestamp: int = Field(description="Milliseconds since the epoch.")
+    extra: Any = None
+
+
+class ErrorDetail(BaseModel):
+    """Every error answer except a 422 of FastAPI's own request validation."""
+
+    detail: str = Field(description="What was wrong, naming the field and what is allowed.")
+
+
+# --- the official API -------------------------------------------------------------------
+
+
+class Health(_Answer):
+    status: Literal["ok"]
+    service: str
+    version: str
+    models_initialized: bool
+    llm_initialized: bool
+    loaded_model: str | None
+    loaded_lm_model: str | None
+    demo: bool
+    note: str | None = Field(default=None, description="Only in demo mode.")
+
+
+class Queued(_Answer):
+    task_id: str
+    status: Literal["queued"]
+    queue_position: int = Field(ge=1)
+
+
+class QueryResultItem(_Answer):
+    task_id: str
+    result: str = Field(description="A JSON list (as text) of result elements, one per audio file.")
+    status: Literal[0, 1, 2] = Field(description="0 queued or running (or unknown id), 1 succeeded, 2 failed.")
+    progress_text: str | None = Field(default=None, description="Absent for an unknown id.")
+
+
+class CancelItem(_Answer):
+    task_id: str
+    cancelled: bool
+    stopped: bool
+    status: Literal[0, 1, 2] | None
+    stage: str | None
+    error: str | None
+    reason: str | None = Field(description="Why the cancel was refused; null when it was accepted.")
+
+
+class ModelEntry(_Answer):
+    name: str
+    is_default: bool
+    is_loaded: bool
+    is_turbo: bool
+    supported_task_types: list[str]
+
+
+class LmEntry(_Answer):
+    name: str
+    is_loaded: bool
+
+
+class ModelInventory(_Answer):
+    models: list[ModelEntry]
+    default_model: str
+    lm_models: list[LmEntry]
+    loaded_lm_model: str | None
+    llm_initialized: bool
+    gpus: list[Any]
+    gpu_mapping: dict[str, Any]
+    device_map: dict[str, str]
+
+
+class Stats(_Answer):
+    jobs: dict[str, int] = Field(description="Jobs by status.")
+    queue_size: int
+    queue_maxsize: int
+    avg_job_seconds: float
+
+
+class FormattedInput(_Answer):
+    caption: str
+    lyrics: str
+    bpm: int | None
+    key_scale: str
+    time_signature: str
+    duration: float | None
+    vocal_language: str
+
+
+class CreatedSample(_Answer):
+    caption: str
+    lyrics: str
+    bpm: int | None
+    keyscale: str
+    duration: float | None
+    timesignature: str
+    vocal_language: str
+
+
+class OpenRouterPricing(_Answer):
+    prompt: str
+    completion: str
+    request: str
+    image: str
+
+
+class OpenRouterModel(_Answer):
+    id: str
+    name: str
+    created: int
+    input_modalities: list[str]
+    output_modalities: list[str]
+    context_length: int
+    max_output_length: int
+    pricing: OpenRouterPricing
+    description: str
+    architecture: Any = None
+
+
+class OpenRouterModels(_Answer):
+    object: Literal["list"]
+    data: list[OpenRouterModel]
+
+
+# --- the older API ----------------------------------------------------------------------
+
+
+class LegacyQueued(_Answer):
+    job_id: str
+    status: Literal["queued"]
+    queue_position: int = Field(ge=1)
+
+
+class LegacyJob(_Answer):
+    job_id: str
+    status: Literal["queued", "running", "succeeded", "failed"]
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    queue_position: int
+    eta_seconds: float | None
+    avg_job_seconds: float
+    result: dict[str, Any] | None = Field(description="The audio URLs, seeds and metadata of a succeeded job.")
+    error: str | None
+
+
+class LegacyCancelled(LegacyJob):
+    stopped: bool = Field(description="False while a running job has not yet reached the step where it stops.")

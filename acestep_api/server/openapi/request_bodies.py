@@ -1,0 +1,224 @@
+"""The request bodies of the routes that read their body by hand (bodies.py), as schemas for
+the OpenAPI document. The routes take JSON, urlencoded and multipart bodies alike, so FastAPI
+cannot see a body parameter; these models say what the routes read.
+
+Documentation only: nothing validates requests with them. Bounds come from GenerationRequest
+and aliases from release_task_parser.ALIASES, so the document follows the code they describe.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from acestep_api.engine.request import (
+    AUDIO_FORMATS,
+    INFER_METHODS,
+    SEED_MAX,
+    TASK_TYPES,
+    TIME_SIGNATURES,
+    GenerationRequest,
+)
+from acestep_api.server.release_task_parser import (
+    ALIASES,
+    CHUNK_MASK_MODES,
+    LM_BACKENDS,
+    METADATA_KEYS,
+    REPAINT_MODES,
+)
+from acestep_api.server.uploads import UPLOAD_FIELDS
+
+JSON_TYPE, FORM_TYPE, MULTIPART_TYPE = "application/json", "application/x-www-form-urlencoded", "multipart/form-data"
+# How clients write the time signatures GenerationRequest takes ("" = not given).
+SIGNATURES = ("", "N/A", *TIME_SIGNATURES, "2/4", "3/4", "4/4", "6/8")
+IGNORED = "Accepted and ignored."
+AI_TOKEN = "The API key, when ACESTEP_API_KEY is set (or send it in the Authorization header)."
+
+
+def like(name: str, kind: Any) -> Any:
+    """`kind` with the constraints (ge, le, max_length ...) GenerationRequest puts on `name`."""
+    metadata = tuple(GenerationRequest.model_fields[name].metadata)
+    return Annotated[(kind, *metadata)] if metadata else kind
+
+
+def _choice(values: tuple[str, ...]) -> dict:
+    return {"enum": list(values)}
+
+
+class _Body(BaseModel):
+    # Unknown fields are accepted and ignored, as the official server does.
+    model_config = ConfigDict(extra="allow")
+
+
+class AuthOnlyBody(_Body):
+    """A body that carries nothing but, optionally, the key."""
+
+    ai_token: str | None = Field(default=None, description=AI_TOKEN)
+
+
+class ReleaseTaskFields(_Body):
+    """What POST /release_task and POST /v1/music/generate read; every field is optional.
+    docs/api.md has the whole table. Numbers and booleans may also come as text ("120", "true")."""
+
+    prompt: like("prompt", str) = Field(default="", description="The music description (caption).")
+    lyrics: like("lyrics", str) = Field(default="", description='"", "[inst]" or "[instrumental]": an instrumental.')
+    instrumental: bool = Field(default=False, description="With empty lyrics: an instrumental.")
+    instruction: like("instruction", str) | None = Field(default=None, description="The DiT instruction.")
+    vocal_language: like("vocal_language", str) = Field(default="en", description="A language code or unknown.")
+    bpm: like("bpm", int) | None = Field(default=None, description="0 or null: not given.")
+    key_scale: like("key_scale", str) = Field(default="", description="e.g. C major, F# minor.")
+    time_signature: like("time_signature", str) = Field(default="", json_schema_extra=_choice(SIGNATURES))
+    audio_duration: like("audio_duration", float) | None = Field(
+        default=None, description="Seconds; null or <= 0: the LM's, else random.")
+    model: str | None = Field(default=None, description="A DiT name from /v1/model_inventory; unknown: the primary.")
+    task_type: str = Field(default="text2music", json_schema_extra=_choice(TASK_TYPES))
+    batch_size: like("batch_size", int) = Field(default=2, description="Clamped to ACESTEP_BATCH_MAX.")
+    inference_steps: like("inference_steps", int) = 8
+    guidance_scale: like("guidance_scale", float) = 7.0
+    shift: like("shift", float) = 3.0
+    timesteps: str | list[float] | None = Field(default=None, description="Comma-separated numbers in [0, 1], or a list.")
+    infer_method: str = Field(default="ode", json_schema_extra=_choice(INFER_METHODS))
+    use_adg: bool = False
+    cfg_interval_start: like("cfg_interval_start", float) = 0.0
+    cfg_interval_end: like("cfg_interval_end", float) = 1.0
+    use_random_seed: bool = True
+    seed: Annotated[int, Field(ge=-1, le=SEED_MAX)] | str | None = Field(
+        default=None, description="An integer (-1: random), or a comma-separated list per batch item.")
+    src_audio_path: like("src_audio_path", str | None) = Field(
+        default=None, description="Source audio: a file under ACESTEP_INPUT_DIR.")
+    reference_audio_path: like("reference_audio_path", str | None) = Field(
+        default=None, description="Reference (timbre) audio: a file under ACESTEP_INPUT_DIR.")
+    repainting_start: float = 0.0
+    repainting_end: float | None = None
+    audio_cover_strength: like("audio_cover_strength", float) = 1.0
+    cover_noise_strength: like("cover_noise_strength", float) = 0.0
+    repaint_latent_crossfade_frames: like("repaint_latent_crossfade_frames", int) = 10
+    audio_code_string: like("audio_code_string", str) = ""
+    track_name: like("track_name", str) = ""
+    track_classes: str | list[str] | None = None
+    audio_format: str = Field(default="mp3", json_schema_extra=_choice(AUDIO_FORMATS))
+    use_tiled_decode: bool = True
+    thinking: bool = False
+    sample_mode: bool = False
+    sample_query: like("sample_query", str) = ""
+    use_format: bool = False
+    use_cot_caption: bool = True
+    use_cot_language: bool = True
+    lm_temperature: Annotated[float, Field(ge=0)] = 0.85
+    lm_cfg_scale: Annotated[float, Field(ge=0)] = 2.5
+    lm_top_k: int | None = None
+    lm_top_p: Annotated[float, Field(ge=0, le=1)] | None = 0.9
+    lm_negative_prompt: like("lm_negative_prompt", str) = "NO USER INPUT"
+    lm_repetition_penalty: Annotated[float, Field(gt=0)] = 1.0
+    constrained_decoding: bool = True
+    allow_lm_batch: bool = True
+    analysis_only: bool = False
+    full_analysis_only: bool = False
+    extract_codes_only: bool = False
+    lm_backend: str | None = Field(default=None, description=IGNORED, json_schema_extra=_choice(LM_BACKENDS))
+    chunk_mask_mode: str | None = Field(default=None, description=IGNORED, json_schema_extra=_choice(CHUNK_MASK_MODES))
+    repaint_mode: str | None = Field(default=None, description=IGNORED, json_schema_extra=_choice(REPAINT_MODES))
+    repaint_strength: Annotated[float, Field(ge=0, le=1)] | None = Field(default=None, description=IGNORED)
+    repaint_wav_crossfade_sec: Annotated[float, Field(ge=0)] | None = Field(default=None, description=IGNORED)
+    # Official fields this server accepts under their aliases and does not use.
+    constrained_decoding_debug: Any = Field(default=None, description=IGNORED)
+    is_format_caption: Any = Field(default=None, description=IGNORED)
+    sampler_mode: Any = Field(default=None, description=IGNORED)
+    velocity_norm_threshold: Any = Field(default=None, description=IGNORED)
+    velocity_ema_factor: Any = Field(default=None, description=IGNORED)
+    latent_shift: Any = Field(default=None, description=IGNORED)
+    latent_rescale: Any = Field(default=None, description=IGNORED)
+    ai_token: str | None = Field(default=None, description=AI_TOKEN)
+
+
+class ReleaseTaskJson(ReleaseTaskFields):
+    param_obj: dict[str, Any] | str | None = Field(
+        default=None, description="More fields (an object, or a JSON string of one), read after the body's own.")
+    metas: dict[str, Any] | None = Field(default=None, description="More fields, read after param_obj.")
+
+
+class ReleaseTaskForm(ReleaseTaskFields):
+    param_obj: str | None = Field(default=None, description="More fields: a JSON object as text.")
+    metas: str | None = Field(default=None, description="More fields: a JSON object as text.")
+
+
+UPLOAD = "An audio file (wav, flac, mp3, ogg ...), ACESTEP_MAX_UPLOAD_MB at most; it replaces {}."
+
+
+class ReleaseTaskMultipart(ReleaseTaskForm):
+    # A part is a file or absent: no null, so the default is left out of the type.
+    src_audio: bytes = Field(default=None, description=UPLOAD.format("src_audio_path"))
+    ctx_audio: bytes = Field(default=None, description=UPLOAD.format("src_audio_path") + " Alias of `src_audio`.")
+    reference_audio: bytes = Field(default=None, description=UPLOAD.format("reference_audio_path"))
+    ref_audio: bytes = Field(default=None, description=UPLOAD.format("reference_audio_path")
+                             + " Alias of `reference_audio`.")
+
+
+class QueryResultBody(_Body):
+    task_id_list: list[str] | str = Field(description="Task ids, or a string holding a JSON list of them.")
+    ai_token: str | None = Field(default=None, description=AI_TOKEN)
+
+
+class CancelTaskBody(_Body):
+    task_id: str | None = Field(default=None, description="One task id (not with task_id_list).")
+    task_id_list: list[str] | str | None = Field(
+        default=None, description="Several task ids, or a string holding a JSON list of them.")
+    ai_token: str | None = Field(default=None, description=AI_TOKEN)
+
+
+class RandomSampleBody(_Body):
+    sample_type: str | None = Field(default="simple_mode", description="simple_mode, or anything else for custom examples.")
+    ai_token: str | None = Field(default=None, description=AI_TOKEN)
+
+
+class SampleParams(_Body):
+    bpm: like("bpm", int) | None = None
+    duration: float | None = None
+    key_scale: str | None = None
+    time_signature: str | None = None
+    language: str | None = None
+
+
+class FormatInputBody(_Body):
+    prompt: like("prompt", str) | None = Field(default=None, description="The caption to format (alias caption).")
+    caption: like("prompt", str) | None = None
+    lyrics: like("lyrics", str) | None = None
+    param_obj: SampleParams | str | None = Field(default=None, description="Metadata to keep (or a JSON string).")
+    time_signature: str | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = 0.85
+    ai_token: str | None = Field(default=None, description=AI_TOKEN)
+
+
+class CreateSampleBody(_Body):
+    query: like("sample_query", str) | None = Field(default=None, description="A description of the song.")
+    instrumental: bool | None = False
+    vocal_language: str | None = "unknown"
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = 0.85
+    ai_token: str | None = Field(default=None, description=AI_TOKEN)
+
+
+class MusicRandomBody(_Body):
+    thinking: bool | None = Field(default=True, description="The LM writes the audio codes too (or ?thinking=).")
+    ai_token: str | None = Field(default=None, description=AI_TOKEN)
+
+
+def with_aliases(schema: dict) -> dict:
+    """The schema with each official alias as a property of its own, described as such."""
+    properties = schema.get("properties", {})
+    for name, spellings in ALIASES.items():
+        if name not in properties:
+            continue
+        for alias in spellings:
+            if alias != name and alias not in properties:
+                properties[alias] = {**properties[name], "description": f"Alias of `{name}`."}
+                properties[alias].pop("title", None)
+    if "metas" in properties:
+        for key in METADATA_KEYS:
+            properties.setdefault(key, {**properties["metas"], "description": "Alias of `metas`."})
+    return schema
+
+
+def upload_encoding() -> dict:
+    """multipart encoding: the audio parts are files of any audio type."""
+    return {name: {"contentType": "audio/*, application/octet-stream"} for name in UPLOAD_FIELDS}
