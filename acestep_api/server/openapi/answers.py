@@ -8,7 +8,8 @@ change to an answer that is not made here too fails a test.
 
 from __future__ import annotations
 
-from typing import Any, Generic, Literal, TypeVar
+import types
+from typing import Any, Generic, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,6 +30,25 @@ class Envelope(_Answer, Generic[T]):
     error: str | None
     timestamp: int = Field(description="Milliseconds since the epoch.")
     extra: Any = None
+
+    @classmethod
+    def model_parametrized_name(cls, params: tuple[Any, ...]) -> str:
+        # The schema's name in the document: "QueuedEnvelope", not "Envelope_Queued_".
+        return type_name(params[0]) + "Envelope"
+
+
+def type_name(kind: Any) -> str:
+    """A readable name for a type argument: CancelItemOrListOfCancelItem, ObjectOrNull."""
+    origin = get_origin(kind)
+    if origin in (Union, types.UnionType):
+        return "Or".join(type_name(arg) for arg in get_args(kind))
+    if origin is list:
+        return "ListOf" + type_name(get_args(kind)[0])
+    if kind is type(None):
+        return "Null"
+    if kind is dict or origin is dict:
+        return "Object"
+    return getattr(kind, "__name__", "Value")
 
 
 class ErrorDetail(BaseModel):

@@ -62,12 +62,27 @@ def ref(model: type[BaseModel]) -> dict:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
+_NAMED: dict[str, type[BaseModel]] = {}
+
+
+def named(model: Any) -> Any:
+    """A parametrised generic model (Envelope[Queued]) as a plain subclass of it, so the
+    document names its schema QueuedEnvelope rather than Envelope_Queued_."""
+    generic = getattr(model, "__pydantic_generic_metadata__", None)
+    if not generic or generic.get("origin") is None:
+        return model
+    if model.__name__ not in _NAMED:
+        _NAMED[model.__name__] = type(model.__name__, (model,), {"__module__": model.__module__,
+                                                                 "__doc__": generic["origin"].__doc__})
+    return _NAMED[model.__name__]
+
+
 def answers(model: Any, *statuses: int, description: str = "Success.", links: dict | None = None,
             more_content: dict | None = None) -> dict[int | str, dict]:
     """`responses=`: the 200 answer's model (with `links` to the operations that take its ids,
     and `more_content`: other media types it may come as) and each error status with its
     `{"detail"}` body."""
-    documented: dict[int | str, dict] = {200: {"model": model, "description": description}} if model else {}
+    documented: dict[int | str, dict] = {200: {"model": named(model), "description": description}} if model else {}
     if links:
         documented[200]["links"] = links
     if more_content:
