@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from acestep_api.engine.limits import TEXT_MAX_CHARS
 from acestep_api.server.release_task_parser import ALIASES
 from acestep_api.server.uploads import UPLOAD_FIELDS
 from acestep_api.settings import Settings
@@ -105,6 +106,8 @@ async def test_every_post_declares_its_body_and_release_task_every_encoding_and_
         for upload in UPLOAD_FIELDS:
             assert (multipart[upload]["type"], multipart[upload]["format"]) == ("string", "binary"), upload
         assert "src_audio" not in schemas["application/json"]["properties"]
+        for spelling in ALIASES["prompt"]:  # the documented limits are the enforced ones
+            assert schemas["application/json"]["properties"][spelling]["maxLength"] == TEXT_MAX_CHARS["prompt"]
     chat = spec["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert chat == {"$ref": "#/components/schemas/ChatCompletionRequest"}
 

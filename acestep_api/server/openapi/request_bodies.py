@@ -20,6 +20,12 @@ from acestep_api.engine.request import (
     TIME_SIGNATURES,
     GenerationRequest,
 )
+from acestep_api.engine.limits import (
+    SHORT_TEXT_MAX_CHARS,
+    TEXT_MAX_CHARS,
+    TIMESTEPS_MAX_ITEMS,
+    TRACK_CLASSES_MAX_ITEMS,
+)
 from acestep_api.server.release_task_parser import (
     ALIASES,
     CHUNK_MASK_MODES,
@@ -37,9 +43,15 @@ AI_TOKEN = "The API key, when ACESTEP_API_KEY is set (or send it in the Authoriz
 
 
 def like(name: str, kind: Any) -> Any:
-    """`kind` with the constraints (ge, le, max_length ...) GenerationRequest puts on `name`."""
+    """`kind` with the constraints (ge, le, max_length ...) GenerationRequest puts on `name`,
+    and for a text field its limit in characters (engine/limits.py)."""
     metadata = tuple(GenerationRequest.model_fields[name].metadata)
+    if name in TEXT_MAX_CHARS:
+        metadata += (Field(max_length=TEXT_MAX_CHARS[name]),)
     return Annotated[(kind, *metadata)] if metadata else kind
+
+
+ShortText = Annotated[str, Field(max_length=SHORT_TEXT_MAX_CHARS)]
 
 
 def _choice(values: tuple[str, ...]) -> dict:
@@ -71,13 +83,13 @@ class ReleaseTaskFields(_Body):
     time_signature: like("time_signature", str) = Field(default="", json_schema_extra=_choice(SIGNATURES))
     audio_duration: like("audio_duration", float) | None = Field(
         default=None, description="Seconds; null or <= 0: the LM's, else random.")
-    model: str | None = Field(default=None, description="A DiT name from /v1/model_inventory; unknown: the primary.")
+    model: like("model", str) | None = Field(default=None, description="A DiT name from /v1/model_inventory; unknown: the primary.")
     task_type: str = Field(default="text2music", json_schema_extra=_choice(TASK_TYPES))
     batch_size: like("batch_size", int) = Field(default=2, description="Clamped to ACESTEP_BATCH_MAX.")
     inference_steps: like("inference_steps", int) = 8
     guidance_scale: like("guidance_scale", float) = 7.0
     shift: like("shift", float) = 3.0
-    timesteps: str | list[float] | None = Field(default=None, description="Comma-separated numbers in [0, 1], or a list.")
+    timesteps: like("prompt", str) | Annotated[list[float], Field(max_length=TIMESTEPS_MAX_ITEMS)] | None = Field(default=None, description="Comma-separated numbers in [0, 1], or a list.")
     infer_method: str = Field(default="ode", json_schema_extra=_choice(INFER_METHODS))
     use_adg: bool = False
     cfg_interval_start: like("cfg_interval_start", float) = 0.0
@@ -89,14 +101,14 @@ class ReleaseTaskFields(_Body):
         default=None, description="Source audio: a file under ACESTEP_INPUT_DIR.")
     reference_audio_path: like("reference_audio_path", str | None) = Field(
         default=None, description="Reference (timbre) audio: a file under ACESTEP_INPUT_DIR.")
-    repainting_start: float = 0.0
-    repainting_end: float | None = None
+    repainting_start: like("repainting_start", float) = 0.0
+    repainting_end: like("repainting_end", float) | None = Field(default=None, description="null, 0 or negative: the end.")
     audio_cover_strength: like("audio_cover_strength", float) = 1.0
     cover_noise_strength: like("cover_noise_strength", float) = 0.0
     repaint_latent_crossfade_frames: like("repaint_latent_crossfade_frames", int) = 10
     audio_code_string: like("audio_code_string", str) = ""
     track_name: like("track_name", str) = ""
-    track_classes: str | list[str] | None = None
+    track_classes: ShortText | Annotated[list[ShortText], Field(max_length=TRACK_CLASSES_MAX_ITEMS)] | None = None
     audio_format: str = Field(default="mp3", json_schema_extra=_choice(AUDIO_FORMATS))
     use_tiled_decode: bool = True
     thinking: bool = False
@@ -105,12 +117,12 @@ class ReleaseTaskFields(_Body):
     use_format: bool = False
     use_cot_caption: bool = True
     use_cot_language: bool = True
-    lm_temperature: Annotated[float, Field(ge=0)] = 0.85
-    lm_cfg_scale: Annotated[float, Field(ge=0)] = 2.5
-    lm_top_k: int | None = None
-    lm_top_p: Annotated[float, Field(ge=0, le=1)] | None = 0.9
+    lm_temperature: like("lm_temperature", float) = 0.85
+    lm_cfg_scale: like("lm_cfg_scale", float) = 2.5
+    lm_top_k: like("lm_top_k", int) | None = Field(default=None, description="null or <= 0: off.")
+    lm_top_p: like("lm_top_p", float) | None = 0.9
     lm_negative_prompt: like("lm_negative_prompt", str) = "NO USER INPUT"
-    lm_repetition_penalty: Annotated[float, Field(gt=0)] = 1.0
+    lm_repetition_penalty: like("lm_repetition_penalty", float) = 1.0
     constrained_decoding: bool = True
     allow_lm_batch: bool = True
     analysis_only: bool = False
