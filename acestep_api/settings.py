@@ -47,6 +47,14 @@ class Settings(BaseSettings):
 
     # Audio input
     max_upload_mb: float = Field(default=100.0, gt=0, description="Largest accepted upload, per file (MiB).")
+    # Request bodies (request_guard.py): JSON and form bodies, the text fields of a multipart
+    # body, and the text beside a chat body's base64 audio. 1 MiB holds the longest lyrics and
+    # a 600 s song's audio codes many times over.
+    max_body_kb: int = Field(default=1024, ge=1, description="Largest JSON / form body (KiB).")
+    max_request_mb: float | None = Field(
+        default=None, gt=0,
+        description="Largest multipart body (MiB); unset: two uploads at max_upload_mb plus max_body_kb.",
+    )
     input_dir: Path | None = Field(
         default=None, description="Folder whose files requests may name in src_audio_path / reference_audio_path."
     )
@@ -113,6 +121,17 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.max_body_kb * 1024
+
+    @property
+    def max_request_bytes(self) -> int:
+        if self.max_request_mb is not None:
+            return int(self.max_request_mb * 1024 * 1024)
+        # 64 KiB more for the parts' boundaries and headers.
+        return 2 * self.max_upload_bytes + self.max_body_bytes + 64 * 1024
 
     @property
     def database_path(self) -> Path:

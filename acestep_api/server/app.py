@@ -18,6 +18,7 @@ from acestep_api.jobs.retention import sweep_audio_folder
 from acestep_api.jobs.store import JobStore
 from acestep_api.jobs.worker import JobWorker
 from acestep_api.server.errors import install_error_handlers
+from acestep_api.server.request_guard import RequestGuard
 from acestep_api.server.openapi.document import install_docs, operation_id
 from acestep_api.server.routes import audio, cancel, chat, fal, health, legacy, models, samples, stats, tasks
 from acestep_api.settings import Settings
@@ -91,6 +92,9 @@ def create_app(settings: Settings, engine=None, *, start_worker: bool = True) ->
     app.state.settings = settings
     app.state.engine = engine
     app.state.start_worker = start_worker
+    # Middleware added later wraps what came before: CORS, then the 500 handler, then the
+    # guard of request bodies (key and size before any body is read).
+    app.add_middleware(RequestGuard)
     install_error_handlers(app)
     install_docs(app, settings)
     app.add_middleware(

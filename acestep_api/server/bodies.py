@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import HTTPException, Request
 
 from acestep_api.jobs.retention import remove_files
+from acestep_api.server.api_key import header_matches
 from acestep_api.server.uploads import SavedUpload, read_multipart
 from acestep_api.settings import Settings
 
@@ -37,10 +38,6 @@ class RequestBody:
     @property
     def temp_files(self) -> list[str]:
         return [upload.path for upload in self.uploads]
-
-    def upload_for(self, path_field: str) -> SavedUpload | None:
-        """The upload that filled `path_field` ("src_audio_path" …), if one did."""
-        return next((upload for upload in self.uploads if upload.path_field == path_field), None)
 
     def discard_uploads(self) -> None:
         remove_files(self.temp_files)
@@ -74,7 +71,12 @@ def _query_string(raw: bytes, *, collapse_repeats: bool = False) -> dict:
 
 async def _read_multipart(request: Request, body: RequestBody) -> None:
     settings: Settings = request.app.state.settings
-    body.fields, body.uploads = await read_multipart(request, settings.upload_dir, settings.max_upload_mb)
+    key = settings.api_key
+    # Without the right header, files wait for the body's own ai_token (uploads.py).
+    token_key = key if key is not None and not header_matches(request.headers, key) else None
+    body.fields, body.uploads = await read_multipart(
+        request, settings.upload_dir, settings.max_upload_mb, token_key=token_key, max_text_kb=settings.max_body_kb
+    )
     for upload in body.uploads:
         body.fields[upload.path_field] = upload.path  # an upload overrides the path field
 

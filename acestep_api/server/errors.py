@@ -1,21 +1,49 @@
-"""Error responses: every failure is JSON `{"detail": ...}`, never a bare 500 page."""
+"""Error responses: every failure is JSON `{"detail": ...}`, never a bare 500 page.
+
+An exception no route turned into an answer is caught by `InternalErrorMiddleware`, inside
+Starlette's ServerErrorMiddleware: that one re-raises after answering, and uvicorn then drops
+the keep-alive connection. Answered here, the exception ends with the answer and the client's
+connection stays usable. The traceback goes to the log; the client reads one sentence naming
+no exception, path or value.
+"""
 
 from __future__ import annotations
 
 import logging
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
+INTERNAL_ERROR = "Internal server error; the details are in the server log"
 
-async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
-    # Registered for Exception, so Starlette answers from its outermost middleware and the
-    # server goes on serving; the traceback goes to the log, not to the client.
-    log.exception("Unhandled error on %s %s", request.method, request.url.path, exc_info=error)
-    return JSONResponse({"detail": f"Internal server error ({type(error).__name__})"}, status_code=500)
+
+class InternalErrorMiddleware:
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        except Exception:
+            log.exception("Unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise  # half an answer is out: only closing the connection can tell the client
+            await JSONResponse({"detail": INTERNAL_ERROR}, status_code=500)(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(Exception, unexpected_error)
+    app.add_middleware(InternalErrorMiddleware)

@@ -4,6 +4,7 @@ submit to the one queue, wait, and stop the job when nobody is waiting for it an
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
 
 from fastapi import HTTPException
@@ -15,13 +16,22 @@ from acestep_api.jobs.retention import remove_files
 
 QUEUE_FULL = "Server busy: queue is full"
 GENERATION_TIMEOUT = "Generation timeout"
+RETRY_AFTER_MAX = 3600
+
+
+def queue_full(queue: JobQueue) -> HTTPException:
+    """The 429, with Retry-After: the average job's seconds, when the worker should have freed
+    a place (1 to RETRY_AFTER_MAX seconds, whatever ACESTEP_AVG_JOB_SECONDS says)."""
+    average = queue.avg_job_seconds
+    seconds = min(max(1, math.ceil(average)), RETRY_AFTER_MAX) if math.isfinite(average) else 1
+    return HTTPException(status_code=429, detail=QUEUE_FULL, headers={"Retry-After": str(seconds)})
 
 
 def refuse_if_full(queue: JobQueue) -> None:
     """A 429 now, before a request spends time (decoding audio, running the LM) on a job the
     queue could not take; `submit` still decides for certain."""
     if queue.size >= queue.maxsize:
-        raise HTTPException(status_code=429, detail=QUEUE_FULL)
+        raise queue_full(queue)
 
 
 def submit(
@@ -34,7 +44,7 @@ def submit(
     except BaseException as error:
         remove_files(temp_files)
         if isinstance(error, QueueFullError):
-            raise HTTPException(status_code=429, detail=QUEUE_FULL) from None
+            raise queue_full(queue) from None
         raise
 
 

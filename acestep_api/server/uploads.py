@@ -5,6 +5,10 @@ has no size limit per file, so a multipart body is parsed here with python-multi
 streaming parser instead. Each chunk of a file part is written to its upload file as it
 comes; a file that grows past the limit stops the reading at once (413) and is deleted, and
 so is every other file of the request when anything goes wrong.
+
+With a key set and no valid Authorization header, the body's `ai_token` field is the only
+credential: a file part that comes before a valid one is a 401, so nothing an unauthorised
+client sends is written to disk, and a wrong ai_token is a 401 as soon as it has arrived.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from python_multipart.multipart import MultipartParseError, MultipartParser, par
 from starlette.concurrency import run_in_threadpool
 
 from acestep_api.jobs.retention import remove_files
+from acestep_api.server.api_key import INVALID_AI_TOKEN, matches
 
 # Upload field -> (the request field it fills, file name prefix). Both official spellings.
 UPLOAD_FIELDS = {
@@ -34,6 +39,11 @@ UPLOAD_FIELDS = {
 MAX_TEXT_FIELD_BYTES = 1 << 20  # lyrics and captions are far smaller
 MAX_PARTS = 256
 MALFORMED_FORM = "Malformed form payload"
+TOKEN_FIELD = "ai_token"
+FILE_BEFORE_TOKEN = (
+    "Missing ai_token or Authorization header: a file part came before a valid ai_token field; "
+    "send the Authorization header, or put the ai_token field before the files"
+)
 # Kept from the client's file name so the decoder can tell the format: ".wav", ".flac", ".mp3".
 _SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,10}$")
 _EXTENDED_FILENAME = re.compile(rb";\s*filename\*\s*=\s*([^;]+)", re.IGNORECASE)
@@ -84,11 +94,19 @@ class MultipartReader:
     """Callbacks for python-multipart. The parser calls them synchronously, on the event
     loop; they only queue the file writes, which `read_multipart` runs in a worker thread."""
 
-    def __init__(self, upload_dir: Path, max_upload_mb: float, charset: str):
+    def __init__(self, upload_dir: Path, max_upload_mb: float, charset: str, *,
+                 token_key: str | None = None, max_text_kb: int = MAX_TEXT_FIELD_BYTES // 1024):
+        """`token_key`: the key an `ai_token` field must hold before a file part may come
+        (None: the caller is authorised already, or no key is set). `max_text_kb`: all text
+        fields together (ACESTEP_MAX_BODY_KB)."""
         self.upload_dir = Path(upload_dir).absolute()  # jobs record absolute paths
         self.max_upload_mb = max_upload_mb
         self.max_bytes = int(max_upload_mb * 1024 * 1024)
         self.charset = charset
+        self.token_key = token_key
+        self.max_text_kb = max_text_kb
+        self._text_bytes = 0
+        self._token_seen = False
         self.fields: dict[str, list[str]] = {}
         self.uploads: list[SavedUpload] = []
         self.finished = False
@@ -128,6 +146,8 @@ class MultipartReader:
         part = self._part
         part.name = options[b"name"].decode(self.charset, errors="replace")
         part.filename = _filename(self._disposition, options, self.charset)
+        if part.filename is not None and self.token_key is not None:
+            raise HTTPException(status_code=401, detail=FILE_BEFORE_TOKEN)
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         part = self._part
@@ -135,6 +155,10 @@ class MultipartReader:
         if part.filename is None:
             if part.size > MAX_TEXT_FIELD_BYTES:
                 raise HTTPException(status_code=413, detail=f"form field {part.name!r} is larger than 1 MB")
+            self._text_bytes += end - start
+            if self._text_bytes > self.max_text_kb * 1024:
+                raise HTTPException(status_code=413, detail=f"the form's text fields are larger than "
+                                                            f"{self.max_text_kb} KB together (ACESTEP_MAX_BODY_KB)")
             part.text += data[start:end]
             return
         # Every file part counts, saved or not, so no part can make the server read forever.
@@ -146,12 +170,25 @@ class MultipartReader:
     def on_part_end(self) -> None:
         part = self._part
         if part.filename is None:
-            self.fields.setdefault(part.name, []).append(part.text.decode(self.charset, errors="replace"))
+            text = part.text.decode(self.charset, errors="replace")
+            self.fields.setdefault(part.name, []).append(text)
+            if part.name == TOKEN_FIELD:
+                self._check_token(text)
         elif self._saving(part):
             self._pending.append((part, None))
 
     def on_end(self) -> None:
         self.finished = True
+
+    def _check_token(self, token: str) -> None:
+        """The first non-empty ai_token decides, as verify_body_token reads the fields."""
+        if self._token_seen or not token:
+            return
+        self._token_seen = True
+        if self.token_key is not None:
+            if not matches(token, self.token_key):
+                raise HTTPException(status_code=401, detail=INVALID_AI_TOKEN)
+            self.token_key = None  # authorised: files may come now
 
     def _saving(self, part: _Part) -> bool:
         """Whether this file part is saved, opening its upload file the first time it is.
@@ -210,11 +247,15 @@ def _boundary_and_charset(content_type: str) -> tuple[bytes, str]:
     return boundary, charset
 
 
-async def read_multipart(request: Request, upload_dir: Path, max_upload_mb: float) -> tuple[dict, list[SavedUpload]]:
+async def read_multipart(
+    request: Request, upload_dir: Path, max_upload_mb: float, *,
+    token_key: str | None = None, max_text_kb: int = MAX_TEXT_FIELD_BYTES // 1024,
+) -> tuple[dict, list[SavedUpload]]:
     """The text fields (repeated keys as lists) and the saved audio uploads of a multipart
-    body. On any error nothing is left in the upload folder."""
+    body (`token_key` and `max_text_kb` as MultipartReader takes them). On any error nothing
+    is left in the upload folder."""
     boundary, charset = _boundary_and_charset(request.headers.get("content-type", ""))
-    reader = MultipartReader(upload_dir, max_upload_mb, charset)
+    reader = MultipartReader(upload_dir, max_upload_mb, charset, token_key=token_key, max_text_kb=max_text_kb)
     callbacks = {name: getattr(reader, name) for name in (
         "on_part_begin", "on_header_field", "on_header_value", "on_header_end", "on_headers_finished",
         "on_part_data", "on_part_end", "on_end",

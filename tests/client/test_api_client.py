@@ -25,7 +25,9 @@ def client(keyed_server):
 @pytest.fixture(scope="module")
 def two_tasks(client):
     """A batch of two, and a task submitted right behind it: what the client saw of each."""
-    first = client.submit("driving synthwave", "[inst]", duration=10, batch_size=2, inference_steps=16)
+    # 60 s keeps the demo model's diffusion steps on screen for about a second, so polls every
+    # 50 ms see them even on a fast machine (at 10 s they lasted 50 ms).
+    first = client.submit("driving synthwave", "[inst]", duration=60, batch_size=2, inference_steps=16)
     second = client.submit("sparse piano ballad", "", duration=10, batch_size=1)
     second_queued = client.query(second)
     with pytest.raises(TimeoutExpired) as timed_out:  # it cannot start before the first ends
@@ -79,7 +81,7 @@ def test_a_finished_task_lists_its_files_and_they_download(two_tasks, client, tm
     saved = client.download(first.files[1], tmp_path / "new" / "folder" / "song.mp3")
     assert saved == tmp_path / "new" / "folder" / "song.mp3"
     samples, rate = sf.read(saved)
-    assert rate == 48000 and samples.shape[1] == 2 and abs(len(samples) / rate - 10.0) < 0.1
+    assert rate == 48000 and samples.shape[1] == 2 and abs(len(samples) / rate - 60.0) < 0.1
     # The same task queried again reads the same.
     assert client.query(two_tasks.first_id).files == first.files
 

@@ -3,14 +3,10 @@ itself; through an app served in-process and through a real uvicorn with its pro
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from contextlib import contextmanager
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 
 from acestep_api.server.public_url import (
@@ -21,6 +17,7 @@ from acestep_api.server.public_url import (
     public_base_url,
 )
 from acestep_api.settings import Settings
+from tests.uvicorn_thread import uvicorn_serving as serving
 
 pytestmark = pytest.mark.anyio
 
@@ -150,30 +147,12 @@ async def test_absolute_urls_pass_through():
 # --- Behind a real uvicorn, whose own proxy handling runs first ----------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def uvicorn_serving(allowed: str):
     """`url_app` under uvicorn with proxy headers on, as `acestep-api serve` runs it."""
-    port = free_port()
-    config = uvicorn.Config(url_app(settings_with(forwarded_allow_ips=allowed)), host="127.0.0.1", port=port,
-                            proxy_headers=True, forwarded_allow_ips=allowed, lifespan="off", log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    app = url_app(settings_with(forwarded_allow_ips=allowed))
+    with serving(app, proxy_headers=True, forwarded_allow_ips=allowed) as url:
+        yield url
 
 
 def test_under_uvicorn_a_local_proxy_is_trusted():

@@ -169,7 +169,7 @@ async def test_unexpected_errors_are_json_and_the_server_keeps_serving(settings,
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             response = await client.get("/boom")
             assert response.status_code == 500
-            assert response.json() == {"detail": "Internal server error (RuntimeError)"}
+            assert response.json() == {"detail": "Internal server error; the details are in the server log"}
             assert (await client.get("/health")).status_code == 200
 
 
@@ -211,3 +211,36 @@ async def test_curl_d_json_labelled_as_a_form_is_read_as_json(idle):
     assert response.status_code == 200
     job = app.state.queue.get(response.json()["data"]["task_id"])
     assert (job.request.prompt, job.request.audio_duration) == ("from curl", 30.0)
+
+
+def test_after_a_500_the_keep_alive_connection_still_serves(settings, engine):
+    """Under a real uvicorn: the 500 is answered on the connection, which then serves the next
+    request (Starlette's outermost handler would re-raise and make uvicorn drop it)."""
+    import http.client
+
+    from tests.uvicorn_thread import uvicorn_serving
+
+    app = create_app(settings, engine, start_worker=False)
+
+    @app.get("/boom")
+    async def boom():
+        raise RuntimeError("secret internals")
+
+    with uvicorn_serving(app, lifespan="on") as url:
+        connection = http.client.HTTPConnection(url.removeprefix("http://"), timeout=10)
+        try:
+            connection.connect()
+            socket_used = connection.sock
+            for _ in range(3):
+                connection.request("GET", "/boom")
+                answer = connection.getresponse()
+                body = answer.read()
+                assert answer.status == 500 and b"RuntimeError" not in body and b"secret" not in body
+                assert answer.getheader("connection", "").lower() != "close"
+            connection.request("GET", "/health")
+            answer = connection.getresponse()
+            assert answer.status == 200 and answer.read()
+            # One socket served all four (http.client opens a new one silently after a close).
+            assert connection.sock is socket_used
+        finally:
+            connection.close()

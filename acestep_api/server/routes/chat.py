@@ -29,7 +29,6 @@ from acestep_api.server.chat_messages import (
     audio_targets,
     check_task,
     lm_need,
-    max_body_bytes,
     message_input,
     save_audio,
     to_generation_request,
@@ -48,7 +47,9 @@ from acestep_api.server.protocol.chat import (
     ChunkChoice,
     Delta,
 )
+from acestep_api.server.request_guard import chat_body_limit
 from acestep_api.server.sync_jobs import GENERATION_TIMEOUT, refuse_if_full, run_to_end, submit
+from acestep_api.server.text_validity import invalid_unicode
 from acestep_api.settings import Settings
 from acestep_api.server.openapi.route_docs import EVENT_STREAM, answers, json_body, key_required, merged
 
@@ -60,7 +61,6 @@ HEARTBEAT_SECONDS = 2.0
 FIRST_DELTA = "Generating music"
 NO_DETAILS = "Music generated successfully."
 INVALID_REQUEST = "Invalid request format: {}"
-TEXT_ALLOWANCE_BYTES = 1 << 20  # messages and options, beside the base64 audio
 # Output file type -> MIME type of its data URL.
 AUDIO_MIME_TYPES = {
     ".mp3": "audio/mpeg",
@@ -96,16 +96,14 @@ def describe_validation_error(error: ValidationError) -> str:
 
 async def read_chat_request(request: Request, settings: Settings) -> ChatCompletionRequest:
     """The JSON body (whatever its declared type, as official) as a ChatCompletionRequest."""
-    limit = max_body_bytes(settings, TEXT_ALLOWANCE_BYTES)
+    # The request guard enforces the same limit while the body arrives; kept here so the
+    # route stays bounded on its own.
+    limit = chat_body_limit(settings)
     raw = bytearray()
     async for chunk in request.stream():
         raw += chunk
-        if len(raw) > limit:
-            raise HTTPException(
-                status_code=413,
-                detail=f"request body is larger than {limit / (1 << 20):.0f} MB; input audio is limited to "
-                       f"{settings.max_upload_mb:g} MB per part (ACESTEP_MAX_UPLOAD_MB)",
-            )
+        if len(raw) > limit.max_bytes:
+            raise HTTPException(status_code=413, detail=limit.message)
     # A body with audio can be hundreds of MB: parsed off the event loop.
     return await run_in_threadpool(parse_chat_request, bytes(raw))
 
@@ -117,6 +115,10 @@ def parse_chat_request(raw: bytes) -> ChatCompletionRequest:
         raise HTTPException(status_code=400, detail=INVALID_REQUEST.format(f"the body is not valid JSON ({error})"))
     if not isinstance(body, dict):
         raise HTTPException(status_code=400, detail=INVALID_REQUEST.format("the body must be a JSON object"))
+    # The guard checks small bodies; a body with audio is too large for it to keep a copy.
+    problem = invalid_unicode(body)
+    if problem:
+        raise HTTPException(status_code=400, detail=problem)
     try:
         return ChatCompletionRequest.model_validate(body)
     except ValidationError as error:
