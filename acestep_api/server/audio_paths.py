@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from acestep_api.engine.request import GenerationRequest
-from acestep_api.server.coercion import InvalidField, show
+from acestep_api.dialects.coercion import InvalidField, show
 
 AUDIO_PATH_FIELDS = ("src_audio_path", "reference_audio_path")
 ABSOLUTE = "absolute audio file paths are not allowed"

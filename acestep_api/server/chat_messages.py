@@ -34,9 +34,9 @@ from acestep_api.engine.request import (
     GenerationRequest,
 )
 from acestep_api.jobs.retention import remove_files
-from acestep_api.server.coercion import InvalidField, show, to_choice, to_float, to_int, to_seeds
+from acestep_api.dialects.coercion import InvalidField, show, to_choice, to_float, to_int, to_seeds
 from acestep_api.server.protocol.chat import AudioConfig, AudioPart, ChatCompletionRequest, ChatMessage, TextPart
-from acestep_api.server.release_task_parser import invalid_field_from
+from acestep_api.dialects.official import invalid_field_from
 from acestep_api.server.routes.tasks import check_model_supports
 from acestep_api.settings import Settings
 

@@ -23,8 +23,8 @@ from pydantic import ValidationError
 
 from acestep_api.engine.request import DURATION_MIN, SEED_MAX, GenerationRequest
 from acestep_api.serverless.settings import ServerlessSettings
-from acestep_api.server.coercion import InvalidField, show, to_bool, to_float, to_int, to_text
-from acestep_api.server.release_task_parser import ReleaseTaskFields, invalid_field_from, parse_release_task
+from acestep_api.dialects.coercion import InvalidField, show, to_bool, to_float, to_int, to_text
+from acestep_api.dialects.official import ReleaseTaskFields, invalid_field_from, parse_release_task
 from acestep_api.settings import Settings
 
 CAPTION_REQUIRED = "Input 'caption' is required"

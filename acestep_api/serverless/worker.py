@@ -28,7 +28,7 @@ from acestep_api.serverless.dialects import (
 )
 from acestep_api.serverless.progress import GenerationTimeout, ProgressReporter
 from acestep_api.serverless.settings import ServerlessSettings
-from acestep_api.server.coercion import InvalidField
+from acestep_api.dialects.coercion import InvalidField
 from acestep_api.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ import pytest
 import soundfile
 
 from acestep_api.engine.limits import TEXT_MAX_CHARS
-from acestep_api.server.release_task_parser import ALIASES
+from acestep_api.dialects.official import ALIASES
 from acestep_api.server.uploads import UPLOAD_FIELDS
 from acestep_api.settings import Settings
 from tests.server.conftest import serve

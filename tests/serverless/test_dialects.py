@@ -15,7 +15,7 @@ from acestep_api.serverless.dialects import (
     parse_v1_input,
 )
 from acestep_api.serverless.settings import ServerlessSettings
-from acestep_api.server.coercion import InvalidField
+from acestep_api.dialects.coercion import InvalidField
 from acestep_api.settings import Settings
 
 SETTINGS = Settings(_env_file=None, batch_max=4)

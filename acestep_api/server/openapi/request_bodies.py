@@ -3,7 +3,7 @@ the OpenAPI document. The routes take JSON, urlencoded and multipart bodies alik
 cannot see a body parameter; these models say what the routes read.
 
 Documentation only: nothing validates requests with them. Bounds come from GenerationRequest
-and aliases from release_task_parser.ALIASES, so the document follows the code they describe.
+and aliases from dialects.official.ALIASES, so the document follows the code they describe.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from acestep_api.engine.limits import (
     TIMESTEPS_MAX_ITEMS,
     TRACK_CLASSES_MAX_ITEMS,
 )
-from acestep_api.server.release_task_parser import (
+from acestep_api.dialects.official import (
     ALIASES,
     CHUNK_MASK_MODES,
     LM_BACKENDS,

@@ -18,7 +18,7 @@ from acestep_api.jobs.models import Job, JobStatus
 from acestep_api.jobs.queue import JobQueue
 from acestep_api.jobs.store import CANCELLED_STAGE
 from acestep_api.server.auth import authorized_fields
-from acestep_api.server.coercion import InvalidField, to_text
+from acestep_api.dialects.coercion import InvalidField, to_text
 from acestep_api.server.dependencies import get_queue
 from acestep_api.server.envelope import wrap
 from acestep_api.server.routes.tasks import task_ids

@@ -33,7 +33,7 @@ from acestep_api.server.chat_messages import (
     save_audio,
     to_generation_request,
 )
-from acestep_api.server.coercion import InvalidField
+from acestep_api.dialects.coercion import InvalidField
 from acestep_api.server.dependencies import get_engine, get_queue, get_settings
 from acestep_api.server.protocol.chat import (
     UNION_TAGS,

@@ -18,9 +18,9 @@ from acestep_api.jobs.queue import JobQueue
 from acestep_api.jobs.results import legacy_job_view
 from acestep_api.server.auth import authorized_fields, require_api_key, verify_body_token
 from acestep_api.server.bodies import read_request_body
-from acestep_api.server.coercion import to_bool
+from acestep_api.dialects.coercion import to_bool
 from acestep_api.server.dependencies import get_engine, get_queue, get_settings
-from acestep_api.server.release_task_parser import parse_release_task
+from acestep_api.dialects.official import parse_release_task
 from acestep_api.server.routes.cancel import cancel_job
 from acestep_api.server.routes.samples import require_lm
 from acestep_api.server.routes.tasks import accept_generation, submit_generation

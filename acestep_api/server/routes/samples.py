@@ -16,7 +16,7 @@ from acestep_api.engine.lm.types import SamplingParams
 from acestep_api.engine.request import BPM_MAX, BPM_MIN, DURATION_MAX, DURATION_MIN, GenerationError
 
 from acestep_api.server.auth import authorized_fields
-from acestep_api.server.coercion import InvalidField, as_object, to_bool, to_float, to_int, to_text
+from acestep_api.dialects.coercion import InvalidField, as_object, to_bool, to_float, to_int, to_text
 from acestep_api.server.dependencies import get_engine
 from acestep_api.server.envelope import wrap
 from acestep_api.server.openapi.answers import CreatedSample, Envelope, FormattedInput

@@ -16,10 +16,10 @@ from acestep_api.jobs.results import query_result_item
 from acestep_api.server.audio_paths import AUDIO_PATH_FIELDS, resolve_request_audio
 from acestep_api.server.auth import authorized_fields, verify_body_token
 from acestep_api.server.bodies import RequestBody, read_request_body
-from acestep_api.server.coercion import InvalidField
+from acestep_api.dialects.coercion import InvalidField
 from acestep_api.server.dependencies import get_engine, get_queue, get_settings
 from acestep_api.server.envelope import wrap
-from acestep_api.server.release_task_parser import parse_release_task
+from acestep_api.dialects.official import parse_release_task
 from acestep_api.server.sync_jobs import refuse_if_full, submit
 from acestep_api.settings import Settings
 from acestep_api.server.openapi.answers import Envelope, QueryResultItem, Queued

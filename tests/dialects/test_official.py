@@ -7,8 +7,8 @@ import json
 import pytest
 
 from acestep_api.engine.request import DEFAULT_INSTRUCTION
-from acestep_api.server.coercion import InvalidField
-from acestep_api.server.release_task_parser import ALIASES, METADATA_KEYS, parse_release_task
+from acestep_api.dialects.coercion import InvalidField
+from acestep_api.dialects.official import ALIASES, METADATA_KEYS, parse_release_task
 from acestep_api.settings import Settings
 
 SETTINGS = Settings(_env_file=None, batch_max=4)

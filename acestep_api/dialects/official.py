@@ -26,7 +26,7 @@ from acestep_api.engine.request import (
     TASK_TYPES,
     GenerationRequest,
 )
-from acestep_api.server.coercion import (
+from acestep_api.dialects.coercion import (
     InvalidField,
     as_object,
     show,
