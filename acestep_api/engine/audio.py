@@ -1,6 +1,6 @@
 """Between waveforms and latents: VAE encode of input audio, checks, VAE decode, peak guard, writing.
 
-Follows model-pipeline.md 7 and 9. Files are written with soundfile (libsndfile), which
+Follows docs/pipeline.md#vae-decoding and #output-encoding. Files are written with soundfile (libsndfile), which
 encodes mp3, wav, flac and ogg/opus itself, so no ffmpeg is needed; each is written under a
 temporary name and renamed when complete (acestep_api.atomic_files).
 """
@@ -21,7 +21,7 @@ SAMPLE_RATE = 48000
 LATENT_RATE = 25
 DECODE_CHUNK = 512
 DECODE_OVERLAP = 64
-# Tiled encode windows, in seconds of audio (model-pipeline.md 7.4).
+# Tiled encode windows, in seconds of audio (docs/pipeline.md#vae-encoding).
 ENCODE_CHUNK_SECONDS = 30.0
 ENCODE_OVERLAP_SECONDS = 2.0
 

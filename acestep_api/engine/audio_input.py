@@ -1,6 +1,6 @@
 """Reading the audio a request brings: source audio and reference (timbre) audio.
 
-Every input becomes what the VAE expects (model-pipeline.md 3.5): 48 kHz, two channels
+Every input becomes what the VAE expects (docs/pipeline.md#audio-tasks): 48 kHz, two channels
 (mono duplicated, channels past the second dropped), float32 clipped to [-1, 1]. Files are
 decoded with soundfile (libsndfile reads wav, flac, mp3 and ogg vorbis/opus without ffmpeg)
 and resampled with soxr, a band-limited resampler.

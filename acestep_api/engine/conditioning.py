@@ -1,6 +1,6 @@
 """What the DiT is conditioned on: prompt texts, their encodings, and the packed conditions.
 
-Follows model-pipeline.md 3, 4.6 and 5. The prompt
+Follows docs/pipeline.md#text-encoding, #conditioning and #audio-tasks. The prompt
 templates, task instructions and metas lines are diffusers' ``AceStepPipeline`` helpers,
 which match the official handler. Tokenization is ours: the official handler pads on the
 right with the pad id whatever the tokenizer's padding side, which diffusers' batched
@@ -157,7 +157,7 @@ def cover_hints(
     """Source latents through the 5 Hz FSQ bottleneck and back: what a cover keeps of its source.
 
     The tokenizer pads to a multiple of 5 frames with the first silence frames; the
-    result is cropped back to the source length (model-pipeline.md 4.6).
+    result is cropped back to the source length (docs/pipeline.md#conditioning).
     """
     device, dtype = _placement(audio_tokenizer)
     quantized, _ = audio_tokenizer.tokenize(source.to(device=device, dtype=dtype), silence_latent.to(device, dtype))

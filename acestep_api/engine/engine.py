@@ -1,9 +1,9 @@
 """``MusicEngine``: the loaded models, and one call that turns a request into audio files.
 
 The engine knows nothing about HTTP or jobs. ``generate`` blocks; the worker runs it in a
-thread. Its steps follow the official handler without the 5 Hz LM (model-pipeline.md 2.2
+thread. Its steps follow the official handler without the 5 Hz LM (docs/pipeline.md#overview,
 "pure dit mode"), for every task: text2music, cover, repaint, lego, extract, complete,
-reference timbre and audio codes (model-pipeline.md 5).
+reference timbre and audio codes (docs/pipeline.md#audio-tasks).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def compute_dtypes(device: torch.device) -> tuple[torch.dtype, torch.dtype]:
-    """(model dtype, VAE dtype), as the official handler picks them (model-pipeline.md 2.1)."""
+    """(model dtype, VAE dtype), as the official handler picks them (docs/pipeline.md#compute-dtypes)."""
     if device.type == "cuda":
         return torch.bfloat16, torch.bfloat16
     if device.type == "mps":
@@ -338,7 +338,7 @@ class MusicEngine:
         texts = encode(request)
 
         # 7. Condition encoder: packed cross-attention sequence and context latents; a partial
-        #    cover also gets the text2music set it switches to part-way (model-pipeline.md 5.3).
+        #    cover also gets the text2music set it switches to part-way (docs/pipeline.md#audio-tasks).
         conditions = conditioning.build_conditions(
             dit.condition_encoder, texts, inputs.timbre, builder.cover_source(inputs), inputs.chunk_mask
         )
@@ -439,7 +439,7 @@ class MusicEngine:
     def _analysis_result(
         self, request: GenerationRequest, plan: Plan, seeds_used: list[int], clock: StageClock
     ) -> GenerationResult:
-        """``analysis_only``: the LM's metadata, no audio (api-contract.md 6.7)."""
+        """``analysis_only``: the LM's metadata, no audio (docs/wire-contract.md#analysis-modes)."""
         duration = int(request.audio_duration) if request.audio_duration else None
         return GenerationResult(
             audio_paths=[],
@@ -457,7 +457,7 @@ class MusicEngine:
     def _analyse_source(
         self, request: GenerationRequest, dit: DitCheckpoint, seeds_used: list[int], report: Progress
     ) -> GenerationResult:
-        """``extract_codes_only`` and ``full_analysis_only`` (api-contract.md 6.7): the source's
+        """``extract_codes_only`` and ``full_analysis_only`` (docs/wire-contract.md#analysis-modes): the source's
         5 Hz codes, and for a full analysis the LM's reading of them."""
         mode = "extract_codes_only" if request.extract_codes_only else "full_analysis_only"
         if not request.src_audio_path:

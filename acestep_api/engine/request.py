@@ -196,7 +196,7 @@ class GenerationResult(BaseModel):
     # Seconds per stage, e.g. {"text_encoding": .., "diffusion": .., "decoding": .., "encoding": .., "total": ..}
     timings: dict[str, float]
     sample_rate: int = 48000
-    # Analysis modes answer a dict of their own, which clients receive verbatim (api-contract.md 6.7).
+    # Analysis modes answer a dict of their own, which clients receive verbatim (docs/wire-contract.md#analysis-modes).
     raw: dict | None = None
 
 

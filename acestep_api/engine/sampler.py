@@ -1,6 +1,6 @@
 """The flow-matching sampler around diffusers' ACE-Step DiT, with the official semantics.
 
-Convention (model-pipeline.md 6.1): ``x_t = t*noise + (1-t)*x0``, the DiT predicts
+Convention (docs/pipeline.md#flow-matching-convention): ``x_t = t*noise + (1-t)*x0``, the DiT predicts
 ``v = noise - x0``, and sampling integrates from t=1 down to 0. The x0 estimate at t is
 ``x - v*t``; the last step returns it, which is the same as an Euler step to t=0.
 
@@ -8,7 +8,7 @@ We own the loop (instead of calling ``AceStepPipeline.__call__``) because the of
 server differs from diffusers in the turbo schedule (fixed 8-step tables, shift snapping,
 custom timesteps snapping), the guidance interval (gated on t itself), ADG and SDE, the
 ``audio_cover_strength`` condition switch, repaint source re-injection with its boundary
-crossfade, and the noised-source start of ``cover_noise_strength`` (model-pipeline.md 14.2).
+crossfade, and the noised-source start of ``cover_noise_strength`` (docs/pipeline.md#the-dit-sampler).
 APG itself is diffusers' ``normalized_guidance``, which is the official ``apg_forward``.
 
 diffusers' transformer has no cross-attention K/V cache, so every step recomputes the

@@ -1,4 +1,4 @@
-"""Seeds per batch item, and the initial noise they make (model-pipeline.md 6.6, api-contract.md 6.3)."""
+"""Seeds per batch item, and the initial noise they make (docs/pipeline.md#seeds-and-noise, docs/wire-contract.md#generation-semantics)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """What each task gives the DiT: target and source latents, chunk mask, cover flags, timbre.
 
-Follows the official handler's batch preparation (model-pipeline.md 3.5 and 5), with two
+Follows the official handler's batch preparation (docs/pipeline.md#audio-tasks), with two
 choices of its newer code: an item is a cover when its task is cover or it has audio
 codes (not when its instruction text happens to read like the cover one), and lego keeps
 its source inside the window (the older code silenced it, erasing the context lego is
@@ -46,7 +46,7 @@ def resolve_task(request: GenerationRequest) -> GenerationRequest:
     """The request as the official server runs it.
 
     text2music with audio codes becomes a cover of those codes (with the cover
-    instruction, model-pipeline.md 5.2); a cover with nothing to cover (no source, no
+    instruction, docs/pipeline.md#audio-tasks); a cover with nothing to cover (no source, no
     reference, no codes) becomes text2music. Other tasks need a source.
     """
     if request.task_type == "text2music" and has_codes(request):
@@ -110,7 +110,7 @@ def pad_for_outpainting(wave: torch.Tensor, plan: RepaintPlan, sample_rate: int)
 
 def reference_clip(wave: torch.Tensor, rng: random.Random, sample_rate: int) -> torch.Tensor:
     """30 s of a reference [2, samples]: repeated until at least 30 s long, then one random
-    10 s window from each third (front, middle, back), end to end (model-pipeline.md 3.5)."""
+    10 s window from each third (front, middle, back), end to end (docs/pipeline.md#conditioning)."""
     target = REFERENCE_SECONDS * sample_rate
     window = REFERENCE_WINDOW_SECONDS * sample_rate
     if wave.shape[-1] < target:

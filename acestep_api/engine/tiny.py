@@ -310,7 +310,7 @@ def build_tiny_tokenizer() -> Any:
 
     Byte-level BPE trained on a built-in text, the Qwen special tokens, the audio-code
     tokens, and the post-processor of the current Qwen3-Embedding tokenizer that appends
-    ``<|endoftext|>`` to every encoded text (model-pipeline.md 3.3).
+    ``<|endoftext|>`` to every encoded text (docs/pipeline.md#text-encoding).
     """
     from tokenizers import AddedToken, processors
 

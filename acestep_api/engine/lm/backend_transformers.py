@@ -1,4 +1,4 @@
-"""The transformers backend: the official "pt" sampling loop, batched (model-pipeline.md 8.3).
+"""The transformers backend: the official "pt" sampling loop, batched (docs/pipeline.md#lm-sampling).
 
 All rows (and, with CFG, their unconditional twins) are left-padded into one batch and decoded
 together with a KV cache: the prompt runs once, then each step feeds one token per row. Per

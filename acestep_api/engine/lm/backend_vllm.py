@@ -13,7 +13,7 @@ Limits, by design of vllm's public API:
   guided sampling.
 - vllm's sampler applies temperature before top-k/top-p and uses its own random numbers:
   outputs differ from the transformers backend even with the same seeds (as the official
-  backends differ, model-pipeline.md 8.5).
+  backends differ, docs/pipeline.md#lm-sampling).
 - A constraint advances all its rows together, so a call's rows must decode in lock-step
   (they do when vllm schedules them together, which is the normal case for one call); a
   call whose rows drift apart fails with a clear error instead of decoding wrongly.

@@ -1,4 +1,4 @@
-"""Token constraints for the 5 Hz LM (model-pipeline.md 8.4): the metadata CoT and the codes.
+"""Token constraints for the 5 Hz LM (docs/pipeline.md#constrained-decoding): the metadata CoT and the codes.
 
 A constraint keeps one state per batch row and, each step, sets every token the row may not
 produce to ``-inf``. Everything that depends only on the tokenizer (token texts, masks, the
@@ -210,7 +210,7 @@ class _RowState:
 
 class MetadataConstraint:
     """Phase-1 CoT decoding: ``<think>\\n`` then the fields in ``format_cot``'s layout, then
-    ``</think>`` (model-pipeline.md 8.4), so every finished row parses with ``parse_cot``.
+    ``</think>`` (docs/pipeline.md#constrained-decoding), so every finished row parses with ``parse_cot``.
 
     - bpm, duration, keyscale, language and timesignature follow token-prefix trees of
       ``format_cot``'s line for every allowed value (duration: integers in ``duration_range``).
@@ -401,7 +401,7 @@ class MetadataConstraint:
 
 class CodesConstraint:
     """Phase-2 decoding: only audio-code tokens and EOS; EOS is masked until the row has
-    written exactly its ``n_codes`` codes, then forced (model-pipeline.md 8.4 "Codes phase").
+    written exactly its ``n_codes`` codes, then forced (docs/pipeline.md#constrained-decoding, "Codes").
     A finished row (after EOS, or fed pad by a backend that stopped it) allows only EOS."""
 
     def __init__(self, vocab: LMVocab, batch_size: int, n_codes: int | list[int]):

@@ -2,7 +2,7 @@
 
 ``format_cot`` writes the text the official pipeline feeds back to the model in phase 2;
 ``parse_cot`` reads what the model wrote, keeping only values the DiT can use
-(model-pipeline.md 8.2 "CoT YAML").
+(docs/pipeline.md#chain-of-thought).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Find and load a 5 Hz LM checkpoint onto a backend (model-pipeline.md 1.2, 8.1, 8.5).
+"""Find and load a 5 Hz LM checkpoint onto a backend (docs/pipeline.md#lm-loading).
 
 An LM folder is a plain transformers causal-LM folder (``config.json``, ``model.safetensors``
 or a sharded index, tokenizer files, ``chat_template.jinja``), loaded from local files only.

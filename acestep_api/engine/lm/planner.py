@@ -1,4 +1,4 @@
-"""The planner: what the 5 Hz LM decides before the DiT runs (model-pipeline.md 8.2-8.6).
+"""The planner: what the 5 Hz LM decides before the DiT runs (docs/pipeline.md#lm-phases).
 
 It turns a request into a better-specified one: a description into caption, lyrics and
 metadata (sample mode), a rough caption into a detailed one (format), missing metadata into
@@ -51,7 +51,7 @@ DEMO_TEXT_LIMITS = TextLimits(caption_tokens=24, text_tokens=48)
 
 Progress = Callable[[str], None]
 
-# Hints the official server reads from a sample description (api-contract.md 3.2.3): a
+# Hints the official server reads from a sample description (docs/pipeline.md#lm-phases, sample mode): a
 # language named in the text, and words that ask for no vocals.
 LANGUAGE_HINTS = {
     "english": "en", "chinese": "zh", "中文": "zh", "mandarin": "zh", "japanese": "ja", "日本語": "ja",

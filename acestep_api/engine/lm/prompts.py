@@ -1,4 +1,4 @@
-"""The 5 Hz LM's prompts, rendered with the checkpoint's own chat template (model-pipeline.md 8.2).
+"""The 5 Hz LM's prompts, rendered with the checkpoint's own chat template (docs/pipeline.md#lm-prompts).
 
 Every prompt is a system message holding one instruction, a user message, and either a
 generation prompt (the model answers next) or, for the audio-code phase, an assistant message

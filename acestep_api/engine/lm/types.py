@@ -18,7 +18,7 @@ NO_NEGATIVE_PROMPT = "NO USER INPUT"  # the official sentinel for "no negative p
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Per-call sampling settings (model-pipeline.md 8.3). ``None`` or <= 0 disables top-k;
+    """Per-call sampling settings (docs/pipeline.md#lm-sampling). ``None`` or <= 0 disables top-k;
     ``None``, 0 or >= 1 for top-p means the official fallback of 0.9."""
 
     temperature: float = 0.85
