@@ -359,48 +359,8 @@ async def test_with_an_api_key_the_header_is_required(settings, engine):
     assert (right.status_code, right.json()) == (400, {"detail": NOTHING_USABLE})
 
 
-# --- what the messages become ------------------------------------------------------------------
-
-
-VERSE = "[Verse]\nWalking down the street\n[Chorus]\nDance with me tonight"
-SHORT_LINES = "Sunlight on the water\nA brand new day begins\nWe hold the morning\nAnd never let it go"
-
-
-@pytest.mark.parametrize(("body", "prompt", "lyrics", "query"), [
-    (user("<prompt>Lo-fi hip hop</prompt>"), "Lo-fi hip hop", "", ""),
-    (user("<PROMPT>Jazz trio</Prompt>\n<Lyrics>[verse]\nla la la</LYRICS>"), "Jazz trio", "[verse]\nla la la", ""),
-    (user("<lyrics>[chorus]\nhey</lyrics> with brass"), "with brass", "[chorus]\nhey", ""),
-    (user(VERSE), "", VERSE, ""),
-    (user(SHORT_LINES), "", SHORT_LINES, ""),
-    (user("An upbeat pop song about summer and travel"), "", "", "An upbeat pop song about summer and travel"),
-    (user([{"type": "text", "text": "Energetic EDM"}, {"type": "image_url", "image_url": {"url": "x"}},
-           {"type": "text", "text": VERSE}]), "Energetic EDM", VERSE, ""),
-    ({**user("Energetic EDM with heavy drops"), "lyrics": "[Drop]\nbass"}, "Energetic EDM with heavy drops",
-     "[Drop]\nbass", ""),
-    ({**user("<prompt>Ambient drones</prompt>"), "sample_mode": True}, "", "", "Ambient drones"),
-    ({"model": MODEL, "messages": [{"role": "system", "content": "<prompt>ignored</prompt>"},
-                                   {"role": "assistant", "content": "<prompt>ignored too</prompt>"},
-                                   {"role": "user", "content": "<prompt>kept</prompt>"}]}, "kept", "", ""),
-])
-async def test_messages_become_caption_lyrics_or_sample_query(parked, body, prompt, lyrics, query):
-    request, _ = await parked_request(parked, body)
-    assert (request.prompt, request.lyrics, request.sample_query) == (prompt, lyrics, query)
-    assert request.sample_mode is bool(query)
-
-
-async def test_options_map_to_the_generation_request(parked):
-    request, _ = await parked_request(parked, {
-        **user("<prompt>x</prompt>"), "model": "acestep/acestep-v15-base", "seed": "42,-1,7", "batch_size": 3,
-        "temperature": 1.1, "top_p": 0.5, "top_k": 20, "thinking": True, "guidance_scale": 4.5,
-        "use_cot_caption": False, "audio_config": {"vocal_language": "ja", "format": "flac", "instrumental": True},
-        "max_tokens": 100, "modalities": ["audio", "text"], "n": 1, "user": "someone",
-    })
-    assert request.model == "acestep-v15-base"
-    assert (request.use_random_seed, request.seeds, request.batch_size) == (False, [42, -1, 7], 3)
-    assert (request.lm_temperature, request.lm_top_p, request.lm_top_k) == (1.1, 0.5, 20)
-    assert (request.thinking, request.guidance_scale) == (True, 4.5)
-    assert (request.use_cot_caption, request.use_cot_language) == (False, True)
-    assert (request.vocal_language, request.audio_format, request.lyrics) == ("ja", "flac", "[inst]")
+# --- input audio -------------------------------------------------------------------------------
+# (How the messages and options become a GenerationRequest: tests/dialects/test_chat.py.)
 
 
 async def test_input_audio_is_the_source_of_a_cover(parked, settings):
