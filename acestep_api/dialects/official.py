@@ -1,4 +1,8 @@
-"""POST /release_task body (any alias, any source) -> a validated GenerationRequest.
+"""The official ACE-Step 1.5 API: POST /release_task, /query_result and /cancel_task.
+
+`parse_release_task`: a /release_task body (any alias, any source) -> a validated
+GenerationRequest. The rest renders answers: the `wrap` envelope, a job as a /query_result
+item, a cancel as a /cancel_task item.
 
 Alias lookup follows the official server (api-contract 1.5): sources in order are the flat
 body, then `param_obj`, then the first truthy of the metadata keys; within a source the
@@ -8,7 +12,11 @@ under an earlier alias shadows a later one.
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import os
+import time
+import urllib.parse
+from typing import Any, Protocol
 
 import annotated_types
 from pydantic import ValidationError
@@ -39,6 +47,7 @@ from acestep_api.dialects.coercion import (
     to_text,
     to_text_list,
 )
+from acestep_api.jobs.models import Job, JobStatus
 from acestep_api.settings import Settings
 
 # Canonical name -> accepted spellings, in lookup order. Names absent here have one spelling.
@@ -264,3 +273,163 @@ def invalid_field_from(error: ValidationError) -> InvalidField:
     if not field:
         return InvalidField("", message)
     return InvalidField(field, f"{field} {message}{got}")
+
+
+# --- Requests other than /release_task ------------------------------------------------------
+
+ONE_OR_THE_OTHER = "give task_id (one id) or task_id_list (a list of ids), not both"
+TASK_ID_REQUIRED = "task_id is required: the id /release_task returned (or task_id_list, a list of ids)"
+TASK_ID_LIST_INVALID = "task_id_list must be a non-empty list of task ids, or a string holding a JSON list of them"
+TASK_NOT_FOUND = "Task not found"
+
+
+def task_ids(value: Any) -> list[str]:
+    """`task_id_list` as a list, or a string holding a JSON list; anything else is none."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            return []
+    if not isinstance(value, list):
+        return []
+    return [str(item) for item in value if isinstance(item, (str, int)) and not isinstance(item, bool)]
+
+
+def parse_cancel_task(fields: dict) -> tuple[str | None, list[str] | None]:
+    """A /cancel_task body -> (one id, None) or (None, several ids); InvalidField otherwise."""
+    single, listed = fields.get("task_id"), fields.get("task_id_list")
+    if single is not None and listed is not None:
+        raise InvalidField("task_id", ONE_OR_THE_OTHER)
+    if listed is not None:
+        ids = task_ids(listed)
+        if not ids:
+            raise InvalidField("task_id_list", TASK_ID_LIST_INVALID)
+        return None, ids
+    task_id = to_text("task_id", single, "").strip()
+    if not task_id:
+        raise InvalidField("task_id", TASK_ID_REQUIRED)
+    return task_id, None
+
+
+# --- Answers -----------------------------------------------------------------------------------
+
+ENV = "development"  # the official server reports this constant in every element
+META_KEYS = ("bpm", "duration", "genres", "keyscale", "timesignature")
+NOT_AVAILABLE = "N/A"
+
+
+def wrap(data: Any, code: int = 200, error: str | None = None, extra: Any = None) -> dict:
+    """The success envelope (api-contract 1.1): `{"data","code","error","timestamp","extra"}`
+    in the official key order.
+
+    `code` can differ from the HTTP status: the official server reports some soft failures
+    as HTTP 200 with `code: 500` and an `error` text.
+    """
+    return {"data": data, "code": code, "error": error, "timestamp": int(time.time() * 1000), "extra": extra}
+
+
+def audio_url(path: str) -> str:
+    """Root-relative download URL (GET /v1/audio); the whole absolute path is percent-encoded,
+    slashes too."""
+    if path.startswith(("http://", "https://")):
+        return path
+    return "/v1/audio?path=" + urllib.parse.quote(os.path.abspath(path), safe="")
+
+
+class QueueView(Protocol):
+    """What an answer shows of the queue: a waiting job's place and expected wait."""
+
+    def position(self, job_id: str) -> int | None: ...
+
+    def eta_seconds(self, job_id: str) -> float | None: ...
+
+
+def queued(job: Job, position: int) -> dict:
+    """The /release_task answer."""
+    return wrap({"task_id": job.id, "status": "queued", "queue_position": position})
+
+
+def query_result_item(task_id: str, job: Job | None, queue: QueueView, progress_text: str = "") -> dict:
+    """One entry of POST /query_result (api-contract 3.3): `result` is a JSON *string* of a
+    list, because the official clients `json.loads` it."""
+    if job is None:
+        # Unknown ids are "not yet known", not an error, and carry no progress_text.
+        return {"task_id": task_id, "result": "[]", "status": 0}
+    return {
+        "task_id": task_id,
+        "result": json.dumps(_result_elements(job, queue), ensure_ascii=False),
+        "status": job.status.code,
+        "progress_text": progress_text,
+    }
+
+
+def _common(job: Job) -> dict:
+    return {"file": "", "wave": "", "status": job.status.code, "create_time": int(job.created_at), "env": ENV}
+
+
+def _result_elements(job: Job, queue: QueueView) -> list[dict]:
+    common = _common(job)
+    if job.status is JobStatus.SUCCEEDED and job.result is not None:
+        return _succeeded_elements(job, common)
+    if job.status is JobStatus.FAILED:
+        return [{**common, "progress": 0.0, "stage": "failed", "error": job.error}]
+    waiting = job.status is JobStatus.QUEUED
+    return [{
+        **common,
+        "prompt": "",
+        "lyrics": "",
+        "metas": {},
+        "progress": 0.0 if waiting else float(job.progress),
+        "stage": "queued" if waiting else job.stage,
+        "error": None,
+        "queue_position": (queue.position(job.id) or 0) if waiting else 0,
+        "eta_seconds": queue.eta_seconds(job.id) if waiting else None,
+    }]
+
+
+def succeeded_elements(job: Job) -> list[dict]:
+    """The result elements of a succeeded job (they need no queue: nothing is waiting)."""
+    return _succeeded_elements(job, _common(job))
+
+
+def _succeeded_elements(job: Job, common: dict) -> list[dict]:
+    result = job.result
+    if result.raw is not None:
+        return [result.raw]  # analysis modes: their own dict, verbatim (api-contract.md 3.3)
+    shared = {
+        "prompt": result.prompt,
+        "lyrics": result.lyrics,
+        "metas": {
+            **{key: result.metas.get(key, NOT_AVAILABLE) for key in META_KEYS},
+            "prompt": job.request.prompt,
+            "lyrics": job.request.lyrics,
+        },
+        "generation_info": result.generation_info,
+        "seed_value": seed_value(result.seeds),
+        "lm_model": result.lm_model,
+        "dit_model": result.dit_model,
+        "progress": 1.0,
+        "stage": "succeeded",
+    }
+    # A success without audio (analysis modes) is still one element, with an empty file.
+    files = [audio_url(path) for path in result.audio_paths] or [""]
+    return [{**common, "file": file, **shared} for file in files]
+
+
+def seed_value(seeds: list[int]) -> str:
+    return ",".join(str(seed) for seed in seeds)
+
+
+def cancel_item(task_id: str, job: Job | None, refusal: str | None, stopped: bool) -> dict:
+    """One job in a /cancel_task answer; `status` is the integer of /query_result. `refusal`
+    is None for an accepted cancel, else "not found" or the status the job had ended with."""
+    reason = None if refusal is None else TASK_NOT_FOUND if refusal == "not found" else f"Task already {refusal}"
+    return {
+        "task_id": task_id,
+        "cancelled": refusal is None,
+        "stopped": stopped,
+        "status": job.status.code if job is not None else None,
+        "stage": job.stage if job is not None else None,
+        "error": job.error if job is not None else None,
+        "reason": reason,
+    }

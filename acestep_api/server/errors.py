@@ -1,5 +1,8 @@
 """Error responses: every failure is JSON `{"detail": ...}`, never a bare 500 page.
 
+A value a dialect cannot use (`InvalidField`, whichever route or check raised it) is a 400
+naming the field, or the status the error carries (403 for an audio path leading out).
+
 An exception no route turned into an answer is caught by `InternalErrorMiddleware`, inside
 Starlette's ServerErrorMiddleware: that one re-raises after answering, and uvicorn then drops
 the keep-alive connection. Answered here, the exception ends with the answer and the client's
@@ -11,9 +14,11 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from acestep_api.dialects.coercion import InvalidField
 
 log = logging.getLogger(__name__)
 
@@ -45,5 +50,10 @@ class InternalErrorMiddleware:
             await JSONResponse({"detail": INTERNAL_ERROR}, status_code=500)(scope, receive, send)
 
 
+async def invalid_field(request: Request, error: InvalidField) -> JSONResponse:
+    return JSONResponse({"detail": str(error)}, status_code=getattr(error, "status_code", 400))
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(InvalidField, invalid_field)
     app.add_middleware(InternalErrorMiddleware)

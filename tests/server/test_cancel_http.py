@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from acestep_api.server.routes import cancel as cancel_module
+from acestep_api.server.services import cancel as cancel_module
 from tests.server.conftest import serve, wait_finished
 
 pytestmark = pytest.mark.anyio

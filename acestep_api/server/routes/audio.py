@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import FileResponse
 
+from acestep_api.audio_formats import mime_type
 from acestep_api.server.audio_paths import OUTSIDE
 from acestep_api.server.auth import require_api_key
 from acestep_api.server.dependencies import get_settings
@@ -16,8 +17,6 @@ from acestep_api.server.openapi.route_docs import AUDIO_FILE, answers, key_requi
 
 router = APIRouter(tags=["audio"], dependencies=[Depends(require_api_key)])
 
-MEDIA_TYPES = {".mp3": "audio/mpeg", ".wav": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg",
-               ".opus": "audio/ogg"}
 ACCESS_DENIED = OUTSIDE  # the official message, shared with the audio-input path checks
 
 
@@ -42,5 +41,5 @@ async def get_audio(
     real = resolve_audio_path(path, settings.audio_dir)
     if not os.path.isfile(real):
         raise HTTPException(status_code=404, detail="Audio file not found")
-    media_type = MEDIA_TYPES.get(os.path.splitext(real)[1].lower(), "audio/mpeg")
+    media_type = mime_type(real, default="audio/mpeg")
     return FileResponse(real, media_type=media_type)

@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from acestep_api.server.dependencies import get_engine, get_settings
-from acestep_api.server.envelope import wrap
+from acestep_api.dialects.official import wrap
+from acestep_api.server.services.inventory import lm_model_name
 from acestep_api.settings import Settings
 from acestep_api.server.openapi.answers import Envelope, Health
 from acestep_api.server.openapi.route_docs import answers
@@ -18,10 +19,6 @@ DEMO_NOTE = (
     "Demo mode: the model weights are random, so the generated audio is noise. "
     "It shows that the server works end to end, not what the music sounds like."
 )
-
-
-def lm_model_name(engine, settings: Settings) -> str | None:
-    return settings.lm_model_path.rstrip("/").rsplit("/", 1)[-1] if engine.lm_available else None
 
 
 @router.get("/health", response_model=None, summary="Whether the server is up (never needs the key)",

@@ -1,10 +1,9 @@
 """The older ACE-Step API (api-contract 3.11): POST /v1/music/generate, POST /v1/music/random,
-GET /v1/jobs/{job_id}, and POST /v1/jobs/{job_id}/cancel.
+GET /v1/jobs/{job_id}, and POST /v1/jobs/{job_id}/cancel (dialects/legacy.py words them).
 
-Answers are unwrapped (no `data` envelope) and statuses are strings. Jobs go onto the same
-queue as /release_task, so either API can follow a job the other submitted. The official
-legacy routes had no auth; these follow ACESTEP_API_KEY like the rest of the server, since an
-open submit route would let anyone past the key.
+Jobs go onto the same queue as /release_task, so either API can follow a job the other
+submitted. The official legacy routes had no auth; these follow ACESTEP_API_KEY like the rest
+of the server, since an open submit route would let anyone past the key.
 """
 
 from __future__ import annotations
@@ -13,17 +12,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 
-from acestep_api.jobs.models import Job, JobApi
+from acestep_api.dialects import legacy
+from acestep_api.jobs.models import JobApi
 from acestep_api.jobs.queue import JobQueue
-from acestep_api.jobs.results import legacy_job_view
 from acestep_api.server.auth import authorized_fields, require_api_key, verify_body_token
 from acestep_api.server.bodies import read_request_body
-from acestep_api.dialects.coercion import to_bool
 from acestep_api.server.dependencies import get_engine, get_queue, get_settings
-from acestep_api.dialects.official import parse_release_task
-from acestep_api.server.routes.cancel import cancel_job
-from acestep_api.server.routes.samples import require_lm
-from acestep_api.server.routes.tasks import accept_generation, submit_generation
+from acestep_api.server.services.cancel import NOT_FOUND, cancel_job
+from acestep_api.server.services.generation import accept_generation, submit_generation
+from acestep_api.server.services.lm import require_lm
+from acestep_api.server.services.uploads import discarded_on_failure
 from acestep_api.settings import Settings
 from acestep_api.server.openapi.answers import LegacyCancelled, LegacyJob, LegacyQueued
 from acestep_api.server.openapi.request_bodies import AuthOnlyBody, MusicRandomBody, ReleaseTaskForm, ReleaseTaskJson, ReleaseTaskMultipart
@@ -31,7 +29,6 @@ from acestep_api.server.openapi.route_docs import THINKING_QUERY, answers, body,
 
 router = APIRouter(tags=["legacy"])
 
-JOB_NOT_FOUND = "Job not found"
 # A queued job can be followed and cancelled by its id (the links schemathesis follows).
 LEGACY_LINKS = {
     "get_job": {"operationId": "get_job", "parameters": {"path.job_id": "$response.body#/job_id"}},
@@ -52,13 +49,13 @@ async def generate(
     engine: Annotated[Any, Depends(get_engine)],
 ) -> dict:
     """Same bodies, fields and checks as /release_task; only the answer's shape differs."""
-    generation, body = await accept_generation(request, settings, queue, engine)
+    body = await read_request_body(request, strict=True)
+    with discarded_on_failure(body):
+        verify_body_token(body.fields, request, settings)
+        generation = legacy.parse_generate(body.fields, settings)
+    generation = await accept_generation(generation, body, settings, queue, engine)
     job, position = submit_generation(queue, generation, body, JobApi.LEGACY)
-    return _queued(job, position)
-
-
-def _queued(job: Job, position: int) -> dict:
-    return {"job_id": job.id, "status": "queued", "queue_position": position}
+    return legacy.queued(job, position)
 
 
 @router.post(
@@ -77,13 +74,11 @@ async def random_song(
     body = await read_request_body(request, strict=False)
     body.discard_uploads()
     verify_body_token(body.fields, request, settings)
-    options = body.fields or dict(request.query_params)
-    thinking = options.get("thinking", options.get("Thinking"))
     # Without the LM the job could only fail: say so now, as the other LM routes do.
     require_lm(engine)
-    generation = parse_release_task({"sample_mode": True, "thinking": to_bool(thinking, True)}, settings)
+    generation = legacy.parse_random(body.fields or dict(request.query_params), settings)
     job, position = submit_generation(queue, generation, body, JobApi.LEGACY)
-    return _queued(job, position)
+    return legacy.queued(job, position)
 
 
 @router.get("/v1/jobs/{job_id}", dependencies=[Depends(require_api_key)], response_model=None,
@@ -92,8 +87,8 @@ async def random_song(
 async def get_job(job_id: str, queue: Annotated[JobQueue, Depends(get_queue)]) -> dict:
     job = queue.get(job_id)
     if job is None:
-        raise HTTPException(status_code=404, detail=JOB_NOT_FOUND)
-    return legacy_job_view(job, queue)
+        raise HTTPException(status_code=404, detail=legacy.JOB_NOT_FOUND)
+    return legacy.job_view(job, queue)
 
 
 @router.post("/v1/jobs/{job_id}/cancel", dependencies=[Depends(authorized_fields)], response_model=None,
@@ -104,8 +99,8 @@ async def cancel(job_id: str, queue: Annotated[JobQueue, Depends(get_queue)]) ->
     """The job as GET /v1/jobs shows it once the cancel took effect, plus `stopped`: false
     while a running job has not yet reached the step where it stops."""
     outcome = await cancel_job(queue, job_id)
-    if outcome.refusal == "not found":
-        raise HTTPException(status_code=404, detail=JOB_NOT_FOUND)
+    if outcome.refusal == NOT_FOUND:
+        raise HTTPException(status_code=404, detail=legacy.JOB_NOT_FOUND)
     if outcome.refusal is not None:
         raise HTTPException(status_code=409, detail=f"Job already {outcome.refusal}")
-    return {**legacy_job_view(outcome.job, queue), "stopped": outcome.stopped}
+    return legacy.cancelled_view(outcome.job, queue, outcome.stopped)

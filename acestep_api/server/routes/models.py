@@ -14,8 +14,8 @@ from fastapi import APIRouter, Depends
 
 from acestep_api.server.auth import require_api_key
 from acestep_api.server.dependencies import get_engine, get_settings
-from acestep_api.server.envelope import wrap
-from acestep_api.server.routes.health import lm_model_name
+from acestep_api.dialects.official import wrap
+from acestep_api.server.services.inventory import lm_folder_name, lm_model_name
 from acestep_api.settings import Settings
 from acestep_api.server.openapi.answers import Envelope, ModelInventory, OpenRouterModels
 from acestep_api.server.openapi.route_docs import answers, key_required
@@ -53,7 +53,7 @@ async def list_models(engine: Annotated[object, Depends(get_engine)]) -> dict:
             responses=answers(Envelope[ModelInventory], 401), openapi_extra=key_required())
 async def model_inventory(engine: Annotated[object, Depends(get_engine)],
                           settings: Annotated[Settings, Depends(get_settings)]) -> dict:
-    lm_name = settings.lm_model_path.rstrip("/").rsplit("/", 1)[-1]
+    lm_name = lm_folder_name(settings)
     return wrap({
         "models": engine.model_inventory(),
         "default_model": engine.default_model,

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends
 from acestep_api.jobs.queue import JobQueue
 from acestep_api.server.auth import require_api_key
 from acestep_api.server.dependencies import get_queue
-from acestep_api.server.envelope import wrap
+from acestep_api.dialects.official import wrap
 from acestep_api.server.openapi.answers import Envelope, Stats
 from acestep_api.server.openapi.route_docs import answers, key_required
 

@@ -1,11 +1,14 @@
+"""How a job looks to clients: the official /query_result items and the legacy job view."""
+
 import asyncio
 import json
 import os
 
 import pytest
 
+from acestep_api.dialects.legacy import job_view as legacy_job_view
+from acestep_api.dialects.official import audio_url, query_result_item
 from acestep_api.jobs.queue import JobQueue
-from acestep_api.jobs.results import audio_url, legacy_job_view, query_result_item
 from acestep_api.jobs.store import JobStore
 from tests.jobs import make_request, make_result
 
