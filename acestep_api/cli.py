@@ -88,7 +88,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def primary_checkpoint_exists(settings: Settings) -> bool:
     """Whether the loader will find the primary DiT (official or diffusers layout)."""
-    from acestep_api.engine.checkpoints import CheckpointError, resolve_dit_folder
+    from acestep_api.engine.loading.errors import CheckpointError
+    from acestep_api.engine.loading.folders import resolve_dit_folder
 
     try:
         resolve_dit_folder(settings.checkpoint_dir, settings.config_path)
@@ -100,7 +101,7 @@ def primary_checkpoint_exists(settings: Settings) -> bool:
 def use_demo_checkpoints(settings: Settings) -> Settings:
     """Write tiny checkpoints to a temporary folder and point the settings at them."""
     from acestep_api.engine.tiny import write_tiny_checkpoints
-    from acestep_api.engine.tiny_lm import LM_FOLDER
+    from acestep_api.engine.layout import DEFAULT_LM_FOLDER
 
     root = Path(tempfile.mkdtemp(prefix="acestep-demo-"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
@@ -112,7 +113,7 @@ def use_demo_checkpoints(settings: Settings) -> Settings:
         "config_path": DEMO_DIT_MODELS[0],
         "config_path2": DEMO_DIT_MODELS[1],
         "config_path3": "",
-        "lm_model_path": LM_FOLDER,
+        "lm_model_path": DEFAULT_LM_FOLDER,
     })
 
 

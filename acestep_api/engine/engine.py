@@ -25,13 +25,11 @@ import torch
 
 from acestep_api.engine import audio, conditioning, seeds
 from acestep_api.engine.audio_input import AudioInputError, load_audio
-from acestep_api.engine.checkpoints import (
-    DitCheckpoint,
-    load_dit_checkpoint,
-    load_text_encoder,
-    load_vae,
-    resolve_dit_folder,
-)
+from acestep_api.engine.loading.dit import DitCheckpoint, load_dit_checkpoint
+from acestep_api.engine.loading.folders import resolve_dit_folder
+from acestep_api.engine.loading.text_encoder import load_text_encoder
+from acestep_api.engine.loading.vae import load_vae
+from acestep_api.engine.layout import DEFAULT_LM_FOLDER, TEXT_ENCODER_FOLDER, VAE_FOLDER, is_demo_folder
 from acestep_api.engine.request import DEFAULT_INSTRUCTION, GenerationError, GenerationRequest, GenerationResult
 from acestep_api.engine.sampler import (
     ConditionSwitch,
@@ -45,10 +43,7 @@ from acestep_api.engine.sampler import (
 from acestep_api.engine.tasks import TaskBuilder, item_codes, resolve_task
 from acestep_api.engine.lm.planner import DEMO_TEXT_LIMITS, LMPlanner, Plan, TextLimits, load_planner
 from acestep_api.engine.lm.vocab import format_audio_codes
-from acestep_api.engine.tiny import DEMO_MARKER
 
-TEXT_ENCODER_FOLDER = "Qwen3-Embedding-0.6B"
-VAE_FOLDER = "vae"
 RANDOM_DURATION_RANGE = (10.0, 120.0)  # no duration and no LM: the official DiT picks one at random
 
 Progress = Callable[[float, str], None]
@@ -178,7 +173,7 @@ class MusicEngine:
         device: torch.device,
         dtype: torch.dtype,
         max_batch: int = 8,
-        lm_model: str = "acestep-5Hz-lm-0.6B",
+        lm_model: str = DEFAULT_LM_FOLDER,
         is_demo: bool = False,
         planner: LMPlanner | None = None,
         lm_error: str | None = None,
@@ -210,7 +205,7 @@ class MusicEngine:
         output_dir: Path,
         device: str = "auto",
         max_batch: int = 8,
-        lm_model: str = "acestep-5Hz-lm-0.6B",
+        lm_model: str = DEFAULT_LM_FOLDER,
         *,
         init_llm: str = "auto",
         lm_backend: str = "transformers",
@@ -228,7 +223,7 @@ class MusicEngine:
             load_dit_checkpoint(resolve_dit_folder(checkpoint_dir, name), torch_device, dtype)
             for name in dict.fromkeys(config_paths)  # a name configured twice loads once
         ]
-        is_demo = (checkpoint_dir / DEMO_MARKER).exists()
+        is_demo = is_demo_folder(checkpoint_dir)
         planner, lm_error = load_planner(
             checkpoint_dir, lm_model, mode=init_llm, backend=lm_backend,
             device=torch_device if lm_device == "auto" else resolve_device(lm_device),

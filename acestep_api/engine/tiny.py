@@ -24,22 +24,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from acestep_api.engine.checkpoints import (
+from acestep_api.engine.loading.config import alternating_layer_types, complete_official_config
+from acestep_api.engine.loading.keys import official_state_dict
+from acestep_api.engine.loading.modules import build_dit_modules
+from acestep_api.engine.demo_tokenizer import BPE_TRAINING_TEXT, ENDOFTEXT, train_byte_level_bpe
+from acestep_api.engine.demo_weights import randomize_parameters
+from acestep_api.engine.layout import (
+    BASE_FOLDER,
+    CONFIG_FILE,
+    DEFAULT_LM_FOLDER,
+    DEMO_MARKER,
     OFFICIAL_WEIGHTS,
     SILENCE_LATENT_FILE,
-    alternating_layer_types,
-    build_dit_modules,
-    complete_official_config,
-    official_state_dict,
+    TEXT_ENCODER_FOLDER,
+    TURBO_FOLDER,
+    VAE_FOLDER,
 )
-
-DEMO_MARKER = "DEMO_CHECKPOINTS"
-TURBO_FOLDER = "acestep-v15-turbo"
-BASE_FOLDER = "acestep-v15-base"
-VAE_FOLDER = "vae"
-TEXT_ENCODER_FOLDER = "Qwen3-Embedding-0.6B"
+from acestep_api.engine.lm.vocab import audio_code_token
+from acestep_api.engine.tiny_lm import write_tiny_lm
 
 # Real latents have 64 channels; 4 keeps the VAE's full-rate convolutions cheap on CPU.
 LATENT_CHANNELS = 4
@@ -131,47 +134,6 @@ TINY_TEXT_ENCODER_DIMS: dict[str, Any] = {
     "tie_word_embeddings": True,
 }
 
-# Special tokens of the real Qwen3 tokenizers that the pipeline relies on.
-ENDOFTEXT = "<|endoftext|>"
-SPECIAL_TOKENS = [ENDOFTEXT, "<|im_start|>", "<|im_end|>"]
-THINK_TOKENS = ["<think>", "</think>"]
-
-# Training text for the tiny BPE: the prompt templates' words plus some music vocabulary,
-# so that real prompts tokenize to a sensible number of tokens.
-_BPE_TRAINING_TEXT = """\
-# Instruction
-Fill the audio semantic mask based on the given conditions:
-Repaint the mask area based on the given conditions:
-Generate audio semantic tokens based on the given conditions:
-Extract the track from the audio: Generate the track based on the audio context:
-Complete the input track with VOCALS | DRUMS | BASS | GUITAR | KEYBOARD | STRINGS | SYNTH:
-# Caption
-An upbeat pop song with bright synths, punchy drums and a catchy female vocal.
-A slow acoustic ballad with warm guitar, soft piano and gentle strings.
-Energetic rock with distorted electric guitars, driving bass and powerful male vocals.
-Chill lo-fi hip hop beat with vinyl crackle, jazzy chords and a relaxed groove.
-Epic orchestral soundtrack with brass, percussion, choir and cinematic tension.
-# Metas
-- bpm: 120
-- timesignature: 4
-- keyscale: C major
-- duration: 30 seconds
-- bpm: N/A
-- keyscale: A minor, F# minor, Bb major, E minor, G major, D major
-# Languages
-en zh ja ko es fr de it pt ru unknown
-# Lyric
-[Verse]
-Walking down the empty street tonight, city lights are shining bright
-[Chorus]
-We are singing, we are dancing, hold on to the music and the night
-[Bridge]
-Every heartbeat, every moment, every dream we left behind
-[Instrumental] [Intro] [Outro] [Pre-Chorus] [Hook]
-0123456789 . , ! ? : ; ' " ( ) - _ / \\ | [ ] { } < >
-"""
-
-
 def write_tiny_checkpoints(root: Path, seed: int = 0, *, dit_overrides: dict[str, Any] | None = None) -> Path:
     """Write the tiny demo checkpoints under ``root`` and return ``root``.
 
@@ -180,13 +142,11 @@ def write_tiny_checkpoints(root: Path, seed: int = 0, *, dit_overrides: dict[str
     :data:`MID_SIZE_DIT`); the latent and text dims must stay those of the tiny VAE and
     text encoder.
     """
-    from acestep_api.engine.tiny_lm import LM_FOLDER, write_tiny_lm  # it builds on this module
-
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     overrides = dict(dit_overrides or {})
     _write_text_encoder(root / TEXT_ENCODER_FOLDER, seed)
-    write_tiny_lm(root / LM_FOLDER, seed)
+    write_tiny_lm(root / DEFAULT_LM_FOLDER, seed)
     _write_vae(root / VAE_FOLDER, seed)
     _write_dit(root / TURBO_FOLDER, {**overrides, "is_turbo": True, "model_version": "turbo"}, seed)
     _write_dit(root / BASE_FOLDER, {**overrides, "is_turbo": False, "model_version": "base"}, seed + 1)
@@ -202,34 +162,6 @@ def is_demo_checkpoint(path: Path) -> bool:
     """True if ``path`` is (inside) a folder written by :func:`write_tiny_checkpoints`."""
     path = Path(path)
     return any((folder / DEMO_MARKER).is_file() for folder in (path, *path.parents[:2]))
-
-
-# --------------------------------------------------------------------------- #
-#  Random parameters                                                           #
-# --------------------------------------------------------------------------- #
-
-
-def randomize_parameters(module: nn.Module, generator: torch.Generator) -> None:
-    """Give every parameter a random value of a sensible scale.
-
-    Nothing is left at zero or one, so a swapped or dropped tensor changes the output.
-    """
-    with torch.no_grad():
-        for name, param in sorted(module.named_parameters()):
-            noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
-            leaf = name.rsplit(".", 1)[-1]
-            if leaf == "bias":
-                value = 0.05 * noise
-            elif param.ndim == 1:  # RMSNorm gains
-                value = 1.0 + 0.1 * noise
-            elif "scale_shift_table" in name:
-                value = noise / math.sqrt(param.shape[-1])
-            elif "special_token" in name or "null_condition_emb" in name:
-                value = 0.5 * noise
-            else:
-                fan_in = param.numel() // param.shape[0]
-                value = noise / math.sqrt(fan_in)
-            param.copy_(value.to(param.dtype))
 
 
 # --------------------------------------------------------------------------- #
@@ -258,7 +190,7 @@ def _write_dit(folder: Path, variant: dict[str, Any], seed: int) -> None:
     offset = 0.5 * torch.randn(1, channels, 1, generator=generator)
     silence = offset + 0.1 * torch.randn(1, channels, SILENCE_FRAMES, generator=generator)
     torch.save(silence, folder / SILENCE_LATENT_FILE)
-    (folder / "config.json").write_text(json.dumps(raw_config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    (folder / CONFIG_FILE).write_text(json.dumps(raw_config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 # --------------------------------------------------------------------------- #
@@ -280,31 +212,6 @@ def _write_vae(folder: Path, seed: int) -> None:
 # --------------------------------------------------------------------------- #
 
 
-def audio_code_token(code: int) -> str:
-    return f"<|audio_code_{code}|>"
-
-
-def train_byte_level_bpe(text: str, vocab_size: int) -> Any:
-    """A byte-level BPE ``tokenizers.Tokenizer`` (Qwen's scheme) learned from ``text``, offline,
-    followed by the Qwen chat special tokens and ``<think>``/``</think>``."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        min_frequency=2,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(text.splitlines(), trainer)
-    # Added after the learned vocabulary, as in Qwen (whose <|endoftext|> follows the BPE ids).
-    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
-    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS])
-    return tokenizer
-
-
 def build_tiny_tokenizer() -> Any:
     """An offline Qwen3-style tokenizer (``tokenizers.Tokenizer``).
 
@@ -314,7 +221,7 @@ def build_tiny_tokenizer() -> Any:
     """
     from tokenizers import AddedToken, processors
 
-    tokenizer = train_byte_level_bpe(_BPE_TRAINING_TEXT, vocab_size=512)
+    tokenizer = train_byte_level_bpe(BPE_TRAINING_TEXT, vocab_size=512)
     tokenizer.add_tokens(
         [AddedToken(audio_code_token(i), special=False, normalized=False) for i in range(AUDIO_CODE_TOKENS)]
     )

@@ -21,10 +21,9 @@ from typing import Any
 
 import torch
 
+from acestep_api.engine.demo_tokenizer import BPE_TRAINING_TEXT, train_byte_level_bpe
+from acestep_api.engine.demo_weights import randomize_parameters
 from acestep_api.engine.lm.vocab import AUDIO_CODE_COUNT, EOS_TOKEN, PAD_TOKEN, audio_code_token
-from acestep_api.engine.tiny import _BPE_TRAINING_TEXT, randomize_parameters, train_byte_level_bpe
-
-LM_FOLDER = "acestep-5Hz-lm-0.6B"  # the LM the server loads by default
 
 TINY_LM_DIMS: dict[str, Any] = {
     "hidden_size": 32,
@@ -102,7 +101,7 @@ def build_tiny_lm_tokenizer() -> Any:
     """
     from tokenizers import AddedToken
 
-    tokenizer = train_byte_level_bpe(_BPE_TRAINING_TEXT + _LM_TRAINING_TEXT, vocab_size=640)
+    tokenizer = train_byte_level_bpe(BPE_TRAINING_TEXT + _LM_TRAINING_TEXT, vocab_size=640)
     tokenizer.add_special_tokens(
         [AddedToken(audio_code_token(i), special=True, normalized=False) for i in range(AUDIO_CODE_COUNT)]
     )
@@ -110,7 +109,7 @@ def build_tiny_lm_tokenizer() -> Any:
 
 
 def write_tiny_lm(folder: Path, seed: int = 0) -> Path:
-    """Write the tiny LM into ``folder`` (usually ``<checkpoints>/``:data:`LM_FOLDER`) and return it.
+    """Write the tiny LM into ``folder`` (usually the default LM folder under the checkpoints) and return it.
 
     Deterministic for a given ``seed``; about two seconds, most of it the 64,000-token tokenizer.
     """

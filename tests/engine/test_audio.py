@@ -8,7 +8,7 @@ import soundfile as sf
 import torch
 
 from acestep_api.engine.audio import FILE_FORMATS, check_latents, decode_latents, peak_guard, write_audio
-from acestep_api.engine.checkpoints import load_vae
+from acestep_api.engine.loading.vae import load_vae
 from acestep_api.engine.request import AUDIO_FORMATS, GenerationError
 
 

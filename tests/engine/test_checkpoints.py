@@ -12,27 +12,23 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from acestep_api.engine.checkpoints import (
-    CheckpointError,
-    DIFFUSERS_SUBFOLDERS,
-    diffusers_to_official_key,
-    load_dit_checkpoint,
-    load_text_encoder,
-    load_vae,
-    official_to_diffusers_key,
-    parameters_on_meta,
-    resolve_dit_folder,
-)
-from acestep_api.engine.request import TASK_TYPES, TURBO_TASK_TYPES
-from acestep_api.engine.tiny import (
+from acestep_api.engine.loading.dit import load_dit_checkpoint
+from acestep_api.engine.loading.errors import CheckpointError
+from acestep_api.engine.loading.folders import resolve_dit_folder
+from acestep_api.engine.loading.keys import diffusers_to_official_key, official_to_diffusers_key
+from acestep_api.engine.loading.modules import parameters_on_meta
+from acestep_api.engine.loading.text_encoder import load_text_encoder
+from acestep_api.engine.loading.vae import load_vae
+from acestep_api.engine.layout import (
     BASE_FOLDER,
     DEMO_MARKER,
+    DIFFUSERS_SUBFOLDERS,
     TEXT_ENCODER_FOLDER,
     TURBO_FOLDER,
     VAE_FOLDER,
-    is_demo_checkpoint,
-    write_tiny_checkpoints,
 )
+from acestep_api.engine.request import TASK_TYPES, TURBO_TASK_TYPES
+from acestep_api.engine.tiny import is_demo_checkpoint, write_tiny_checkpoints
 
 GOLDEN_DIT = Path(__file__).resolve().parent.parent / "data" / "golden" / "acestep-v15-tiny"
 

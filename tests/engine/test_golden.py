@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from acestep_api.engine.checkpoints import DitCheckpoint, load_dit_checkpoint
+from acestep_api.engine.loading.dit import DitCheckpoint, load_dit_checkpoint
 
 GOLDEN = Path(__file__).resolve().parent.parent / "data" / "golden"
 REL_TOL = 1e-4

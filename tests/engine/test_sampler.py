@@ -407,7 +407,7 @@ def test_text2music_matches_the_official_turbo_run():
     """Seeds -> noise, silence conditions, and the 8-step turbo loop, against official outputs."""
     from safetensors.torch import load_file
 
-    from acestep_api.engine.checkpoints import load_dit_checkpoint
+    from acestep_api.engine.loading.dit import load_dit_checkpoint
     from acestep_api.engine.conditioning import TextEncoding, build_text2music_conditions
 
     golden = {k.removeprefix("generate.t2m."): v for k, v in load_file(GOLDEN / "golden_generate.safetensors").items()

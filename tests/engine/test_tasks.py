@@ -11,7 +11,7 @@ import soundfile as sf
 import torch
 
 from acestep_api.engine import audio, conditioning
-from acestep_api.engine.checkpoints import load_dit_checkpoint
+from acestep_api.engine.loading.dit import load_dit_checkpoint
 from acestep_api.engine.lm.vocab import format_audio_codes
 from acestep_api.engine.request import DEFAULT_INSTRUCTION, GenerationError, GenerationRequest
 from acestep_api.engine.sampler import FlowMatchSampler

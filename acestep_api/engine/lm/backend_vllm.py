@@ -31,10 +31,11 @@ from typing import Any
 
 import torch
 
+from acestep_api.engine.loading.errors import LMLoadError
 from acestep_api.engine.limits import LM_CONTEXT_TOKENS
 from acestep_api.engine.lm.backend_transformers import effective_top_p
 from acestep_api.engine.lm.budget import new_token_budget
-from acestep_api.engine.lm.loader import LMLoadError, check_vocabulary, load_lm_tokenizer
+from acestep_api.engine.lm.tokenizer import check_vocabulary, load_lm_tokenizer
 from acestep_api.engine.lm.types import SamplingParams, TokenConstraint
 
 logger = logging.getLogger(__name__)

@@ -20,10 +20,13 @@ from typing import Any, Callable
 
 import torch
 
+from acestep_api.engine.loading.errors import LMLoadError
+from acestep_api.engine.layout import LM_MODEL_NAMES
 from acestep_api.engine.lm import prompts
 from acestep_api.engine.lm.constraints import CodesConstraint, MetadataConstraint
 from acestep_api.engine.lm.cot import format_cot, parse_cot
-from acestep_api.engine.lm.loader import LM_MODEL_NAMES, LMLoadError, list_lm_folders, load_lm, resolve_lm_folder
+from acestep_api.engine.lm.folders import list_lm_folders, resolve_lm_folder
+from acestep_api.engine.lm.loader import load_lm
 from acestep_api.engine.lm.types import NO_NEGATIVE_PROMPT, LMBackend, SamplingParams
 from acestep_api.engine.lm.vocab import LMVocab, format_audio_codes
 from acestep_api.engine.request import DURATION_MAX, DURATION_MIN, SEED_MAX, GenerationRequest

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from acestep_api.engine.layout import DEFAULT_LM_FOLDER
 from acestep_api.engine.lm import prompts
 from acestep_api.engine.lm.backend_transformers import TransformersBackend, candidate_tokens
 from acestep_api.engine.lm.loader import load_lm
 from acestep_api.engine.lm.types import SamplingParams
-from acestep_api.engine.tiny_lm import LM_FOLDER
 
 GREEDY = SamplingParams(temperature=0.0, cfg_scale=1.0)
 SAMPLED = SamplingParams(temperature=1.0, cfg_scale=1.0)
@@ -18,7 +18,7 @@ SAMPLED = SamplingParams(temperature=1.0, cfg_scale=1.0)
 
 @pytest.fixture(scope="module")
 def backend(tiny_checkpoints) -> TransformersBackend:
-    return load_lm(tiny_checkpoints / LM_FOLDER, torch.device("cpu"))
+    return load_lm(tiny_checkpoints / DEFAULT_LM_FOLDER, torch.device("cpu"))
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from acestep_api.engine.layout import DEFAULT_LM_FOLDER
 from acestep_api.engine.lm import prompts
-from acestep_api.engine.lm.loader import load_lm_tokenizer
-from acestep_api.engine.tiny_lm import LM_FOLDER
+from acestep_api.engine.lm.tokenizer import load_lm_tokenizer
 
 GEN_SYSTEM = (
     "<|im_start|>system\n# Instruction\nGenerate audio semantic tokens based on the given conditions:\n\n"
@@ -20,7 +20,7 @@ COT = "<think>\nbpm: 92\ncaption: 温柔的钢琴民谣\nduration: 30\nkeyscale:
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_checkpoints):
-    return load_lm_tokenizer(tiny_checkpoints / LM_FOLDER)
+    return load_lm_tokenizer(tiny_checkpoints / DEFAULT_LM_FOLDER)
 
 
 def test_phase1_with_cjk_lyrics(tokenizer):

@@ -7,20 +7,21 @@ import json
 import pytest
 import torch
 
+from acestep_api.engine.layout import DEFAULT_LM_FOLDER
 from acestep_api.engine.lm.backend_transformers import TransformersBackend
 from acestep_api.engine.lm.loader import load_lm
 from acestep_api.engine.lm.vocab import AUDIO_CODE_COUNT, LMVocab, audio_code_token
-from acestep_api.engine.tiny_lm import LM_FOLDER, write_tiny_lm
+from acestep_api.engine.tiny_lm import write_tiny_lm
 
 
 @pytest.fixture(scope="module")
 def backend(tiny_checkpoints) -> TransformersBackend:
-    return load_lm(tiny_checkpoints / LM_FOLDER, torch.device("cpu"))
+    return load_lm(tiny_checkpoints / DEFAULT_LM_FOLDER, torch.device("cpu"))
 
 
 def test_written_in_the_official_layout(tiny_checkpoints):
-    folder = tiny_checkpoints / LM_FOLDER
-    assert LM_FOLDER == "acestep-5Hz-lm-0.6B"
+    folder = tiny_checkpoints / DEFAULT_LM_FOLDER
+    assert DEFAULT_LM_FOLDER == "acestep-5Hz-lm-0.6B"
     for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
         assert (folder / name).is_file(), name
     config = json.loads((folder / "config.json").read_text())
@@ -33,7 +34,7 @@ def test_loads_as_a_tied_qwen3_causal_lm(backend):
     model = backend.model
     assert type(model).__name__ == "Qwen3ForCausalLM"
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
-    assert backend.model_name == LM_FOLDER
+    assert backend.model_name == DEFAULT_LM_FOLDER
 
 
 def test_code_tokens_are_contiguous_after_the_chat_tokens(backend):
@@ -70,6 +71,6 @@ def test_logits_cover_the_vocabulary(backend):
 
 
 def test_writing_is_deterministic(tiny_checkpoints, tmp_path):
-    again = write_tiny_lm(tmp_path / LM_FOLDER, seed=0)
-    assert (again / "model.safetensors").read_bytes() == (tiny_checkpoints / LM_FOLDER / "model.safetensors").read_bytes()
-    assert (again / "tokenizer.json").read_bytes() == (tiny_checkpoints / LM_FOLDER / "tokenizer.json").read_bytes()
+    again = write_tiny_lm(tmp_path / DEFAULT_LM_FOLDER, seed=0)
+    assert (again / "model.safetensors").read_bytes() == (tiny_checkpoints / DEFAULT_LM_FOLDER / "model.safetensors").read_bytes()
+    assert (again / "tokenizer.json").read_bytes() == (tiny_checkpoints / DEFAULT_LM_FOLDER / "tokenizer.json").read_bytes()
