@@ -26,7 +26,7 @@ USER_AGENT = "ACE-Step-CLI/1.0"
 REQUEST_TIMEOUT = 60.0  # seconds, as the community CLI
 DOWNLOAD_TIMEOUT = 120.0
 
-# /query_result's integer statuses (api-contract.md 1.3).
+# /query_result's integer statuses (docs/wire-contract.md#integer-status-codes).
 STATUS_PENDING, STATUS_SUCCEEDED, STATUS_FAILED = 0, 1, 2
 
 

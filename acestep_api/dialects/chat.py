@@ -1,4 +1,4 @@
-"""OpenAI / OpenRouter chat completions (api-contract 3.9): the protocol models, `parse` and
+"""OpenAI / OpenRouter chat completions (docs/wire-contract.md#chat-completions): the protocol models, `parse` and
 `render`, free of any transport.
 
 Request bodies follow the shape the official ACE-Step adapter speaks. Unknown request fields
@@ -163,7 +163,7 @@ class AudioConfig(BaseModel):
 
 
 class ChatCompletionRequest(BaseModel):
-    """Fields left null take the defaults of api-contract 3.9."""
+    """Fields left null take the defaults of docs/wire-contract.md#chat-completions."""
 
     model_config = ConfigDict(extra="allow")
 

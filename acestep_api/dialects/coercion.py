@@ -1,6 +1,6 @@
 """Turning loosely typed request values into typed ones, or a clear error.
 
-The official server coerces like this (api-contract 1.4) but silently falls back to the
+The official server coerces like this (docs/wire-contract.md#value-coercion) but silently falls back to the
 default when a value cannot be used; here such a value is an `InvalidField` whose message
 names the field and what is allowed, so the client learns why its setting was not applied.
 """

@@ -1,4 +1,4 @@
-"""The older ACE-Step API (api-contract 3.11): POST /v1/music/generate, POST /v1/music/random,
+"""The older ACE-Step API (docs/wire-contract.md#the-older-api): POST /v1/music/generate, POST /v1/music/random,
 GET /v1/jobs/{job_id} and POST /v1/jobs/{job_id}/cancel.
 
 Its bodies are /release_task's (`parse_generate` is the official parser); its answers are

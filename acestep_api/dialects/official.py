@@ -4,10 +4,10 @@
 GenerationRequest. The rest renders answers: the `wrap` envelope, a job as a /query_result
 item, a cancel as a /cancel_task item.
 
-Alias lookup follows the official server (api-contract 1.5): sources in order are the flat
-body, then `param_obj`, then the first truthy of the metadata keys; within a source the
-aliases are tried in order and the first value that is not null wins, so an empty string
-under an earlier alias shadows a later one.
+Alias lookup follows the official server (docs/wire-contract.md#field-aliases-and-sources):
+sources in order are the flat body, then `param_obj`, then the first truthy of the metadata
+keys; within a source the aliases are tried in order and the first value that is not null
+wins, so an empty string under an earlier alias shadows a later one.
 """
 
 from __future__ import annotations
@@ -319,7 +319,7 @@ NOT_AVAILABLE = "N/A"
 
 
 def wrap(data: Any, code: int = 200, error: str | None = None, extra: Any = None) -> dict:
-    """The success envelope (api-contract 1.1): `{"data","code","error","timestamp","extra"}`
+    """The success envelope (docs/wire-contract.md#the-envelope): `{"data","code","error","timestamp","extra"}`
     in the official key order.
 
     `code` can differ from the HTTP status: the official server reports some soft failures
@@ -350,7 +350,7 @@ def queued(job: Job, position: int) -> dict:
 
 
 def query_result_item(task_id: str, job: Job | None, queue: QueueView, progress_text: str = "") -> dict:
-    """One entry of POST /query_result (api-contract 3.3): `result` is a JSON *string* of a
+    """One entry of POST /query_result (docs/wire-contract.md#polling-jobs): `result` is a JSON *string* of a
     list, because the official clients `json.loads` it."""
     if job is None:
         # Unknown ids are "not yet known", not an error, and carry no progress_text.
@@ -395,7 +395,7 @@ def succeeded_elements(job: Job) -> list[dict]:
 def _succeeded_elements(job: Job, common: dict) -> list[dict]:
     result = job.result
     if result.raw is not None:
-        return [result.raw]  # analysis modes: their own dict, verbatim (api-contract.md 3.3)
+        return [result.raw]  # analysis modes: their own dict, verbatim (docs/wire-contract.md#result-elements)
     shared = {
         "prompt": result.prompt,
         "lyrics": result.lyrics,

@@ -7,7 +7,7 @@ relative to ACESTEP_INPUT_DIR; an absolute one must already lie in one of the tw
 that could reach elsewhere is refused before the file is touched: `..` segments, a leading
 `~`, NUL bytes, the same tricks percent-encoded (`%2e%2e`, `%2F`), and symbolic links whose
 real target is outside (the check runs on the fully resolved path). The messages follow the
-official server's (api-contract 3.2.3), prefixed with the field.
+official server's (docs/api.md#audio-input), prefixed with the field.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The optional API key (api-contract 4): body `ai_token` or the Authorization header
+"""The optional API key (docs/wire-contract.md#authentication): body `ai_token` or the Authorization header
 (`Bearer <key>`, fal's `Key <key>`, or the raw key).
 
 `settings.api_key` None means no auth; an empty string is a key like any other. A POST's

@@ -1,4 +1,4 @@
-"""Reading a request body whatever its encoding (api-contract 3.2.1).
+"""Reading a request body whatever its encoding (docs/wire-contract.md#request-bodies).
 
 JSON (`application/json` or any `+json` type), multipart and urlencoded forms are read as
 declared; anything else is sniffed, because `curl -d` and hand-written clients often send

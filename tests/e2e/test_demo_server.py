@@ -35,7 +35,8 @@ def test_curl_flow_yields_playable_mp3_files(demo_server):
         health = client.get("/health").json()
         assert health["data"]["status"] == "ok" and health["data"]["demo"] is True
 
-        # E2: caption and duration aliases, default batch of two.
+        # Submit with aliases (docs/wire-contract.md#conformance-examples): caption and duration
+        # aliases, default batch of two.
         submitted = client.post("/release_task", json={
             "caption": "upbeat electronic dance music with heavy bass",
             "lyrics": "[Verse]\nDancing through the night...",
@@ -43,14 +44,14 @@ def test_curl_flow_yields_playable_mp3_files(demo_server):
         }).json()
         assert submitted["code"] == 200 and submitted["data"]["status"] == "queued"
 
-        # E5: two mp3 files behind /v1/audio?path=<encoded absolute path>.
+        # Poll after success: two mp3 files behind /v1/audio?path=<encoded absolute path>.
         (item,) = wait_for(client, [submitted["data"]["task_id"]])
         assert item["status"] == 1, item
         files = json.loads(item["result"])
         assert len(files) == 2
         for entry in files:
             assert entry["file"].startswith("/v1/audio?path=%2F") and entry["file"].endswith(".mp3")
-            # E10: the download is a playable 48 kHz stereo mp3 of the requested length.
+            # Download: the download is a playable 48 kHz stereo mp3 of the requested length.
             audio = client.get(entry["file"])
             assert audio.status_code == 200 and audio.headers["content-type"] == "audio/mpeg"
             samples, rate = sf.read(io.BytesIO(audio.content))
@@ -69,7 +70,7 @@ def test_bad_input_gets_a_4xx_and_the_server_keeps_serving(demo_server):
 
 
 def test_cli_shaped_request_yields_exactly_one_file(demo_server):
-    # E3: what generate_music.py sends, with its User-Agent; batch_size 1 gives one element.
+    # CLI submit: what generate_music.py sends, with its User-Agent; batch_size 1 gives one element.
     with httpx.Client(base_url=demo_server.url, timeout=30, headers={"User-Agent": "ACE-Step-CLI/1.0"}) as client:
         submitted = client.post("/release_task", json={
             "caption": "Upbeat indie pop with jangly guitars and energetic vocals",

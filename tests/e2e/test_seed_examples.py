@@ -2,7 +2,7 @@
 real `acestep-api serve --demo` process, checked against the answers those documents give.
 
 Seed 001 (RunPod pod README), 002 (the older /v1/music/generate API), 003 (the API usage
-guide), 004 (fal prompt-to-audio), and the chat-completions example E20 of the contract. Only
+guide), 004 (fal prompt-to-audio), and the chat completion example of docs/wire-contract.md#conformance-examples. Only
 the host differs (and durations stay as written: the demo checkpoints are small). The RunPod
 `/runsync` examples of seeds 000 and 001 run against the serverless worker in
 tests/serverless.

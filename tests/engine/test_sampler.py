@@ -28,7 +28,7 @@ from acestep_api.engine.sampler import (
     turbo_schedule,
 )
 
-# model-pipeline.md 6.2, as published (4 decimals).
+# docs/pipeline.md#turbo-schedule, as published (4 decimals).
 DOCUMENTED_TURBO_TABLES = {
     1.0: [1, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125],
     2.0: [1, 0.9333, 0.8571, 0.7692, 0.6667, 0.5455, 0.4, 0.2222],
@@ -397,7 +397,7 @@ def test_start_from_source_picks_the_nearest_schedule_value_and_cuts_the_schedul
     assert torch.allclose(out, source, atol=1e-5)
 
 
-# --- Against the official model code (tests/data/golden, model-pipeline.md 14) ------------
+# --- Against the official model code (tests/data/golden, docs/pipeline.md#checkpoints) ------------
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
 

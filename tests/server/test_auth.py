@@ -1,4 +1,4 @@
-"""The optional API key (E13 and api-contract 4)."""
+"""The optional API key (docs/wire-contract.md#authentication, and its "auth" conformance example)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""POST /v1/chat/completions through HTTP: the OpenRouter-shaped answer (E20), how messages
+"""POST /v1/chat/completions through HTTP: the OpenRouter-shaped answer (the chat completion example of
+docs/wire-contract.md#conformance-examples), how messages
 become caption, lyrics or a sample query, input audio, streaming with heartbeats, errors,
 the LM gate, timeouts and cancellation."""
 
@@ -192,7 +193,7 @@ async def parked_request(parked, body: dict) -> tuple[GenerationRequest, dict]:
     return seen[-1]["job"].request, seen[-1]["seconds"]
 
 
-# --- E20: the non-streaming answer -------------------------------------------------------------
+# --- The chat completion example: the non-streaming answer ------------------------------------
 
 
 async def test_e20_answers_an_openrouter_completion_with_the_song(live, tmp_path):

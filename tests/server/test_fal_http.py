@@ -1,4 +1,4 @@
-"""POST /fal-ai/ace-step/prompt-to-audio through HTTP (seed 004, api-contract 9.3 and E22):
+"""POST /fal-ai/ace-step/prompt-to-audio through HTTP (seed 004; docs/wire-contract.md#fal-prompt-to-audio):
 fal's examples, its ranges, the LM and no-LM paths, absolute URLs and fal's key scheme."""
 
 from __future__ import annotations

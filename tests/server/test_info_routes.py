@@ -1,4 +1,5 @@
-"""/health (E1), /v1/stats (E14), /v1/models (E15), /v1/model_inventory, samples (E16, E17)."""
+"""/health, /v1/stats, /v1/models, /v1/model_inventory, samples (their examples in
+docs/wire-contract.md#conformance-examples)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The older API over HTTP (api-contract 3.11, E19): POST /v1/music/generate, POST
+"""The older API over HTTP (docs/wire-contract.md#the-older-api): POST /v1/music/generate, POST
 /v1/music/random, GET /v1/jobs/{id}; the same queue as /release_task; the optional key.
 Cancelling: test_cancel_http.py."""
 
@@ -46,7 +46,7 @@ def sine_wav(path, seconds: float = 1.0, rate: int = 48000):
     return path
 
 
-# --- E19: submit and poll ---------------------------------------------------------------------
+# --- Legacy submit and poll (docs/wire-contract.md#conformance-examples) ------------------------
 
 
 @pytest.mark.parametrize("body", [
@@ -81,7 +81,7 @@ async def test_unknown_job_is_a_404(idle):
 
 async def test_e19_job_succeeds_with_the_result_fields_and_its_audio_downloads(live):
     app, client = live
-    # E19's fields, kept short so the tiny model finishes quickly.
+    # The example's fields, kept short so the tiny model finishes quickly.
     job_id = await submit(client, json={**E19_JSON, "duration": 10, "batch_size": 1})
     job = await wait_finished(app, job_id)
     assert job.status.value == "succeeded", job.error

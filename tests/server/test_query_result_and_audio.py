@@ -1,4 +1,5 @@
-"""POST /query_result (E4-E9) and GET /v1/audio (E10), with real jobs on the tiny engine."""
+"""POST /query_result and GET /v1/audio (the polling and download examples of
+docs/wire-contract.md#conformance-examples), with real jobs on the tiny engine."""
 
 from __future__ import annotations
 
@@ -101,7 +102,7 @@ async def test_e5_e10_success_then_download(live):
         assert element["progress"] == 1.0 and element["stage"] == "succeeded"
     assert elements[0]["file"] != elements[1]["file"]
 
-    # E10: the `file` value is fetched verbatim from the server root.
+    # Download example: the `file` value is fetched verbatim from the server root.
     response = await client.get(elements[0]["file"])
     assert response.status_code == 200
     assert response.headers["content-type"] == "audio/mpeg"

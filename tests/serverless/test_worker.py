@@ -43,7 +43,7 @@ def test_release_task_answer_has_the_template_shape(make_worker):
     assert output["status"] == "completed"
     assert (output["duration"], output["batch_size"]) == (10, 1)
     [element] = output["results"]
-    # The element of a succeeded job in /query_result (api-contract E5).
+    # The element of a succeeded job in /query_result (docs/wire-contract.md#result-elements).
     assert element["status"] == 1 and element["wave"] == "" and element["env"] == "development"
     assert element["file"].endswith(".mp3") and os.path.isfile(path_of(element["file"]))
     assert isinstance(element["create_time"], int)

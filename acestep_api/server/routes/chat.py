@@ -1,4 +1,4 @@
-"""POST /v1/chat/completions: music in the OpenAI / OpenRouter chat shape (api-contract 3.9).
+"""POST /v1/chat/completions: music in the OpenAI / OpenRouter chat shape (docs/wire-contract.md#chat-completions).
 
 The body is read here; `dialects/chat.py` parses it and words the answer. The job goes
 through the one queue like any other. Without `stream` the answer comes when the job has

@@ -1,4 +1,4 @@
-"""The older ACE-Step API (api-contract 3.11): POST /v1/music/generate, POST /v1/music/random,
+"""The older ACE-Step API (docs/wire-contract.md#the-older-api): POST /v1/music/generate, POST /v1/music/random,
 GET /v1/jobs/{job_id}, and POST /v1/jobs/{job_id}/cancel (dialects/legacy.py words them).
 
 Jobs go onto the same queue as /release_task, so either API can follow a job the other

@@ -1,5 +1,5 @@
 """The LM prompts, rendered by the tiny LM's chat template, against Qwen3's chat format written
-out by hand (model-pipeline.md 8.2)."""
+out by hand (docs/pipeline.md#lm-prompts)."""
 
 from __future__ import annotations
 
