@@ -1,5 +1,6 @@
-"""One serverless job, start to answer: read the input in its dialect, load the models once
-per worker (on the first job that needs them), generate in this thread, shape the answer.
+"""One serverless job, start to answer: read the input in its dialect (`dialects/runpod.py`),
+load the models once per worker (on the first job that needs them), generate in this thread,
+answer in the dialect.
 
 Every outcome is a dict: a success in the dialect's shape, or `{"error": ...}` (which the
 runpod SDK reports as a failed job). Nothing raised here takes the worker down.
@@ -14,21 +15,15 @@ import time
 import uuid
 from typing import Any, Callable
 
+from acestep_api.dialects import runpod
+from acestep_api.dialects.coercion import InvalidField
+from acestep_api.dialects.runpod import ReleaseTaskInput, V1Input
 from acestep_api.engine.request import GenerationRequest
 from acestep_api.jobs.worker import describe_failure
-from acestep_api.serverless import outputs
 from acestep_api.serverless.cleanup import prune_audio
-from acestep_api.serverless.dialects import (
-    Dialect,
-    ReleaseTaskInput,
-    V1Input,
-    detect_dialect,
-    parse_release_task_input,
-    parse_v1_input,
-)
+from acestep_api.serverless.outputs import v1_wav
 from acestep_api.serverless.progress import GenerationTimeout, ProgressReporter
 from acestep_api.serverless.settings import ServerlessSettings
-from acestep_api.dialects.coercion import InvalidField
 from acestep_api.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -74,27 +69,23 @@ class ServerlessWorker:
     def run(self, fields: Any, notify: Callable[[str], None]) -> dict:
         """The answer to one job's `input`; `notify` sends a progress message to the platform."""
         if not isinstance(fields, dict):
-            return {"error": NOT_AN_OBJECT}
-        dialect = detect_dialect(fields)
+            return runpod.render_failure(NOT_AN_OBJECT)
         try:
-            if dialect is Dialect.V1:
-                job = parse_v1_input(fields, self.options)
-            else:
-                job = parse_release_task_input(fields, self.settings, self.options)
+            job = runpod.parse(fields, self.settings, self.options)
         except InvalidField as error:
-            return {"error": str(error)}
+            return runpod.render_failure(str(error))
 
         try:
             engine = self.engine(notify)
         except Exception as error:  # noqa: BLE001 - reported as this job's error; the next job retries
             log.exception("Loading the models failed")
-            return {"error": f"Loading the models failed: {describe_failure(error)}"}
+            return runpod.render_failure(f"Loading the models failed: {describe_failure(error)}")
 
         if isinstance(job, ReleaseTaskInput):
             try:
                 job = dataclasses.replace(job, request=self._checked(job.request, engine))
             except InvalidField as error:
-                return {"error": str(error)}
+                return runpod.render_failure(str(error))
             return self._run_release_task(job, engine, notify)
         return self._run_v1(job, engine, notify)
 
@@ -102,7 +93,7 @@ class ServerlessWorker:
         """What /release_task checks before it queues a job: the task suits the model, and the
         audio files named lie in ACESTEP_INPUT_DIR and can be decoded."""
         from acestep_api.server.audio_paths import resolve_request_audio
-        from acestep_api.server.routes.tasks import check_audio_files, check_task
+        from acestep_api.server.services.generation import check_audio_files, check_task
 
         check_task(request, engine)
         request = resolve_request_audio(request, self.settings.upload_dir, self.settings.input_dir)
@@ -121,20 +112,21 @@ class ServerlessWorker:
         try:
             result = self._generate(engine, job.request, job.timeout_seconds, notify)
         except GenerationTimeout as error:
-            return {"error": str(error)}
+            return runpod.render_failure(str(error))
         except Exception as error:  # noqa: BLE001 - any failure ends this job, not the worker
             log.warning("Job %s failed", task_id, exc_info=True)
-            return {"error": f"Generation failed: {describe_failure(error)}"}
-        return outputs.release_task_output(task_id, job, result, started_at)
+            return runpod.render_failure(f"Generation failed: {describe_failure(error)}")
+        return runpod.render_release_task(task_id, job, result, started_at)
 
     def _run_v1(self, job: V1Input, engine, notify: Callable[[str], None]) -> dict:
         started = time.perf_counter()
         try:
             result = self._generate(engine, job.request, job.timeout_seconds, notify)
-            return outputs.v1_output(job, result, time.perf_counter() - started)
+            generation_time = time.perf_counter() - started
+            return runpod.render_v1(job, v1_wav(result.audio_paths[0], job.duration), result, generation_time)
         except GenerationTimeout as error:
             message = str(error)
         except Exception as error:  # noqa: BLE001 - any failure ends this job, not the worker
             log.warning("v1 job failed", exc_info=True)
             message = f"Generation failed: {describe_failure(error)}"
-        return {"error": message, "generation_time": round(time.perf_counter() - started, 2), "success": False}
+        return runpod.render_v1_failure(message, time.perf_counter() - started)

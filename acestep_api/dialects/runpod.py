@@ -1,10 +1,15 @@
-"""The two input dialects a RunPod job may speak, and how each becomes a GenerationRequest.
+"""The two input dialects a RunPod serverless job may speak: how each becomes a
+GenerationRequest (`parse`) and what a finished job answers in it (`render_release_task`,
+`render_v1`). Free of any transport: the worker in `acestep_api/serverless/` calls them.
 
 - The ACE-Step 1.5 dialect (the ACE-Step 1.5 RunPod template): `caption` (required), `lyrics`, `duration`,
   `batch_size`, `timeout_seconds`, `poll_interval`, `return_audio_base64`,
-  `max_base64_bytes`, plus every /release_task field and alias.
+  `max_base64_bytes`, plus every /release_task field and alias. Its answer carries the same
+  result elements as /query_result (built by `succeeded_elements`, so both stay one shape)
+  and, on request, the files as base64.
 - The v1 dialect (the ACE-Step v1 RunPod endpoint): `prompt` (required), `duration`, `guidance_scale`,
-  `num_inference_steps`, `seed`, and `lyrics`.
+  `num_inference_steps`, `seed`, and `lyrics`. Its answer is one 16-bit WAV as base64, cut to
+  the length asked for.
 
 Which one a job speaks is decided by its fields alone (`detect_dialect`): v1 when the input has
 `prompt`, has no `caption`, and names no field outside the v1 set; the 1.5 dialect otherwise.
@@ -14,17 +19,21 @@ So a v1 client is answered in its own shape, and adding any 1.5 field (or writin
 
 from __future__ import annotations
 
+import base64
 import enum
 import math
+import os
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from acestep_api.engine.request import DURATION_MIN, SEED_MAX, GenerationRequest
-from acestep_api.serverless.settings import ServerlessSettings
+from acestep_api.audio_formats import mime_type
 from acestep_api.dialects.coercion import InvalidField, show, to_bool, to_float, to_int, to_text
-from acestep_api.dialects.official import ReleaseTaskFields, invalid_field_from, parse_release_task
+from acestep_api.dialects.official import ReleaseTaskFields, invalid_field_from, parse_release_task, succeeded_elements
+from acestep_api.engine.request import DURATION_MIN, SEED_MAX, GenerationRequest, GenerationResult
+from acestep_api.jobs.models import Job, JobApi, JobStatus
 from acestep_api.settings import Settings
 
 CAPTION_REQUIRED = "Input 'caption' is required"
@@ -38,11 +47,20 @@ V1_DEFAULTS = {"duration": 30.0, "guidance_scale": 8.0, "num_inference_steps": 2
 
 RELEASE_TASK_BATCH_SIZE = 1  # the serverless template's default (/release_task's is 2)
 MAX_BASE64_BYTES = 8_000_000
+FILE_TOO_LARGE = "file_too_large"
+DEFAULT_CONTENT_TYPE = "audio/mpeg"
 
 
 class Dialect(str, enum.Enum):
     ACE_STEP_15 = "ace-step-1.5"
     V1 = "v1"
+
+
+class JobDefaults(Protocol):
+    """What a job that names none gets (the worker's ServerlessSettings)."""
+
+    default_duration: float  # song length (s) of a 1.5-dialect job
+    job_timeout: float  # seconds a job may generate
 
 
 def detect_dialect(fields: dict) -> Dialect:
@@ -72,6 +90,9 @@ class V1Input:
     timeout_seconds: float
 
 
+# --- parse: the 1.5 dialect ------------------------------------------------------------------
+
+
 def _caption_given(lookup: ReleaseTaskFields) -> bool:
     caption = to_text("caption", lookup.raw("prompt"), "")
     # In sample mode the LM writes the caption from a description.
@@ -79,7 +100,7 @@ def _caption_given(lookup: ReleaseTaskFields) -> bool:
     return bool(caption.strip() or asks_lm)
 
 
-def parse_release_task_input(fields: dict, settings: Settings, options: ServerlessSettings) -> ReleaseTaskInput:
+def parse_release_task_input(fields: dict, settings: Settings, options: JobDefaults) -> ReleaseTaskInput:
     """Raises InvalidField, whose message is the job's error."""
     lookup = ReleaseTaskFields(fields)
     if not _caption_given(lookup):
@@ -103,6 +124,9 @@ def parse_release_task_input(fields: dict, settings: Settings, options: Serverle
     )
 
 
+# --- parse: the v1 dialect -------------------------------------------------------------------
+
+
 def _v1_seed(value: Any) -> int | None:
     """None (random) for a missing, blank or -1 seed."""
     allowed = f"seed must be an integer between 0 and {SEED_MAX}, or -1 for random (got {show(value)})"
@@ -123,7 +147,7 @@ def engine_duration(duration: float) -> float:
     return max(DURATION_MIN, math.ceil(round(duration * 10, 6)) / 10)
 
 
-def parse_v1_input(fields: dict, options: ServerlessSettings) -> V1Input:
+def parse_v1_input(fields: dict, options: JobDefaults) -> V1Input:
     """Raises InvalidField, whose message is the job's error."""
     prompt = to_text("prompt", fields.get("prompt"), "")
     if not prompt.strip():
@@ -150,3 +174,85 @@ def parse_v1_input(fields: dict, options: ServerlessSettings) -> V1Input:
     except ValidationError as error:
         raise invalid_field_from(error) from None
     return V1Input(request=request, prompt=prompt, duration=duration, timeout_seconds=options.job_timeout)
+
+
+def parse(fields: dict, settings: Settings, options: JobDefaults) -> ReleaseTaskInput | V1Input:
+    """A job's `input`, in whichever dialect its fields speak. Raises InvalidField, whose
+    message is the job's error."""
+    if detect_dialect(fields) is Dialect.V1:
+        return parse_v1_input(fields, options)
+    return parse_release_task_input(fields, settings, options)
+
+
+# --- render ----------------------------------------------------------------------------------
+
+
+def result_elements(task_id: str, request: GenerationRequest, result: GenerationResult, started_at: float) -> list[dict]:
+    """The elements /query_result would list for this job once it succeeded."""
+    job = Job(id=task_id, request=request, api=JobApi.RELEASE_TASK, status=JobStatus.SUCCEEDED,
+              created_at=started_at, started_at=started_at, finished_at=time.time(),
+              progress=1.0, stage="succeeded", result=result)
+    return succeeded_elements(job)
+
+
+def _whole(value):
+    """30.0 -> 30 (the template reports the duration as it was sent, an integer)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def audio_entries(elements: list[dict], paths: list[str], max_bytes: int) -> list[dict]:
+    """One entry per element with a file: its bytes as base64, or why they were left out.
+    Reads the files."""
+    entries = []
+    for index, (element, path) in enumerate(zip(elements, paths)):
+        if not element.get("file"):
+            continue
+        size = os.path.getsize(path)
+        entry = {"index": index, "file": element["file"]}
+        if size > max_bytes:
+            entries.append({**entry, "skipped": True, "reason": FILE_TOO_LARGE, "bytes": size})
+            continue
+        with open(path, "rb") as handle:
+            encoded = base64.b64encode(handle.read()).decode("ascii")
+        entries.append({**entry, "content_type": mime_type(path, DEFAULT_CONTENT_TYPE), "base64": encoded})
+    return entries
+
+
+def render_release_task(task_id: str, job: ReleaseTaskInput, result: GenerationResult, started_at: float) -> dict:
+    """The answer to a 1.5-dialect job that succeeded."""
+    request = job.request
+    elements = result_elements(task_id, request, result, started_at)
+    duration = request.audio_duration if request.audio_duration is not None else result.metas.get("duration")
+    output = {
+        "task_id": task_id,
+        "status": "completed",
+        "duration": _whole(duration),
+        "batch_size": request.batch_size,
+        "results": elements,
+    }
+    if job.return_audio_base64:
+        output["audio"] = audio_entries(elements, result.audio_paths, job.max_base64_bytes)
+    return output
+
+
+def render_v1(job: V1Input, audio: bytes, result: GenerationResult, generation_time: float) -> dict:
+    """The answer to a v1 job that succeeded; `audio` is its WAV, already cut to `job.duration`."""
+    return {
+        "audio_base64": base64.b64encode(audio).decode("ascii"),
+        "generation_time": round(generation_time, 2),
+        "prompt": job.prompt,
+        "duration": job.duration,
+        "seed": result.seeds[0],
+        "sample_rate": result.sample_rate,
+        "success": True,
+    }
+
+
+def render_v1_failure(message: str, generation_time: float) -> dict:
+    """The answer to a v1 job that failed: the v1 endpoint's own error shape."""
+    return {"error": message, "generation_time": round(generation_time, 2), "success": False}
+
+
+def render_failure(message: str) -> dict:
+    """A refused or failed job (the runpod SDK reports `{"error": ...}` as a failed job)."""
+    return {"error": message}

@@ -1,21 +1,27 @@
-"""Reading a serverless job's input: which dialect, the defaults, and the error messages."""
+"""The RunPod dialects without a worker: which dialect a job's input speaks, the defaults,
+the error messages, and the answers."""
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
-from acestep_api.engine.request import SEED_MAX
-from acestep_api.serverless.dialects import (
+from acestep_api.dialects.coercion import InvalidField
+from acestep_api.dialects import runpod
+from acestep_api.dialects.runpod import (
     CAPTION_REQUIRED,
     PROMPT_REQUIRED,
     Dialect,
+    ReleaseTaskInput,
+    V1Input,
     detect_dialect,
     engine_duration,
     parse_release_task_input,
     parse_v1_input,
 )
+from acestep_api.engine.request import SEED_MAX, GenerationRequest, GenerationResult
 from acestep_api.serverless.settings import ServerlessSettings
-from acestep_api.dialects.coercion import InvalidField
 from acestep_api.settings import Settings
 
 SETTINGS = Settings(_env_file=None, batch_max=4)
@@ -185,3 +191,50 @@ def test_v1_prompt_is_required(fields):
 ])
 def test_v1_out_of_range_names_field_and_range(fields, message):
     assert error_of(v1, {"prompt": "x", **fields}) == message
+
+
+def test_parse_picks_the_dialect_the_fields_speak():
+    assert isinstance(runpod.parse({"prompt": "x"}, SETTINGS, OPTIONS), V1Input)
+    assert isinstance(runpod.parse({"caption": "x"}, SETTINGS, OPTIONS), ReleaseTaskInput)
+
+
+# --- The answers ----------------------------------------------------------------------------
+
+def result_with(paths: list[str], duration=30.0) -> GenerationResult:
+    return GenerationResult(audio_paths=paths, seeds=[7, 8][:len(paths) or 1], prompt="p", lyrics="",
+                            metas={"duration": duration}, dit_model="acestep-v15-turbo", lm_model="",
+                            generation_info="", timings={}, sample_rate=48000)
+
+
+def test_release_task_answer_lists_the_elements_and_on_request_the_files(tmp_path):
+    small, large = tmp_path / "a.wav", tmp_path / "b.flac"
+    small.write_bytes(b"RIFF")
+    large.write_bytes(b"f" * 100)
+    job = ReleaseTaskInput(request=GenerationRequest(prompt="p", audio_duration=30.0, batch_size=2),
+                           timeout_seconds=60, return_audio_base64=True, max_base64_bytes=10)
+    output = runpod.render_release_task("t-1", job, result_with([str(small), str(large)]), started_at=1.0)
+    assert (output["task_id"], output["status"], output["duration"], output["batch_size"]) == ("t-1", "completed", 30, 2)
+    assert [element["seed_value"] for element in output["results"]] == ["7,8", "7,8"]
+    first, second = output["audio"]
+    assert (first["index"], first["content_type"], base64.b64decode(first["base64"])) == (0, "audio/wav", b"RIFF")
+    assert first["file"] == output["results"][0]["file"]
+    assert second == {"index": 1, "file": output["results"][1]["file"], "skipped": True,
+                      "reason": runpod.FILE_TOO_LARGE, "bytes": 100}
+    without = runpod.render_release_task("t-1", ReleaseTaskInput(job.request, 60, False, 10),
+                                         result_with([str(small)]), started_at=1.0)
+    assert "audio" not in without
+
+
+def test_release_task_duration_is_the_songs_when_none_was_asked():
+    job = ReleaseTaskInput(request=GenerationRequest(prompt="p"), timeout_seconds=60, return_audio_base64=False,
+                           max_base64_bytes=0)
+    assert runpod.render_release_task("t", job, result_with([], duration=42.5), started_at=1.0)["duration"] == 42.5
+
+
+def test_v1_answers_and_failures_have_the_v1_shape():
+    job = V1Input(request=GenerationRequest(prompt="x"), prompt=" x ", duration=5.0, timeout_seconds=60)
+    assert runpod.render_v1(job, b"RIFF", result_with(["a.wav"]), 1.234) == {
+        "audio_base64": base64.b64encode(b"RIFF").decode(), "generation_time": 1.23, "prompt": " x ",
+        "duration": 5.0, "seed": 7, "sample_rate": 48000, "success": True}
+    assert runpod.render_v1_failure("boom", 0.456) == {"error": "boom", "generation_time": 0.46, "success": False}
+    assert runpod.render_failure("boom") == {"error": "boom"}
