@@ -1,1 +1,0 @@
-"""Pydantic models of request and response bodies, kept apart from the routes that serve them."""
