@@ -30,6 +30,8 @@ from acestep_api.engine.loading.folders import resolve_dit_folder
 from acestep_api.engine.loading.text_encoder import load_text_encoder
 from acestep_api.engine.loading.vae import load_vae
 from acestep_api.engine.layout import DEFAULT_LM_FOLDER, TEXT_ENCODER_FOLDER, VAE_FOLDER, is_demo_folder
+from acestep_api.engine.lm_tasks import LMRequest, LMTaskResult, run_lm_task
+from acestep_api.engine.served import ServedModel, ServedModels
 from acestep_api.engine.request import DEFAULT_INSTRUCTION, GenerationError, GenerationRequest, GenerationResult
 from acestep_api.engine.sampler import (
     ConditionSwitch,
@@ -262,6 +264,15 @@ class MusicEngine:
             for name in self.model_names
         ]
 
+    def served(self) -> ServedModels:
+        """What this engine serves, as data the HTTP layer may hold (engine/served.py)."""
+        return ServedModels(
+            models=tuple(ServedModel(name, self.dits[name].is_turbo, tuple(self.dits[name].supported_task_types))
+                         for name in self.model_names),
+            lm_model=self.lm_model, lm_available=self.lm_available, lm_error=self.lm_error,
+            is_demo=self.is_demo, device=str(self.device),
+        )
+
     def select_model(self, requested: str | None) -> DitCheckpoint:
         """The DiT named by the request (by folder name or path); unknown or none -> primary."""
         if requested:
@@ -269,6 +280,12 @@ class MusicEngine:
                 if candidate in self.dits:
                     return self.dits[candidate]
         return self.dits[self.default_model]
+
+    def run_lm_task(self, task: LMRequest) -> LMTaskResult:
+        """An LM-only job (format, sample): the 5 Hz LM's answer, or a GenerationError."""
+        if self.planner is None:
+            raise GenerationError(f"LLM init failed: {self.lm_error}" if self.lm_error else LM_NOT_LOADED)
+        return run_lm_task(self.planner, task)
 
     # --- Generation ---------------------------------------------------------------------
 

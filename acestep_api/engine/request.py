@@ -7,7 +7,8 @@ be right and say which field is wrong and what is allowed.
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -19,11 +20,15 @@ from acestep_api.engine.limits import (
     TRACK_CLASSES_MAX_ITEMS,
     text_problem,
 )
-TASK_TYPES = ("text2music", "repaint", "cover", "extract", "lego", "complete")
+# The one vocabulary of each choice: GenerationRequest's fields and every dialect read these.
+TaskType = Literal["text2music", "repaint", "cover", "extract", "lego", "complete"]
+AudioFormat = Literal["mp3", "wav", "flac", "opus"]
+InferMethod = Literal["ode", "sde"]
+TASK_TYPES: tuple[str, ...] = get_args(TaskType)
 TURBO_TASK_TYPES = ("text2music", "repaint", "cover")
 SOURCE_TASK_TYPES = ("repaint", "lego", "extract", "complete")  # they rework a source recording
-AUDIO_FORMATS = ("mp3", "wav", "flac", "opus")
-INFER_METHODS = ("ode", "sde")
+AUDIO_FORMATS: tuple[str, ...] = get_args(AudioFormat)
+INFER_METHODS: tuple[str, ...] = get_args(InferMethod)
 TIME_SIGNATURES = ("2", "3", "4", "6")
 DURATION_MIN, DURATION_MAX = 10.0, 600.0
 BPM_MIN, BPM_MAX = 30, 300
@@ -33,7 +38,17 @@ AUDIO_CODES_MAX = int(DURATION_MAX) * CODES_PER_SECOND
 # Beyond the LM's vocabulary (about 217,000 tokens) a top-k cut keeps everything.
 LM_TOP_K_MAX = 1_000_000
 DEFAULT_INSTRUCTION = "Fill the audio semantic mask based on the given conditions:"
-INSTRUMENTAL_LYRICS = ("", "[inst]", "[instrumental]")
+INSTRUMENTAL_LYRICS = ("", "[inst]", "[instrumental]")  # lyrics that mean "no vocals"
+INSTRUMENTAL_MARK = "[inst]"  # what an instrumental request without lyrics sends the DiT
+
+
+def is_instrumental_lyrics(lyrics: str) -> bool:
+    return lyrics.strip().lower() in INSTRUMENTAL_LYRICS
+
+
+def lyrics_or_instrumental(lyrics: str, instrumental: bool) -> str:
+    """The one instrumental rule of every dialect: no lyrics and `instrumental` -> "[inst]"."""
+    return INSTRUMENTAL_MARK if instrumental and not lyrics.strip() else lyrics
 
 
 class GenerationRequest(BaseModel):
@@ -56,7 +71,7 @@ class GenerationRequest(BaseModel):
 
     # Model and task
     model: str | None = None
-    task_type: Literal["text2music", "repaint", "cover", "extract", "lego", "complete"] = "text2music"
+    task_type: TaskType = "text2music"
     batch_size: int = Field(default=2, ge=1)
 
     # DiT sampling
@@ -64,7 +79,7 @@ class GenerationRequest(BaseModel):
     guidance_scale: float = Field(default=7.0, ge=0.0, le=200.0)
     shift: float = Field(default=3.0, gt=0.0, le=10.0)
     timesteps: list[float] | None = Field(default=None, max_length=TIMESTEPS_MAX_ITEMS)
-    infer_method: Literal["ode", "sde"] = "ode"
+    infer_method: InferMethod = "ode"
     use_adg: bool = False
     cfg_interval_start: float = Field(default=0.0, ge=0.0, le=1.0)
     cfg_interval_end: float = Field(default=1.0, ge=0.0, le=1.0)
@@ -88,13 +103,17 @@ class GenerationRequest(BaseModel):
     track_classes: list[str] | None = Field(default=None, max_length=TRACK_CLASSES_MAX_ITEMS)
 
     # Output
-    audio_format: Literal["mp3", "wav", "flac", "opus"] = "mp3"
+    audio_format: AudioFormat = "mp3"
     use_tiled_decode: bool = True
 
     # 5 Hz LM (its own issue; accepted and carried here)
     thinking: bool = False
     sample_mode: bool = False
     sample_query: str = ""
+    # Sample mode: write an instrumental song (as the description's own hints can ask), and
+    # keep the request's audio_duration instead of the LM's (fal's duration must hold).
+    instrumental: bool = False
+    sample_keeps_duration: bool = False
     use_format: bool = False
     use_cot_caption: bool = True
     use_cot_language: bool = True
@@ -170,7 +189,7 @@ class GenerationRequest(BaseModel):
 
     @property
     def is_instrumental(self) -> bool:
-        return self.lyrics.strip().lower() in INSTRUMENTAL_LYRICS
+        return is_instrumental_lyrics(self.lyrics)
 
     @property
     def needs_lm(self) -> bool:
@@ -181,23 +200,70 @@ class GenerationRequest(BaseModel):
         )
 
 
+@dataclass(frozen=True)
+class Timings:
+    """Seconds per phase of one job; None for a phase that did not run."""
+
+    text_encoding: float | None = None
+    diffusion: float | None = None
+    decoding: float | None = None
+    encoding: float | None = None
+    lm: float | None = None  # the 5 Hz LM's whole plan; its phases follow
+    lm_sample: float | None = None
+    lm_format: float | None = None
+    lm_metadata: float | None = None  # phase 1: the metadata (chain of thought)
+    lm_codes: float | None = None  # phase 2: the audio codes
+    total: float | None = None
+
+
+class SongMetas(BaseModel):
+    """The song's metadata as it was made: the value used, None where unknown."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    bpm: int | None = None
+    duration: int | float | None = None  # seconds, as the request or the audio gave it
+    genres: str | None = None
+    keyscale: str | None = None
+    timesignature: str | None = None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A value by its field name, `default` when unknown."""
+        value = getattr(self, key, None) if key in type(self).model_fields else None
+        return default if value is None else value
+
+
+AnalysisMode = Literal["analysis_only", "extract_codes_only", "full_analysis_only"]
+
+
+class Analysis(BaseModel):
+    """What an analysis job found instead of making audio (api-contract.md 6.7)."""
+
+    mode: AnalysisMode
+    audio_codes: str = ""  # the source's 5 Hz codes (extract_codes_only)
+    # The LM's reading of the source's codes (full_analysis_only): bpm, keyscale, caption, ...
+    understood: dict[str, Any] | None = None
+
+
 class GenerationResult(BaseModel):
-    """What one finished job produced. Stored as JSON with the job."""
+    """What one finished job produced, as data (the dialects word it). Stored as JSON with the job."""
 
     audio_paths: list[str]
     seeds: list[int]
     prompt: str
     lyrics: str
-    # bpm, duration, genres, keyscale, timesignature: value used, or "N/A"
-    metas: dict
-    dit_model: str
+    metas: SongMetas = Field(default_factory=SongMetas)
+    dit_model: str  # "" when no DiT ran (analysis_only)
     lm_model: str
-    generation_info: str
-    # Seconds per stage, e.g. {"text_encoding": .., "diffusion": .., "decoding": .., "encoding": .., "total": ..}
-    timings: dict[str, float]
+    timings: Timings = Field(default_factory=Timings)
+    steps: int | None = None  # diffusion steps run
+    # What the 5 Hz LM settled (its CoT field names: bpm, caption, duration, keyscale, ...).
+    lm_metas: dict[str, Any] = Field(default_factory=dict)
     sample_rate: int = 48000
-    # Analysis modes answer a dict of their own, which clients receive verbatim (docs/wire-contract.md#analysis-modes).
-    raw: dict | None = None
+    analysis: Analysis | None = None  # set for the analysis modes, which make no audio
+    # A result stored by an earlier version keeps the summary text it was answered with
+    # (jobs/store.py reads it in); answers show it as it was.
+    stored_generation_info: str | None = None
 
 
 class GenerationError(RuntimeError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from acestep_api.engine.lm_tasks import FormatRequest, LMRequest, LMTaskResult, SampleRequest
 from acestep_api.engine.request import GenerationRequest, GenerationResult
 
 
@@ -24,6 +25,26 @@ class JobStatus(str, enum.Enum):
         return {"queued": 0, "running": 0, "succeeded": 1, "failed": 2}[self.value]
 
 
+class JobKind(str, enum.Enum):
+    """What a job asks of the models; its request and result types follow from it."""
+
+    GENERATION = "generation"  # GenerationRequest -> GenerationResult (audio)
+    FORMAT = "format"  # FormatRequest -> LMTaskResult (the 5 Hz LM only)
+    SAMPLE = "sample"  # SampleRequest -> LMTaskResult (the 5 Hz LM only)
+
+    @classmethod
+    def of(cls, request: "JobRequest") -> "JobKind":
+        if isinstance(request, FormatRequest):
+            return cls.FORMAT
+        if isinstance(request, SampleRequest):
+            return cls.SAMPLE
+        return cls.GENERATION
+
+
+JobRequest = GenerationRequest | LMRequest
+JobResult = GenerationResult | LMTaskResult
+
+
 class JobApi(str, enum.Enum):
     """Which API generation submitted the job (decides how its result is shaped)."""
 
@@ -31,12 +52,13 @@ class JobApi(str, enum.Enum):
     LEGACY = "legacy"
     CHAT = "chat"  # POST /v1/chat/completions
     FAL = "fal"  # POST /fal-ai/ace-step/prompt-to-audio
+    LM = "lm"  # POST /format_input, /v1/create_sample: answered by their route, never queried
 
 
 @dataclass
 class Job:
     id: str
-    request: GenerationRequest
+    request: JobRequest
     api: JobApi = JobApi.RELEASE_TASK
     status: JobStatus = JobStatus.QUEUED
     created_at: float = 0.0
@@ -44,7 +66,7 @@ class Job:
     finished_at: float | None = None
     progress: float = 0.0
     stage: str = "queued"
-    result: GenerationResult | None = None
+    result: JobResult | None = None
     error: str | None = None
     attempts: int = 0  # how many times a worker has started it
     # Files uploaded with the request, deleted when the job ends.
@@ -52,3 +74,7 @@ class Job:
     # Recorded as the job starts running (jobs/crash_evidence.py): lets the next server start
     # tell whether the process died under this job (a crash, an OOM kill) or was merely stopped.
     run_marker: dict | None = None
+
+    @property
+    def kind(self) -> JobKind:
+        return JobKind.of(self.request)

@@ -16,9 +16,9 @@ import time
 import uuid
 from collections.abc import Sequence
 
-from acestep_api.engine.request import GenerationError, GenerationRequest, GenerationResult
+from acestep_api.engine.request import GenerationError
 from acestep_api.jobs.crash_evidence import CrashEvidence
-from acestep_api.jobs.models import Job, JobApi, JobStatus
+from acestep_api.jobs.models import Job, JobApi, JobKind, JobRequest, JobResult, JobStatus
 from acestep_api.jobs.retention import remove_orphan_uploads, remove_uploads
 from acestep_api.jobs.store import CANCELLED_STAGE, JobStore
 
@@ -131,7 +131,7 @@ class JobQueue:
 
     def submit(
         self,
-        request: GenerationRequest,
+        request: JobRequest,
         api: JobApi = JobApi.RELEASE_TASK,
         temp_files: Sequence[str] = (),
     ) -> tuple[Job, int]:
@@ -254,7 +254,7 @@ class JobQueue:
                 self._last_write[job.id] = (fraction, stage, now)
                 self.store.save(job)
 
-    def finish(self, job: Job, result: GenerationResult) -> None:
+    def finish(self, job: Job, result: JobResult) -> None:
         with self._lock:
             job.result = result
             job.error = None
@@ -273,8 +273,9 @@ class JobQueue:
         job.status = status
         job.stage = stage or status.value
         job.finished_at = time.time()
-        # A cancelled job's run time says nothing about how long jobs take.
-        if job.started_at is not None and stage != CANCELLED_STAGE:
+        # A cancelled job's run time says nothing about how long jobs take, nor an LM-only
+        # job's (seconds) about how long a song takes.
+        if job.started_at is not None and stage != CANCELLED_STAGE and job.kind is JobKind.GENERATION:
             self._durations.append(max(0.0, job.finished_at - job.started_at))
         self._running.pop(job.id, None)
         self._last_write.pop(job.id, None)

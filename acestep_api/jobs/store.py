@@ -16,7 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from acestep_api.engine.request import GenerationRequest, GenerationResult
-from acestep_api.jobs.models import Job, JobApi, JobStatus
+from acestep_api.engine.lm_tasks import FormatRequest, LMTaskResult, SampleRequest
+from acestep_api.jobs.models import Job, JobApi, JobKind, JobStatus
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -39,7 +40,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     interrupted  INTEGER NOT NULL DEFAULT 0,
     -- JSON: what the process looked like when the job last started running (its pid, the
     -- boot, the OOM-kill counters), so the next start can tell if it died under this job.
-    run_marker   TEXT
+    run_marker   TEXT,
+    -- generation, format or sample (jobs/models.py JobKind): how request and result read
+    kind         TEXT NOT NULL DEFAULT 'generation'
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
@@ -47,17 +50,24 @@ CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
 
 _FIELDS = (
     "id", "api", "status", "created_at", "started_at", "finished_at", "progress", "stage",
-    "request", "result", "error", "attempts", "temp_files", "run_marker",
+    "request", "result", "error", "attempts", "temp_files", "run_marker", "kind",
 )
 # Columns added after the first release: a database written before them gains them on open.
 _ADDED_COLUMNS = {
     "interrupted": "INTEGER NOT NULL DEFAULT 0",
     "run_marker": "TEXT",
+    "kind": "TEXT NOT NULL DEFAULT 'generation'",
 }
 _COLUMNS = ", ".join(_FIELDS)
 _ASSIGNMENTS = ", ".join(f"{name} = ?" for name in _FIELDS[1:])  # every field but the id
 
 _FINISHED = (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value)
+# A job's kind -> the types its request and result columns hold.
+_TYPES = {
+    JobKind.GENERATION: (GenerationRequest, GenerationResult),
+    JobKind.FORMAT: (FormatRequest, LMTaskResult),
+    JobKind.SAMPLE: (SampleRequest, LMTaskResult),
+}
 
 
 # Decides, for a job found running at start, whether the previous process crashed under it:
@@ -118,15 +128,17 @@ class JobStore:
             job.attempts,
             json.dumps(list(job.temp_files)),
             json.dumps(job.run_marker) if job.run_marker is not None else None,
+            job.kind.value,
         )
 
     @staticmethod
     def _job(row: tuple) -> Job:
         (job_id, api, status, created_at, started_at, finished_at, progress, stage,
-         request, result, error, attempts, temp_files, run_marker) = row
+         request, result, error, attempts, temp_files, run_marker, kind) = row
+        request_type, result_type = _TYPES[JobKind(kind)]
         return Job(
             id=job_id,
-            request=GenerationRequest.model_validate_json(request),
+            request=request_type.model_validate_json(request),
             api=JobApi(api),
             status=JobStatus(status),
             created_at=created_at,
@@ -134,7 +146,7 @@ class JobStore:
             finished_at=finished_at,
             progress=progress,
             stage=stage,
-            result=GenerationResult.model_validate_json(result) if result is not None else None,
+            result=result_type.model_validate_json(result) if result is not None else None,
             error=error,
             attempts=attempts,
             temp_files=json.loads(temp_files),
@@ -173,13 +185,14 @@ class JobStore:
         return {"total": sum(counts.values()), **counts}
 
     def recent_durations(self, n: int) -> list[float]:
-        """Run times of the last `n` finished jobs, newest first."""
+        """Run times of the last `n` finished generation jobs, newest first (an LM-only job
+        takes seconds and says nothing about how long a song takes)."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT finished_at - started_at FROM jobs "
                 "WHERE status IN (?, ?) AND started_at IS NOT NULL AND finished_at IS NOT NULL "
-                "AND interrupted = 0 AND stage != ? ORDER BY finished_at DESC, seq DESC LIMIT ?",
-                (*_FINISHED, CANCELLED_STAGE, n),
+                "AND interrupted = 0 AND stage != ? AND kind = ? ORDER BY finished_at DESC, seq DESC LIMIT ?",
+                (*_FINISHED, CANCELLED_STAGE, JobKind.GENERATION.value, n),
             ).fetchall()
         return [max(0.0, duration) for (duration,) in rows]
 

@@ -14,8 +14,9 @@ import os
 import re
 from typing import Callable, Protocol
 
+from acestep_api.engine.lm_tasks import LMRequest, LMTaskResult
 from acestep_api.engine.request import GenerationError, GenerationRequest, GenerationResult
-from acestep_api.jobs.models import Job
+from acestep_api.jobs.models import Job, JobKind, JobResult
 from acestep_api.jobs.queue import JobQueue
 from acestep_api.jobs.retention import purge_expired
 
@@ -28,6 +29,12 @@ class Engine(Protocol):
     def generate(
         self, request: GenerationRequest, progress: Callable[[float, str], None]
     ) -> GenerationResult: ...
+
+    def run_lm_task(self, request: LMRequest) -> LMTaskResult: ...
+
+
+# What the engine must hand back for each kind of job.
+_RESULT_TYPES = {JobKind.GENERATION: GenerationResult, JobKind.FORMAT: LMTaskResult, JobKind.SAMPLE: LMTaskResult}
 
 
 INTERNAL_FAILURE = "an internal error occurred; the server log has the details"
@@ -118,21 +125,31 @@ class JobWorker:
         else:
             self._end(job, result=result)
 
-    def _generate(self, job: Job) -> GenerationResult:
+    def _generate(self, job: Job) -> JobResult:
         def progress(fraction: float, stage: str) -> None:
             if not self._stopped:
                 self.queue.report_progress(job, fraction, stage)
 
-        result = self.engine.generate(job.request, progress)
-        if not isinstance(result, GenerationResult):
-            raise TypeError(f"engine returned {type(result).__name__}, not GenerationResult")
+        kind = job.kind
+        if kind is JobKind.GENERATION:
+            result = self.engine.generate(job.request, progress)
+        else:
+            # One LM call: no steps to report between; a cancel asked for while it waited
+            # in line ends it here, before the LM starts.
+            progress(0.1, "LM: formatting caption and lyrics" if kind is JobKind.FORMAT
+                     else "LM: writing a song from the description")
+            result = self.engine.run_lm_task(job.request)
+        expected = _RESULT_TYPES[kind]
+        if not isinstance(result, expected):
+            raise TypeError(f"engine returned {type(result).__name__}, not {expected.__name__}")
         return result
 
-    def _end(self, job: Job, result: GenerationResult | None = None, error: str | None = None) -> None:
+    def _end(self, job: Job, result: JobResult | None = None, error: str | None = None) -> None:
         try:
             if result is not None:
                 self.queue.finish(job, result)
-                log.info("Job %s succeeded: %d audio files", job.id, len(result.audio_paths))
+                files = len(result.audio_paths) if isinstance(result, GenerationResult) else 0
+                log.info("Job %s (%s) succeeded: %d audio files", job.id, job.kind.value, files)
             else:
                 self.queue.fail(job, error or "Generation failed")
         except Exception:  # noqa: BLE001 - e.g. the store could not be written; keep serving

@@ -69,6 +69,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         crash_evidence.start()
         if app.state.engine is None:
             app.state.engine = await asyncio.to_thread(load_engine, settings)
+        app.state.served = app.state.engine.served()
         worker = JobWorker(queue, app.state.engine, retention_seconds=settings.retention_days * SECONDS_PER_DAY)
         app.state.store, app.state.queue, app.state.worker = store, queue, worker
         if app.state.start_worker:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from acestep_api.engine.served import ServedModels
 from acestep_api.jobs.queue import JobQueue
 from acestep_api.settings import Settings
 
@@ -18,3 +19,9 @@ def get_queue(request: Request) -> JobQueue:
 
 def get_engine(request: Request):
     return request.app.state.engine
+
+
+def get_served(request: Request) -> ServedModels:
+    """What the engine serves (its models, their tasks, the LM), as data: routes decide with
+    this, never with the engine itself."""
+    return request.app.state.served

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import soundfile
 
-from acestep_api.engine.request import GenerationError, GenerationRequest
+from acestep_api.engine.request import GenerationError, GenerationRequest, GenerationResult
 from acestep_api.jobs.models import JobApi
 from tests.server.conftest import serve
 
@@ -52,6 +52,13 @@ def fal_jobs(settings) -> list[GenerationRequest]:
     return [GenerationRequest.model_validate_json(request) for (request,) in rows]
 
 
+def fal_results(settings) -> list[GenerationResult | None]:
+    """The results of those jobs: what the DiT was conditioned on (the LM's text, with the LM)."""
+    with sqlite3.connect(settings.database_path) as db:
+        rows = db.execute("SELECT result FROM jobs WHERE api = ? ORDER BY seq", (JobApi.FAL.value,)).fetchall()
+    return [GenerationResult.model_validate_json(result) if result else None for (result,) in rows]
+
+
 async def download(client: httpx.AsyncClient, audio: dict) -> float:
     """Seconds of the audio an answer's `audio` serves, fetched through `client` (48 kHz
     stereo WAV, `file_size` bytes)."""
@@ -86,10 +93,13 @@ async def test_seed_004_required_example(lm_live, settings):
     assert audio["file_name"].endswith(".wav") and audio["file_name"] in served_path(audio["url"])
     assert abs(await download(client, audio) - 60.0) < 0.05
 
-    # The LM wrote the text from the prompt; the DiT ran it as is, with the reported seed.
+    # One job: the LM wrote the text from the prompt (sample mode) and the DiT ran it, with
+    # the reported seed.
     [job] = fal_jobs(settings)
-    assert (job.prompt, job.lyrics) == (body["tags"], body["lyrics"])
-    assert job.prompt != SEED_004_PROMPT
+    assert job.sample_mode and job.sample_query == SEED_004_PROMPT and job.sample_keeps_duration
+    [result] = fal_results(settings)
+    assert (result.prompt, result.lyrics) == (body["tags"], body["lyrics"])
+    assert result.prompt != SEED_004_PROMPT
     assert (job.use_random_seed, job.seeds, job.batch_size, job.audio_duration) == (False, [body["seed"]], 1, 60.0)
     assert (job.inference_steps, job.guidance_scale, job.audio_format) == (27, 15.0, "wav")
 
@@ -256,13 +266,15 @@ async def test_a_failing_lm_is_a_500(settings, lm_engine):
     def create_sample(*args, **kwargs):
         raise RuntimeError("LM weights are corrupt")
 
-    broken.planner.create_sample = create_sample
+    # The job's sample mode calls the planner's inner step; the route never calls the LM itself.
+    broken.planner.create_sample = broken.planner._create_sample = create_sample
     async with serve(settings, broken) as (_, client):
         response = await client.post(PATH, json={"prompt": "x"})
     # The LM's own words stay in the log (issue #10): the client reads a sentence.
     assert (response.status_code, response.json()) == (500, {
         "detail": "create_sample failed: the 5 Hz LM could not process this input; the server log has the details"})
-    assert fal_jobs(settings) == []
+    # The LM step is part of the one job, which failed with it.
+    assert len(fal_jobs(settings)) == 1 and fal_results(settings) == [None]
 
 
 async def test_a_job_past_the_timeout_is_cancelled(settings, engine):

@@ -5,7 +5,7 @@ from acestep_api.engine.request import GenerationRequest
 from acestep_api.jobs.models import JobApi
 from acestep_api.jobs.queue import JobQueue
 from acestep_api.jobs.store import JobStore
-from acestep_api.server.sync_jobs import submit
+from acestep_api.server.services.sync_jobs import submit
 
 
 def test_a_refused_submission_removes_its_temp_files_and_is_a_429(tmp_path):

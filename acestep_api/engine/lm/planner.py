@@ -25,11 +25,20 @@ from acestep_api.engine.layout import LM_MODEL_NAMES
 from acestep_api.engine.lm import prompts
 from acestep_api.engine.lm.constraints import CodesConstraint, MetadataConstraint
 from acestep_api.engine.lm.cot import format_cot, parse_cot
+from acestep_api.engine.lm.failure import lm_failure
 from acestep_api.engine.lm.folders import list_lm_folders, resolve_lm_folder
 from acestep_api.engine.lm.loader import load_lm
 from acestep_api.engine.lm.types import NO_NEGATIVE_PROMPT, LMBackend, SamplingParams
 from acestep_api.engine.lm.vocab import LMVocab, format_audio_codes
-from acestep_api.engine.request import DURATION_MAX, DURATION_MIN, SEED_MAX, GenerationRequest
+from acestep_api.engine.request import (
+    BPM_MAX,
+    BPM_MIN,
+    DURATION_MAX,
+    DURATION_MIN,
+    SEED_MAX,
+    TIME_SIGNATURES,
+    GenerationRequest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -137,12 +146,21 @@ class LMPlanner:
                 started = time.perf_counter()
                 query = request.sample_query.strip() or NO_NEGATIVE_PROMPT
                 language, instrumental = description_hints(query)
+                instrumental = instrumental or request.instrumental
                 if request.vocal_language not in ("", "en", "unknown"):
                     language = request.vocal_language
-                sample = self._create_sample(query, instrumental, language, sampling, seeds[0])
+                try:
+                    sample = self._create_sample(query, instrumental, language, sampling, seeds[0])
+                except Exception as error:  # noqa: BLE001 - the LM failing on this input fails this job
+                    raise lm_failure("create_sample", error) from None
                 plan.seconds["sample"] = time.perf_counter() - started
                 metas_from_sample = True
-                request = request.model_copy(update=self._request_fields(sample, overwrite=True, request=request))
+                updates = self._request_fields(sample, overwrite=True, request=request)
+                if request.instrumental and request.is_instrumental:
+                    updates.pop("lyrics", None)  # the request's own instrumental marker stays
+                if request.sample_keeps_duration and request.audio_duration is not None:
+                    updates.pop("audio_duration", None)
+                request = request.model_copy(update=updates)
 
             # 2. Format: the LM rewrites caption and lyrics, keeping the user's metadata.
             format_gave_duration = False
@@ -337,10 +355,12 @@ class LMPlanner:
             if overwrite or empty:
                 updates[name] = value
 
-        put("bpm", metas.get("bpm"), request.bpm is None)
+        # model_copy does not validate: a value the DiT cannot take is left out here.
+        bpm = metas.get("bpm")
+        put("bpm", bpm if isinstance(bpm, int) and BPM_MIN <= bpm <= BPM_MAX else None, request.bpm is None)
         put("key_scale", metas.get("keyscale"), not request.key_scale)
-        put("time_signature", str(metas["timesignature"]) if metas.get("timesignature") else None,
-            not request.time_signature)
+        signature = str(metas.get("timesignature") or "").split("/", 1)[0].strip()
+        put("time_signature", signature if signature in TIME_SIGNATURES else None, not request.time_signature)
         if metas.get("duration"):
             duration = float(min(max(float(metas["duration"]), DURATION_MIN), DURATION_MAX))
             put("audio_duration", duration, request.audio_duration is None)

@@ -1,9 +1,14 @@
-"""fal.ai `fal-ai/ace-step/prompt-to-audio`: its input and output, as fal documents them.
+"""fal.ai `fal-ai/ace-step/prompt-to-audio`: its input and output as fal documents them, how a
+request becomes one ACE-Step 1.5 job, and how the job's song is answered.
 
-Names, defaults, ranges and options are fal's own (api-contract 9.3). A value out of range or
+Names, defaults, ranges and options are fal's own (docs/wire-contract.md#fal-prompt-to-audio). A value out of range or
 of the wrong type is a 422 whose message names the field and fal's range; fields fal does not
-document are accepted and ignored, because fal clients send what they send. How each field is
-served by ACE-Step 1.5 is decided in `routes/fal.py` and documented in docs/fal.md.
+document are accepted and ignored, because fal clients send what they send. docs/fal.md says
+how each field is served and why.
+
+A request is one job: with the 5 Hz LM, in sample mode (the LM turns the prompt into a
+caption, fal's `tags`, lyrics and metadata, and the DiT makes the song in the same job) with
+fal's duration kept; without it, the prompt is the caption and the song has no vocals.
 """
 
 from __future__ import annotations
@@ -23,9 +28,13 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from acestep_api.engine.limits import PROMPT_MAX_CHARS, text_problem
-from acestep_api.engine.request import SEED_MAX
+from acestep_api.engine.request import DURATION_MIN, SEED_MAX, GenerationRequest, GenerationResult
 
 RANDOM_SEED = -1
+# fal answers a WAV URL; WAV is also what lets a short clip be cut without re-encoding loss.
+AUDIO_FORMAT = "wav"
+INSTRUMENTAL_LYRICS = "[inst]"  # fal's own spelling; the DiT reads it as instrumental
+SHIFT = 3.0  # GenerationRequest's default shift, the schedule the guidance window is placed on
 
 
 def _number(value: float) -> str:
@@ -133,3 +142,76 @@ class FalPromptOutput(BaseModel):
     seed: int
     tags: str
     lyrics: str
+
+
+# --- fal's request -> one ACE-Step 1.5 job ----------------------------------------------------
+
+
+def _schedule_t(step: int, steps: int) -> float:
+    """t at the start of `step` of the base/SFT schedule (sampler.base_schedule, shift SHIFT)."""
+    u = 1.0 - step / steps
+    return SHIFT * u / (1.0 + (SHIFT - 1.0) * u)
+
+
+def guidance_window(interval: float, steps: int) -> tuple[float, float] | None:
+    """fal's `guidance_interval` as ACE-Step 1.5's t window (cfg_interval_start, _end).
+
+    fal (ACE-Step v1) guides steps start..end-1, start = int(steps*(1-g)/2), end =
+    int(steps*(g/2+0.5)); 1.5 guides the steps whose t lies in the window. Each bound is put
+    halfway between two neighbouring steps' t, so exactly those steps are guided whatever the
+    precision the schedule runs in. None: no step is guided.
+    """
+    first = int(steps * ((1.0 - interval) / 2.0))
+    end = int(steps * (interval / 2.0 + 0.5))
+    if end <= first:
+        return None
+    upper = 1.0 if first == 0 else (_schedule_t(first - 1, steps) + _schedule_t(first, steps)) / 2.0
+    lower = 0.0 if end >= steps else (_schedule_t(end - 1, steps) + _schedule_t(end, steps)) / 2.0
+    return lower, upper
+
+
+def parse(fal: FalPromptInput, seed: int, *, lm_available: bool) -> GenerationRequest:
+    """One text2music item, seeded (one seed for the LM and the DiT: sending it back
+    reproduces the song). Turbo checkpoints run their fixed 8 steps with no guidance whatever
+    is asked (docs/pipeline.md#turbo-schedule); base/SFT use the steps and the guidance."""
+    window = guidance_window(fal.guidance_interval, fal.number_of_steps)
+    cfg_start, cfg_end = window or (0.0, 1.0)
+    return GenerationRequest(
+        # With the LM these are the fallbacks of what it writes (the caption, the lyrics).
+        prompt=fal.prompt,
+        lyrics=INSTRUMENTAL_LYRICS if fal.instrumental else "",
+        vocal_language="unknown",  # the LM's sample may name one
+        # The LM's sample mode on the prompt: its language and "instrumental" hints are read as
+        # the official sample mode reads them; fal's duration holds.
+        sample_mode=lm_available,
+        sample_query=fal.prompt if lm_available else "",
+        instrumental=fal.instrumental,
+        sample_keeps_duration=True,
+        # 1.5 makes at least DURATION_MIN seconds; a shorter clip is cut from them afterwards.
+        audio_duration=max(fal.duration, DURATION_MIN),
+        batch_size=1,
+        inference_steps=fal.number_of_steps,
+        guidance_scale=fal.guidance_scale if window else 1.0,  # 1.0: no guided step at all
+        shift=SHIFT,
+        infer_method="ode",  # Euler; 1.5's sampler has no Heun
+        use_adg=False,  # APG, 1.5's guidance, for every fal guidance_type
+        cfg_interval_start=cfg_start,
+        cfg_interval_end=cfg_end,
+        use_random_seed=False,
+        seeds=[seed],
+        audio_format=AUDIO_FORMAT,
+        # The text is settled by the sample: the LM may fill missing metadata, not rewrite
+        # caption or language.
+        use_cot_caption=False,
+        use_cot_language=False,
+    )
+
+
+def needs_cut(fal: FalPromptInput) -> bool:
+    """Whether the song is longer than asked (1.5 makes at least DURATION_MIN seconds)."""
+    return fal.duration < DURATION_MIN
+
+
+def render(result: GenerationResult, audio: FalFile) -> FalPromptOutput:
+    """fal's answer: the song's file, its seed, and the text the DiT was conditioned on."""
+    return FalPromptOutput(audio=audio, seed=result.seeds[0], tags=result.prompt, lyrics=result.lyrics)

@@ -1,5 +1,6 @@
-"""Routes that answer only once their job has ended (chat completions, prompt-to-audio):
-submit to the one queue, wait, and stop the job when nobody is waiting for it any more."""
+"""Submitting to the one queue, and for the routes that answer only once their job has ended
+(chat completions, prompt-to-audio, the LM routes): waiting, and stopping the job when nobody
+is waiting for it any more (the time is up, or the client went away)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,9 @@ import asyncio
 import math
 from collections.abc import Sequence
 
-from fastapi import HTTPException
+from fastapi import HTTPException, Request
 
-from acestep_api.engine.request import GenerationRequest
-from acestep_api.jobs.models import Job, JobApi
+from acestep_api.jobs.models import Job, JobApi, JobRequest
 from acestep_api.jobs.queue import JobQueue, QueueFullError
 from acestep_api.jobs.retention import remove_files
 
@@ -35,7 +35,7 @@ def refuse_if_full(queue: JobQueue) -> None:
 
 
 def submit(
-    queue: JobQueue, request: GenerationRequest, api: JobApi, temp_files: Sequence[str] = ()
+    queue: JobQueue, request: JobRequest, api: JobApi, temp_files: Sequence[str] = ()
 ) -> tuple[Job, int]:
     """Queue a request (job and its 1-based position). Refused (a full queue is a 429), its
     temp files go: no job owns them."""
@@ -48,21 +48,46 @@ def submit(
         raise
 
 
+CLIENT_GONE = "The client closed the connection; its job was cancelled"
+
+
+async def _client_gone(connection: Request) -> None:
+    """Returns once the client has closed the connection. Called after the body was read: the
+    next message the server gives is the disconnect (or the end of the answer)."""
+    while (await connection.receive())["type"] != "http.disconnect":
+        pass
+
+
 async def run_to_end(
     queue: JobQueue,
-    request: GenerationRequest,
+    request: JobRequest,
     api: JobApi,
     timeout: float,
     temp_files: Sequence[str] = (),
+    *,
+    connection: Request | None = None,
 ) -> Job:
     """The ended job (succeeded or failed). A full queue is a 429; past `timeout` seconds the
-    job is cancelled and the answer is a 504; a client that goes away cancels it too."""
+    job is cancelled and the answer is a 504; a client that goes away (the handler is
+    cancelled, or `connection` reports the disconnect) cancels it too."""
     job, _ = submit(queue, request, api, temp_files)
+    waiting = asyncio.ensure_future(queue.wait_finished(job.id, timeout))
+    watching = asyncio.ensure_future(_client_gone(connection)) if connection is not None else None
     try:
-        ended = await queue.wait_finished(job.id, timeout)
+        await asyncio.wait([task for task in (waiting, watching) if task is not None],
+                           return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
         queue.cancel(job.id)  # the connection closed: free the worker for someone else
         raise
+    finally:
+        for task in (waiting, watching):
+            if task is not None and not task.done():
+                task.cancel()
+    if not waiting.done() or waiting.cancelled():
+        queue.cancel(job.id)
+        # Nobody reads this answer; it ends the handler.
+        raise HTTPException(status_code=499, detail=CLIENT_GONE)
+    ended = waiting.result()
     if ended is None or not ended.status.ended:
         queue.cancel(job.id)
         raise HTTPException(status_code=504, detail=GENERATION_TIMEOUT)
