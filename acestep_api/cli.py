@@ -4,25 +4,18 @@ server, write demo checkpoints, download weights."""
 from __future__ import annotations
 
 import argparse
-import atexit
 import logging
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
+from acestep_api.engine.layout import BASE_FOLDER, LM_0_6B_FOLDER, LM_4B_FOLDER, SFT_FOLDER
 from acestep_api.settings import Settings
 
 logger = logging.getLogger("acestep_api")
 
-DEMO_DIT_MODELS = ("acestep-v15-turbo", "acestep-v15-base")
 MAIN_REPO = "ACE-Step/Ace-Step1.5"
-EXTRA_REPOS = {
-    "acestep-v15-base": "ACE-Step/acestep-v15-base",
-    "acestep-v15-sft": "ACE-Step/acestep-v15-sft",
-    "acestep-5Hz-lm-0.6B": "ACE-Step/acestep-5Hz-lm-0.6B",
-    "acestep-5Hz-lm-4B": "ACE-Step/acestep-5Hz-lm-4B",
-}
+# Each extra model's Hub repository is named like its folder.
+EXTRA_REPOS = {name: f"ACE-Step/{name}" for name in (BASE_FOLDER, SFT_FOLDER, LM_0_6B_FOLDER, LM_4B_FOLDER)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,28 +91,10 @@ def primary_checkpoint_exists(settings: Settings) -> bool:
     return True
 
 
-def use_demo_checkpoints(settings: Settings) -> Settings:
-    """Write tiny checkpoints to a temporary folder and point the settings at them."""
-    from acestep_api.engine.tiny import write_tiny_checkpoints
-    from acestep_api.engine.layout import DEFAULT_LM_FOLDER
-
-    root = Path(tempfile.mkdtemp(prefix="acestep-demo-"))
-    atexit.register(shutil.rmtree, root, ignore_errors=True)
-    write_tiny_checkpoints(root)
-    logger.warning("Demo mode: serving random-weight checkpoints from %s; the audio is noise.", root)
-    return settings.model_copy(update={
-        "demo": True,
-        "checkpoint_dir": root,
-        "config_path": DEMO_DIT_MODELS[0],
-        "config_path2": DEMO_DIT_MODELS[1],
-        "config_path3": "",
-        "lm_model_path": DEFAULT_LM_FOLDER,
-    })
-
-
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from acestep_api.engine.startup import use_demo_checkpoints
     from acestep_api.server.app import create_app
 
     settings = settings_from_args(args)
@@ -128,6 +103,7 @@ def serve(args: argparse.Namespace) -> int:
                        "diffusers' transformer/ layout).", settings.config_path, settings.checkpoint_dir)
         settings = settings.model_copy(update={"demo": True})
     if settings.demo:
+        # Before the app is built, so that its settings (and the UI's) name the folder served.
         settings = use_demo_checkpoints(settings)
     if args.ui:
         from acestep_api.ui import command as ui_command

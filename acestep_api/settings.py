@@ -1,7 +1,9 @@
 """Every ACESTEP_* setting in one place.
 
 Values come from the environment (prefix ``ACESTEP_``) or a ``.env`` file; the CLI
-overrides them by passing keyword arguments to :class:`Settings`.
+overrides them by passing keyword arguments to :class:`Settings`. :class:`Settings` holds
+what the server and the engine read; :class:`ServerlessSettings`, the few that only the
+RunPod worker reads, from the same environment.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from acestep_api.engine.layout import DEFAULT_DIT_FOLDER, DEFAULT_LM_FOLDER
+from acestep_api.engine.request import DURATION_MAX, DURATION_MIN
 
 
 class Settings(BaseSettings):
@@ -71,14 +76,14 @@ class Settings(BaseSettings):
 
     # Models
     checkpoint_dir: Path = Path("checkpoints")
-    config_path: str = "acestep-v15-turbo"
+    config_path: str = DEFAULT_DIT_FOLDER
     config_path2: str = ""
     config_path3: str = ""
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     # The 5 Hz LM. init_llm: "auto" loads it when its folder exists; true-ish requires it
     # (a failed load is reported by the LM routes and jobs); false-ish never loads it.
     init_llm: str = "auto"
-    lm_model_path: str = Field(default="acestep-5Hz-lm-0.6B", description="A folder name under checkpoint_dir, or a path.")
+    lm_model_path: str = Field(default=DEFAULT_LM_FOLDER, description="A folder name under checkpoint_dir, or a path.")
     lm_backend: Literal["transformers", "pt", "vllm"] = Field(
         default="transformers", description='"pt" is the official name of the transformers backend.'
     )
@@ -141,3 +146,20 @@ class Settings(BaseSettings):
     def dit_config_paths(self) -> list[str]:
         """The configured DiT slots, primary first, empty slots dropped."""
         return [p for p in (self.config_path, self.config_path2, self.config_path3) if p]
+
+
+class ServerlessSettings(BaseSettings):
+    """The settings only the serverless worker reads (it reads the engine's from :class:`Settings`).
+
+    The names are those of the RunPod handler the ACE-Step 1.5 serverless template documents,
+    so an endpoint configured for it keeps its meaning here.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ACESTEP_", env_file=".env", extra="ignore")
+
+    # Song length (s) of a 1.5-dialect job that names none.
+    default_duration: float = Field(default=90.0, ge=DURATION_MIN, le=DURATION_MAX)
+    # Seconds a job may generate before it is stopped (input `timeout_seconds` overrides it).
+    job_timeout: float = Field(default=1800.0, gt=0)
+    # Fewest seconds between two progress updates sent to the platform.
+    progress_interval: float = Field(default=2.0, ge=0)

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from acestep_api import __version__
+from acestep_api.engine.startup import build_engine
 from acestep_api.jobs.crash_evidence import CRASH_LOG_NAME, CrashEvidence, SystemFiles
 from acestep_api.jobs.queue import JobQueue
 from acestep_api.jobs.retention import sweep_audio_folder
@@ -29,24 +30,6 @@ SECONDS_PER_DAY = 86400
 # Browser pages served from this machine (the UI, a local file) may call the API; as official.
 CORS_ORIGINS = ["null", "http://localhost", "http://127.0.0.1"]
 CORS_ORIGIN_REGEX = r"^https?://(localhost|127\.0\.0\.1)(:\d+)?$"
-
-
-def load_engine(settings: Settings):
-    # Imported here: torch and the model code load only when a server really starts.
-    from acestep_api.engine.engine import MusicEngine
-
-    return MusicEngine.from_checkpoints(
-        settings.checkpoint_dir,
-        settings.dit_config_paths,
-        settings.audio_dir,
-        settings.device,
-        settings.batch_max,
-        settings.lm_model_path,
-        init_llm=settings.llm_mode,
-        lm_backend=settings.lm_backend,
-        lm_device=settings.lm_device,
-        lm_max_duration=settings.lm_max_duration,
-    )
 
 
 @asynccontextmanager
@@ -68,7 +51,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(sweep_audio_folder, store, settings.audio_dir)
         crash_evidence.start()
         if app.state.engine is None:
-            app.state.engine = await asyncio.to_thread(load_engine, settings)
+            app.state.engine = await asyncio.to_thread(build_engine, settings)
         app.state.served = app.state.engine.served()
         worker = JobWorker(queue, app.state.engine, retention_seconds=settings.retention_days * SECONDS_PER_DAY)
         app.state.store, app.state.queue, app.state.worker = store, queue, worker

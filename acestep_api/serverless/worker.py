@@ -19,6 +19,7 @@ from acestep_api.dialects import runpod
 from acestep_api.dialects.coercion import InvalidField
 from acestep_api.dialects.runpod import ReleaseTaskInput, V1Input
 from acestep_api.engine.request import GenerationRequest
+from acestep_api.engine.startup import build_engine
 from acestep_api.jobs.worker import describe_failure
 from acestep_api.serverless.cleanup import prune_audio
 from acestep_api.serverless.outputs import v1_wav
@@ -32,23 +33,13 @@ NOT_AN_OBJECT = "Input must be a JSON object"
 LOADING = "loading models"
 
 
-def load_configured_engine(settings: Settings):
-    """The engine the settings describe; with ACESTEP_DEMO=1, on freshly written demo checkpoints."""
-    # Imported here: torch loads with the first job that needs the models, not at start.
-    from acestep_api.cli import use_demo_checkpoints
-    from acestep_api.server.app import load_engine
-
-    if settings.demo:
-        settings = use_demo_checkpoints(settings)
-    return load_engine(settings)
-
-
 class ServerlessWorker:
     def __init__(
         self,
         settings: Settings | None = None,
         options: ServerlessSettings | None = None,
-        load: Callable[[Settings], Any] = load_configured_engine,
+        # build_engine loads torch and the models with the first job that needs them, not at start.
+        load: Callable[[Settings], Any] = build_engine,
     ):
         self.settings = settings or Settings()
         self.options = options or ServerlessSettings()

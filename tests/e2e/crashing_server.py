@@ -56,9 +56,9 @@ class CrashingEngine:
 def main() -> None:
     import uvicorn
 
-    from acestep_api.cli import use_demo_checkpoints
+    from acestep_api.engine.startup import build_engine, use_demo_checkpoints
     from acestep_api.jobs.crash_evidence import SystemFiles
-    from acestep_api.server.app import create_app, load_engine
+    from acestep_api.server.app import create_app
     from acestep_api.settings import Settings
 
     parser = argparse.ArgumentParser()
@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--fake-kernel", type=Path, default=None)
     args = parser.parse_args()
     settings = use_demo_checkpoints(Settings(_env_file=None, output_dir=args.output_dir, api_port=args.port))
-    engine = CrashingEngine(load_engine(settings), args.output_dir, args.fake_kernel)
+    engine = CrashingEngine(build_engine(settings), args.output_dir, args.fake_kernel)
     app = create_app(settings, engine=engine)
     if args.fake_kernel is not None:
         app.state.system_files = SystemFiles(proc=args.fake_kernel / "proc", cgroup_root=args.fake_kernel / "cgroup")

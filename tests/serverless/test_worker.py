@@ -11,8 +11,9 @@ import urllib.parse
 import pytest
 import soundfile as sf
 
+from acestep_api.engine.startup import build_engine
 from acestep_api.serverless.settings import ServerlessSettings
-from acestep_api.serverless.worker import ServerlessWorker, load_configured_engine
+from acestep_api.serverless.worker import ServerlessWorker
 from acestep_api.settings import Settings
 
 META_KEYS = {"bpm", "duration", "genres", "keyscale", "timesignature", "prompt", "lyrics"}
@@ -199,7 +200,7 @@ def test_input_audio_from_the_input_dir(tiny_engine, tmp_path):
 
 def test_model_loading_failure_is_the_jobs_error_and_retried(tmp_path):
     settings = Settings(_env_file=None, output_dir=tmp_path / "outputs", checkpoint_dir=tmp_path / "nothing-here")
-    worker = ServerlessWorker(settings, ServerlessSettings(_env_file=None), load=load_configured_engine)
+    worker = ServerlessWorker(settings, ServerlessSettings(_env_file=None), load=build_engine)
     for _ in range(2):  # the second job tries again
         output = worker.run({"caption": "x"}, lambda message: None)
         assert set(output) == {"error"}

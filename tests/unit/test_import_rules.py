@@ -156,6 +156,35 @@ def test_no_import_cycle_inside_the_package():
     )
 
 
+DEMO_WRITERS = {f"{PACKAGE}.engine.tiny", f"{PACKAGE}.engine.tiny_lm"}
+
+
+def reachable(graph: dict[str, frozenset[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for target in graph.get(todo.pop(), ()):
+            if target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return seen
+
+
+def test_the_production_engine_reaches_no_demo_writer():
+    graph = import_graph()
+    production = [
+        module for module in graph
+        if module == f"{PACKAGE}.engine.engine"
+        or module.startswith((f"{PACKAGE}.engine.loading", f"{PACKAGE}.engine.lm"))
+    ]
+    offenders = [
+        f"{module} reaches {', '.join(sorted(reachable(graph, module) & DEMO_WRITERS))}"
+        for module in sorted(production) if reachable(graph, module) & DEMO_WRITERS
+    ]
+    assert production and not offenders, "the engine must load real weights without the demo writers:" + _listing(
+        offenders
+    )
+
+
 ROUTES = f"{PACKAGE}.server.routes."
 
 
@@ -168,8 +197,8 @@ def test_no_route_module_imports_another_route_module():
     assert not offenders, "route modules share code through a module outside routes/:" + _listing(offenders)
 
 
-@pytest.mark.xfail(strict=True, reason="serverless/outputs.py and worker.py still import from acestep_api.server; "
-                   "remove this mark once they do not")
+@pytest.mark.xfail(strict=True, reason="serverless/worker.py still imports acestep_api.server modules "
+                   "(audio paths, generation checks); remove this mark once it does not")
 def test_the_serverless_worker_does_not_import_the_http_server():
     offenders = [
         f"{module} imports {target}"
@@ -222,8 +251,6 @@ def test_every_allowed_module_exists_and_needs_its_place_on_the_list():
     assert not stale, "allow-list entries to remove (no such module, or nothing left to allow):" + _listing(stale)
 
 
-@pytest.mark.xfail(strict=True, reason="engine/engine.py still words generation_info in markdown and fills 'N/A'; "
-                   "remove this mark once the server does")
 def test_the_engine_builds_no_client_facing_markdown():
     offenders = [
         line
