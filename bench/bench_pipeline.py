@@ -15,6 +15,7 @@ For each config (the demo "tiny" checkpoints and a mid-size random DiT) this scr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -51,7 +52,7 @@ def build_engine(config: str, root: Path) -> MusicEngine:
 
 
 def direct_run(engine: MusicEngine, request: GenerationRequest) -> dict[str, float]:
-    return engine.generate(request).timings
+    return dataclasses.asdict(engine.generate(request).timings)
 
 
 def start_server(root: Path, port: int) -> subprocess.Popen:

@@ -15,9 +15,13 @@ from acestep_api.dialects.official import (
     META_KEYS,
     NOT_AVAILABLE,
     QueueView,
+    analysis_answer,
     audio_url,
+    generation_info,
     parse_release_task,
     seed_value,
+    shown_dit_model,
+    shown_metas,
 )
 from acestep_api.engine.request import GenerationRequest
 from acestep_api.jobs.models import Job, JobStatus
@@ -75,38 +79,38 @@ def _result(job: Job) -> dict | None:
     if job.status is not JobStatus.SUCCEEDED or result is None:
         return None
     urls = [audio_url(path) for path in result.audio_paths]
-    metas = {key: NOT_AVAILABLE for key in META_KEYS}
-    metas.update({key: value for key, value in result.metas.items() if value not in (None, "")})
+    metas = shown_metas(result.metas)
     # As the official legacy server did, the caption and lyrics used sit in `metas` too.
     metas.update({key: value for key, value in (("caption", result.prompt), ("lyrics", result.lyrics)) if value})
     view = {
         "first_audio_path": urls[0] if urls else None,
         "second_audio_path": urls[1] if len(urls) > 1 else None,
         "audio_paths": urls,
-        "generation_info": result.generation_info,
+        "generation_info": generation_info(result),
         "status_message": STATUS_SUCCESS,
         "seed_value": seed_value(result.seeds),
         "metas": metas,
-        **_typed_metas(metas),
+        **_typed_metas(result.metas.model_dump()),
         "lm_model": result.lm_model,
-        "dit_model": result.dit_model,
+        "dit_model": shown_dit_model(result),
     }
-    if result.raw is None:
+    answer = analysis_answer(result)
+    if answer is None:
         return view
-    # Analysis modes: their own dict, with the standard fields filled from it where it has them.
-    raw_metas = result.raw.get("metas") if isinstance(result.raw.get("metas"), dict) else {}
-    own = {**raw_metas, **{key: result.raw[key] for key in META_KEYS if key in result.raw}}
+    # Source analyses: their own dict, with the standard fields filled from it where it has them.
+    own_metas = answer.get("metas") if isinstance(answer.get("metas"), dict) else {}
+    own = {**own_metas, **{key: answer[key] for key in META_KEYS if key in answer}}
     return {
-        **result.raw,
+        **answer,
         **view,
-        "status_message": result.raw.get("status_message", view["status_message"]),
-        "metas": raw_metas,
+        "status_message": answer.get("status_message", view["status_message"]),
+        "metas": own_metas,
         **_typed_metas(own),
     }
 
 
 def _typed_metas(metas: dict) -> dict:
-    """The legacy API's typed copies of the metadata: null where unknown ("N/A")."""
+    """The legacy API's typed copies of the metadata: null where unknown."""
     bpm, duration = metas.get("bpm"), metas.get("duration")
     return {
         "bpm": bpm if isinstance(bpm, int) and not isinstance(bpm, bool) else None,

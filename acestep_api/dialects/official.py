@@ -29,10 +29,12 @@ from acestep_api.engine.limits import (
 )
 from acestep_api.engine.request import (
     AUDIO_FORMATS,
-    DEFAULT_INSTRUCTION,
     INFER_METHODS,
     TASK_TYPES,
     GenerationRequest,
+    GenerationResult,
+    SongMetas,
+    lyrics_or_instrumental,
 )
 from acestep_api.dialects.coercion import (
     InvalidField,
@@ -94,7 +96,11 @@ METADATA_KEYS = ("metas", "meta", "metadata", "user_metadata", "userMetadata")
 LM_BACKENDS = ("vllm", "pt", "mlx")
 CHUNK_MASK_MODES = ("explicit", "auto")
 REPAINT_MODES = ("conservative", "balanced", "aggressive")
-DEFAULT_BATCH_SIZE = 2
+# Every default is GenerationRequest's own: a field the body leaves out gets what the model says.
+DEFAULTS: dict[str, Any] = {
+    name: field.get_default(call_default_factory=True) for name, field in GenerationRequest.model_fields.items()
+}
+DEFAULT_BATCH_SIZE = DEFAULTS["batch_size"]
 
 
 class ReleaseTaskFields:
@@ -180,15 +186,22 @@ def parse_release_task(body: dict, settings: Settings) -> GenerationRequest:
     fields = ReleaseTaskFields(body)
     _check_unused(fields)
 
-    def text(name: str, default: str = "") -> str:
-        return to_text(name, fields.raw(name), default, max_chars=TEXT_MAX_CHARS[name])
+    def text(name: str) -> str:
+        default = DEFAULTS.get(name)  # a path or model left out (None) reads as ""
+        return to_text(name, fields.raw(name), default if isinstance(default, str) else "",
+                       max_chars=TEXT_MAX_CHARS[name])
 
-    def flag(name: str, default: bool) -> bool:
-        return to_bool(fields.raw(name), default)
+    def flag(name: str) -> bool:
+        return to_bool(fields.raw(name), DEFAULTS.get(name, False))
 
-    lyrics = text("lyrics")
-    if not lyrics.strip() and flag("instrumental", False):
-        lyrics = "[inst]"
+    def number(name: str):
+        kind = _float_field if isinstance(DEFAULTS[name], float) else _int_field
+        return kind(fields, name, DEFAULTS[name])
+
+    def choice(name: str, choices) -> str:
+        return to_choice(name, fields.raw(name), DEFAULTS[name], choices)
+
+    lyrics = lyrics_or_instrumental(text("lyrics"), flag("instrumental"))
     instruction = text("instruction")
     lm_top_k = to_int("lm_top_k", fields.raw("lm_top_k"), None, **_bounds("lm_top_k"))
     repainting_end = _float_field(fields, "repainting_end", None)
@@ -196,57 +209,57 @@ def parse_release_task(body: dict, settings: Settings) -> GenerationRequest:
     values = dict(
         prompt=text("prompt"),
         lyrics=lyrics,
-        instruction=instruction if instruction.strip() else DEFAULT_INSTRUCTION,
-        vocal_language=text("vocal_language", "en"),
+        instruction=instruction if instruction.strip() else DEFAULTS["instruction"],
+        vocal_language=text("vocal_language"),
         bpm=_bpm(fields.raw("bpm")),
         key_scale=text("key_scale"),
         time_signature=text("time_signature"),
         audio_duration=_audio_duration(fields.raw("audio_duration")),
         model=text("model").strip() or None,
-        task_type=to_choice("task_type", fields.raw("task_type"), "text2music", TASK_TYPES),
+        task_type=choice("task_type", TASK_TYPES),
         batch_size=_batch_size(fields.raw("batch_size"), settings.batch_max),
-        inference_steps=_int_field(fields, "inference_steps", 8),
-        guidance_scale=_float_field(fields, "guidance_scale", 7.0),
-        shift=_float_field(fields, "shift", 3.0),
+        inference_steps=number("inference_steps"),
+        guidance_scale=number("guidance_scale"),
+        shift=number("shift"),
         timesteps=to_float_list("timesteps", fields.raw("timesteps"),
                                 "comma-separated numbers between 0 and 1", max_items=TIMESTEPS_MAX_ITEMS),
-        infer_method=to_choice("infer_method", fields.raw("infer_method"), "ode", INFER_METHODS),
-        use_adg=flag("use_adg", False),
-        cfg_interval_start=_float_field(fields, "cfg_interval_start", 0.0),
-        cfg_interval_end=_float_field(fields, "cfg_interval_end", 1.0),
-        use_random_seed=flag("use_random_seed", True),
+        infer_method=choice("infer_method", INFER_METHODS),
+        use_adg=flag("use_adg"),
+        cfg_interval_start=number("cfg_interval_start"),
+        cfg_interval_end=number("cfg_interval_end"),
+        use_random_seed=flag("use_random_seed"),
         seeds=to_seeds(fields.raw("seed")),
         reference_audio_path=text("reference_audio_path").strip() or None,
         src_audio_path=text("src_audio_path").strip() or None,
-        repainting_start=_float_field(fields, "repainting_start", 0.0),
+        repainting_start=number("repainting_start"),
         # 0 and negative values mean "to the end", as in the official server.
         repainting_end=repainting_end if repainting_end and repainting_end > 0 else None,
-        audio_cover_strength=_float_field(fields, "audio_cover_strength", 1.0),
-        cover_noise_strength=_float_field(fields, "cover_noise_strength", 0.0),
-        repaint_latent_crossfade_frames=_int_field(fields, "repaint_latent_crossfade_frames", 10),
+        audio_cover_strength=number("audio_cover_strength"),
+        cover_noise_strength=number("cover_noise_strength"),
+        repaint_latent_crossfade_frames=number("repaint_latent_crossfade_frames"),
         audio_code_string=text("audio_code_string"),
         track_name=text("track_name"),
         track_classes=to_text_list("track_classes", fields.raw("track_classes"), max_items=TRACK_CLASSES_MAX_ITEMS,
                                    max_chars=SHORT_TEXT_MAX_CHARS),
-        audio_format=to_choice("audio_format", fields.raw("audio_format"), "mp3", AUDIO_FORMATS),
-        use_tiled_decode=flag("use_tiled_decode", True),
-        thinking=flag("thinking", False),
-        sample_mode=flag("sample_mode", False),
+        audio_format=choice("audio_format", AUDIO_FORMATS),
+        use_tiled_decode=flag("use_tiled_decode"),
+        thinking=flag("thinking"),
+        sample_mode=flag("sample_mode"),
         sample_query=text("sample_query"),
-        use_format=flag("use_format", False),
-        use_cot_caption=flag("use_cot_caption", True),
-        use_cot_language=flag("use_cot_language", True),
-        lm_temperature=_float_field(fields, "lm_temperature", 0.85),
-        lm_cfg_scale=_float_field(fields, "lm_cfg_scale", 2.5),
+        use_format=flag("use_format"),
+        use_cot_caption=flag("use_cot_caption"),
+        use_cot_language=flag("use_cot_language"),
+        lm_temperature=number("lm_temperature"),
+        lm_cfg_scale=number("lm_cfg_scale"),
         lm_top_k=lm_top_k if lm_top_k and lm_top_k > 0 else None,
-        lm_top_p=_float_field(fields, "lm_top_p", 0.9),
-        lm_negative_prompt=text("lm_negative_prompt", "NO USER INPUT"),
-        lm_repetition_penalty=_float_field(fields, "lm_repetition_penalty", 1.0),
-        constrained_decoding=flag("constrained_decoding", True),
-        allow_lm_batch=flag("allow_lm_batch", True),
-        analysis_only=flag("analysis_only", False),
-        full_analysis_only=flag("full_analysis_only", False),
-        extract_codes_only=flag("extract_codes_only", False),
+        lm_top_p=number("lm_top_p"),
+        lm_negative_prompt=text("lm_negative_prompt"),
+        lm_repetition_penalty=number("lm_repetition_penalty"),
+        constrained_decoding=flag("constrained_decoding"),
+        allow_lm_batch=flag("allow_lm_batch"),
+        analysis_only=flag("analysis_only"),
+        full_analysis_only=flag("full_analysis_only"),
+        extract_codes_only=flag("extract_codes_only"),
     )
     try:
         return GenerationRequest(**values)
@@ -316,6 +329,11 @@ def parse_cancel_task(fields: dict) -> tuple[str | None, list[str] | None]:
 ENV = "development"  # the official server reports this constant in every element
 META_KEYS = ("bpm", "duration", "genres", "keyscale", "timesignature")
 NOT_AVAILABLE = "N/A"
+# How the official server words the analysis modes' results (api-contract.md 6.7).
+ANALYSIS_ONLY_MODEL = "None (Analysis Only)"
+ANALYSIS_ONLY_INFO = "Analysis Only Mode Complete"
+EXTRACT_CODES_SUCCESS = "Audio Codes Extraction Success"
+FULL_ANALYSIS_SUCCESS = "Full Hardware Analysis Success"
 
 
 def wrap(data: Any, code: int = 200, error: str | None = None, extra: Any = None) -> dict:
@@ -394,26 +412,129 @@ def succeeded_elements(job: Job) -> list[dict]:
 
 def _succeeded_elements(job: Job, common: dict) -> list[dict]:
     result = job.result
-    if result.raw is not None:
-        return [result.raw]  # analysis modes: their own dict, verbatim (docs/wire-contract.md#result-elements)
+    answer = analysis_answer(result)
+    if answer is not None:
+        return [answer]  # the source analyses: their own dict (api-contract.md 3.3)
     shared = {
         "prompt": result.prompt,
         "lyrics": result.lyrics,
-        "metas": {
-            **{key: result.metas.get(key, NOT_AVAILABLE) for key in META_KEYS},
-            "prompt": job.request.prompt,
-            "lyrics": job.request.lyrics,
-        },
-        "generation_info": result.generation_info,
+        "metas": {**shown_metas(result.metas), "prompt": job.request.prompt, "lyrics": job.request.lyrics},
+        "generation_info": generation_info(result),
         "seed_value": seed_value(result.seeds),
         "lm_model": result.lm_model,
-        "dit_model": result.dit_model,
+        "dit_model": shown_dit_model(result),
         "progress": 1.0,
         "stage": "succeeded",
     }
-    # A success without audio (analysis modes) is still one element, with an empty file.
+    # A success without audio (analysis_only) is still one element, with an empty file.
     files = [audio_url(path) for path in result.audio_paths] or [""]
     return [{**common, "file": file, **shared} for file in files]
+
+
+def shown_metas(metas: SongMetas) -> dict:
+    """The song's metadata as official answers show it: "N/A" where unknown."""
+    values = {key: getattr(metas, key) for key in META_KEYS}
+    return {key: NOT_AVAILABLE if value is None else value for key, value in values.items()}
+
+
+def shown_dit_model(result: GenerationResult) -> str:
+    analysis_only = result.analysis is not None and result.analysis.mode == "analysis_only"
+    return ANALYSIS_ONLY_MODEL if analysis_only else result.dit_model
+
+
+def analysis_answer(result: GenerationResult) -> dict | None:
+    """The dict a source analysis answers instead of the usual element; None for other results."""
+    analysis = result.analysis
+    if analysis is None or analysis.mode == "analysis_only":
+        return None
+    if analysis.mode == "extract_codes_only":
+        return {"status_message": EXTRACT_CODES_SUCCESS, "audio_codes": analysis.audio_codes, "audio_paths": [],
+                "raw_audio_paths": [], "first_audio_path": None, "metas": {}}
+    metas = dict(analysis.understood or {})
+    return {
+        "status_message": FULL_ANALYSIS_SUCCESS,
+        "bpm": metas.get("bpm"),
+        "keyscale": metas.get("keyscale"),
+        "timesignature": metas.get("timesignature"),
+        "duration": metas.get("duration"),
+        "genre": metas.get("genres"),
+        "prompt": metas.get("caption", ""),
+        "lyrics": metas.get("lyrics", ""),
+        "language": metas.get("language", "unknown"),
+        "metas": metas,
+        "audio_paths": [],
+    }
+
+
+def _seconds(value: Any) -> str:
+    return f"{value:g} seconds" if isinstance(value, (int, float)) else str(value)
+
+
+def _lm_lines(result: GenerationResult) -> list[str]:
+    """The "LM-Generated Metadata" block and the LM's time per phase, when the LM was used."""
+    metas = result.lm_metas
+    lines = []
+    if metas:
+        labels = (("bpm", "BPM"), ("caption", "Refined Caption"), ("duration", "Duration"),
+                  ("keyscale", "Key Scale"), ("language", "Language"), ("timesignature", "Time Signature"))
+        lines += ["**🤖 LM-Generated Metadata:**"]
+        lines += [
+            f"- **{label}:** {_seconds(metas[key]) if key == 'duration' else metas[key]}"
+            for key, label in labels if key in metas
+        ]
+        lines.append("")
+    timings = result.timings
+    phases = [(label, seconds) for label, seconds in (
+        ("Sample", timings.lm_sample), ("Format", timings.lm_format),
+        ("Phase 1 (metadata)", timings.lm_metadata), ("Phase 2 (audio codes)", timings.lm_codes),
+    ) if seconds is not None]
+    if phases:
+        lines += ["**🧠 LM Time Costs:**"]
+        lines += [f"  - {label}: {seconds:.2f}s" for label, seconds in phases]
+        lines.append("")
+    return lines
+
+
+def _cost(seconds: float | None) -> str:
+    return f"{seconds or 0.0:.2f}s"
+
+
+def generation_info(result: GenerationResult) -> str:
+    """The `generation_info` text: the official markdown summary of a generation, or the
+    analysis modes' one-line status (a stored older result keeps the text it had)."""
+    if result.stored_generation_info is not None:
+        return result.stored_generation_info
+    if result.analysis is not None:
+        answer = analysis_answer(result)
+        return ANALYSIS_ONLY_INFO if answer is None else answer["status_message"]
+    metas = shown_metas(result.metas)
+    timings = result.timings
+    return "\n".join(
+        [
+            *_lm_lines(result),
+            "**🎵 Generation Complete**",
+            "",
+            # Once only: clients grep these lines (the LM block already lists what the LM settled).
+            *([] if result.lm_metas else [
+                f"- **BPM:** {metas['bpm']}",
+                f"- **Duration:** {_seconds(metas['duration'])}",
+                f"- **Key Scale:** {metas['keyscale']}",
+                f"- **Time Signature:** {metas['timesignature']}",
+                "",
+            ]),
+            "**⏱️ Time Costs:**",
+            f"  - Text Encoding: {_cost(timings.text_encoding)}",
+            f"  - DiT Diffusion: {_cost(timings.diffusion)}",
+            f"  - VAE Decoding: {_cost(timings.decoding)}",
+            f"  - Audio Encoding: {_cost(timings.encoding)}",
+            "",
+            f"**Seeds:** {seed_value(result.seeds)}",
+            f"**Steps:** {result.steps}",
+            f"**Audio Count:** {len(result.seeds)}",
+            "",
+            f"**⏱️ Total Time: {_cost(timings.total)}**",
+        ]
+    )
 
 
 def seed_value(seeds: list[int]) -> str:

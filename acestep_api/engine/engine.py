@@ -32,7 +32,15 @@ from acestep_api.engine.loading.vae import load_vae
 from acestep_api.engine.layout import DEFAULT_LM_FOLDER, TEXT_ENCODER_FOLDER, VAE_FOLDER, is_demo_folder
 from acestep_api.engine.lm_tasks import LMRequest, LMTaskResult, run_lm_task
 from acestep_api.engine.served import ServedModel, ServedModels
-from acestep_api.engine.request import DEFAULT_INSTRUCTION, GenerationError, GenerationRequest, GenerationResult
+from acestep_api.engine.request import (
+    DEFAULT_INSTRUCTION,
+    Analysis,
+    GenerationError,
+    GenerationRequest,
+    GenerationResult,
+    SongMetas,
+    Timings,
+)
 from acestep_api.engine.sampler import (
     ConditionSwitch,
     FlowMatchSampler,
@@ -52,7 +60,6 @@ Progress = Callable[[float, str], None]
 
 # Progress fractions at which each stage starts; diffusion fills the span up to decoding.
 PROGRESS_LM, PROGRESS_TEXT, PROGRESS_DIFFUSION, PROGRESS_DECODING, PROGRESS_ENCODING = 0.01, 0.02, 0.10, 0.85, 0.93
-ANALYSIS_ONLY_MODEL = "None (Analysis Only)"
 LM_NOT_LOADED = (
     "the 5Hz language model is not initialized on this server, so thinking, sample mode, format and "
     "analysis requests cannot run. Send the request without them, or start the server with the LM enabled."
@@ -103,62 +110,20 @@ class StageClock:
         return time.perf_counter() - self.started
 
 
-def _seconds(value: Any) -> str:
-    return f"{value:g} seconds" if isinstance(value, (int, float)) else str(value)
-
-
-def lm_info(plan: Plan) -> list[str]:
-    """The "LM-Generated Metadata" block of ``generation_info`` and the LM's time per phase."""
-    if not plan.used:
-        return []
-    metas = plan.lm_metas
-    lines = []
-    if metas:
-        labels = (("bpm", "BPM"), ("caption", "Refined Caption"), ("duration", "Duration"),
-                  ("keyscale", "Key Scale"), ("language", "Language"), ("timesignature", "Time Signature"))
-        lines += ["**🤖 LM-Generated Metadata:**"]
-        lines += [
-            f"- **{label}:** {_seconds(metas[key]) if key == 'duration' else metas[key]}"
-            for key, label in labels if key in metas
-        ]
-        lines.append("")
-    phases = (("sample", "Sample"), ("format", "Format"), ("phase1", "Phase 1 (metadata)"), ("phase2", "Phase 2 (audio codes)"))
-    if plan.seconds:
-        lines += ["**🧠 LM Time Costs:**"]
-        lines += [f"  - {label}: {plan.seconds[key]:.2f}s" for key, label in phases if key in plan.seconds]
-        lines.append("")
-    return lines
-
-
-def generation_info(
-    metas: dict, timings: dict[str, float], seeds_used: list[int], steps: int, plan: Plan | None = None
-) -> str:
-    """The markdown summary the official server returns as ``generation_info``."""
-    return "\n".join(
-        [
-            *(lm_info(plan) if plan else []),
-            "**🎵 Generation Complete**",
-            "",
-            # Once only: clients grep these lines (the LM block already lists what the LM settled).
-            *([] if plan is not None and plan.lm_metas else [
-                f"- **BPM:** {metas['bpm']}",
-                f"- **Duration:** {_seconds(metas['duration'])}",
-                f"- **Key Scale:** {metas['keyscale']}",
-                f"- **Time Signature:** {metas['timesignature']}",
-                "",
-            ]),
-            "**⏱️ Time Costs:**",
-            f"  - Text Encoding: {timings['text_encoding']:.2f}s",
-            f"  - DiT Diffusion: {timings['diffusion']:.2f}s",
-            f"  - VAE Decoding: {timings['decoding']:.2f}s",
-            f"  - Audio Encoding: {timings['encoding']:.2f}s",
-            "",
-            f"**Seeds:** {','.join(str(s) for s in seeds_used)}",
-            f"**Steps:** {steps}",
-            f"**Audio Count:** {len(seeds_used)}",
-            "",
-            f"**⏱️ Total Time: {timings['total']:.2f}s**",
-        ]
+def stage_timings(clock: StageClock, plan: Plan) -> Timings:
+    """The clock's stages and the LM's phases (when the LM was asked anything) as Timings."""
+    lm = plan.seconds if plan.used else {}
+    return Timings(
+        text_encoding=clock.seconds.get("text_encoding"),
+        diffusion=clock.seconds.get("diffusion"),
+        decoding=clock.seconds.get("decoding"),
+        encoding=clock.seconds.get("encoding"),
+        lm=clock.seconds.get("lm"),
+        lm_sample=lm.get("sample"),
+        lm_format=lm.get("format"),
+        lm_metadata=lm.get("phase1"),
+        lm_codes=lm.get("phase2"),
+        total=clock.total(),
     )
 
 
@@ -294,7 +259,7 @@ class MusicEngine:
         clock = StageClock()
         report = progress or (lambda fraction, stage: None)
 
-        # 1. Model, task and capability checks.
+        # 1. Model, task and capability checks; one seed per batch item.
         dit = self.select_model(request.model)
         self._check_request(request, dit)
         batch_size = min(request.batch_size, self.max_batch)
@@ -305,24 +270,64 @@ class MusicEngine:
             return self._analyse_source(request, dit, seeds_used, report)
 
         # 2. The 5 Hz LM plans: sample / format, metadata, and with thinking the audio codes.
-        plan = Plan(request=request)
-        if self.planner is not None:
-            planned = request.model_copy(update={"thinking": False}) if request.analysis_only else request
-            plan = self.planner.plan(planned, seeds_used, progress=lambda stage: report(PROGRESS_LM, stage))
-            request = plan.request
-            clock.lap("lm")
-        if request.analysis_only:
-            return self._analysis_result(request, plan, seeds_used, clock)
-        request = resolve_task(request)
+        plan = self._plan(request, seeds_used, report, clock)
+        if plan.request.analysis_only:
+            return self._analysis_result(plan, seeds_used, clock)
+        request = resolve_task(plan.request)
 
         # 3. Duration (text2music only: a source or audio codes set their own), noise generators.
         codes = item_codes(request, batch_size)
-        duration = None
-        if not (codes or request.src_audio_path):
-            duration = round(request.audio_duration or random.uniform(*RANDOM_DURATION_RANGE), 1)
+        duration = self._duration(request, codes)
         generators = seeds.item_generators(seeds_used, self.device)
 
         # 4. Audio inputs -> the task's DiT inputs (target/source latents, masks, timbre).
+        builder, inputs = self._prepare_inputs(request, dit, seeds_used, duration, codes, report)
+
+        # 5. Initial noise.
+        noise = self._initial_noise(dit, generators, inputs)
+
+        # 6. Text encoding, 7. condition encoder (and a partial cover's second set, a repaint guide).
+        conditions, switch, repaint = self._conditions(request, dit, builder, inputs, batch_size, report)
+        clock.lap("text_encoding")
+
+        # 8. Denoising loop.
+        latents, steps = self._denoise(request, dit, noise, inputs, conditions, switch, repaint, generators, report)
+        clock.lap("diffusion")
+
+        # 9. Checks, VAE decode, crop to the output length, peak guard.
+        waves = self._decode(latents, inputs, report)
+        clock.lap("decoding")
+
+        # 10. Audio files.
+        paths = self._write_audio(request, seeds_used, waves, report)
+        clock.lap("encoding")
+
+        # 11. Result: data only; the dialects word it.
+        length = duration if duration is not None else round(waves.shape[-1] / self.sample_rate, 2)
+        result = self._result(request, dit, plan, seeds_used, paths, length, steps, clock)
+        report(1.0, "done")
+        return result
+
+    # --- The steps of generate -------------------------------------------------------------
+
+    def _plan(self, request: GenerationRequest, seeds_used: list[int], report: Progress, clock: StageClock) -> Plan:
+        """The LM's plan, or the request unchanged without an LM (analysis_only never thinks)."""
+        if self.planner is None:
+            return Plan(request=request)
+        planned = request.model_copy(update={"thinking": False}) if request.analysis_only else request
+        plan = self.planner.plan(planned, seeds_used, progress=lambda stage: report(PROGRESS_LM, stage))
+        clock.lap("lm")
+        return plan
+
+    @staticmethod
+    def _duration(request: GenerationRequest, codes: list[list[int]] | None) -> float | None:
+        """text2music's length: the request's, or (no LM, none asked) a random one, as official."""
+        if codes or request.src_audio_path:
+            return None
+        return round(request.audio_duration or random.uniform(*RANDOM_DURATION_RANGE), 1)
+
+    def _prepare_inputs(self, request: GenerationRequest, dit: DitCheckpoint, seeds_used: list[int],
+                        duration: float | None, codes: list[list[int]] | None, report: Progress):
         report(PROGRESS_TEXT, "preparing inputs")
         builder = TaskBuilder(dit, self.vae, self.device, self.dtype)
         inputs = builder.build(
@@ -334,12 +339,17 @@ class MusicEngine:
             reference=self._read_audio("reference_audio_path", request.reference_audio_path),
             codes=codes,
         )
+        return builder, inputs
 
-        # 5. Initial noise.
+    def _initial_noise(self, dit: DitCheckpoint, generators: list[torch.Generator], inputs) -> torch.Tensor:
         channels = dit.transformer.config.audio_acoustic_hidden_dim
-        noise = seeds.initial_noise(generators, inputs.latent_length, channels, self.device, self.dtype)
+        return seeds.initial_noise(generators, inputs.latent_length, channels, self.device, self.dtype)
 
-        # 6. Text encoding (identical texts for every item: encode once, repeat).
+    def _conditions(self, request: GenerationRequest, dit: DitCheckpoint, builder: TaskBuilder, inputs,
+                    batch_size: int, report: Progress):
+        """The packed cross-attention sequence and context latents; a partial cover also gets the
+        text2music set it switches to part-way (model-pipeline.md 5.3)."""
+        # Identical texts for every item: encode once, repeat.
         report(PROGRESS_TEXT, "text encoding")
         lyrics = conditioning.lyrics_prompt(request)
 
@@ -347,12 +357,8 @@ class MusicEngine:
             caption = conditioning.caption_prompt(task_request, inputs.caption_duration)
             return conditioning.encode_texts(self.tokenizer, self.text_encoder, [caption], [lyrics]).repeat(batch_size)
 
-        texts = encode(request)
-
-        # 7. Condition encoder: packed cross-attention sequence and context latents; a partial
-        #    cover also gets the text2music set it switches to part-way (docs/pipeline.md#audio-tasks).
         conditions = conditioning.build_conditions(
-            dit.condition_encoder, texts, inputs.timbre, builder.cover_source(inputs), inputs.chunk_mask
+            dit.condition_encoder, encode(request), inputs.timbre, builder.cover_source(inputs), inputs.chunk_mask
         )
         switch = None
         if request.audio_cover_strength < 1.0:
@@ -364,9 +370,12 @@ class MusicEngine:
         repaint = None
         if inputs.repaint_mask is not None:
             repaint = RepaintGuide(inputs.repaint_mask, inputs.target_latents, request.repaint_latent_crossfade_frames)
-        clock.lap("text_encoding")
+        return conditions, switch, repaint
 
-        # 8. Denoising loop.
+    def _denoise(self, request: GenerationRequest, dit: DitCheckpoint, noise: torch.Tensor, inputs, conditions,
+                 switch: ConditionSwitch | None, repaint: RepaintGuide | None, generators: list[torch.Generator],
+                 report: Progress) -> tuple[torch.Tensor, int]:
+        """The sampler over the schedule: the final latents and the number of steps run."""
         schedule = build_schedule(dit.is_turbo, request.inference_steps, request.shift, request.timesteps)
         start = None
         if request.cover_noise_strength > 0.0:
@@ -394,16 +403,16 @@ class MusicEngine:
             repaint=repaint,
             start=start,
         )
-        clock.lap("diffusion")
+        return latents, len(schedule)
 
-        # 9. Checks, VAE decode, crop to the output length, peak guard.
+    def _decode(self, latents: torch.Tensor, inputs, report: Progress) -> torch.Tensor:
         report(PROGRESS_DECODING, "decoding")
         audio.check_latents(latents)
         waves = audio.decode_latents(self.vae, latents)
-        waves = audio.peak_guard(waves[..., : inputs.output_samples])
-        clock.lap("decoding")
+        return audio.peak_guard(waves[..., : inputs.output_samples])
 
-        # 10. Audio files.
+    def _write_audio(self, request: GenerationRequest, seeds_used: list[int], waves: torch.Tensor,
+                     report: Progress) -> list[Path]:
         report(PROGRESS_ENCODING, "encoding")
         self.output_dir.mkdir(parents=True, exist_ok=True)
         nonce = secrets.token_hex(8)
@@ -417,41 +426,39 @@ class MusicEngine:
                 lambda item: audio.write_audio(item[0], item[1], request.audio_format, self.sample_rate),
                 zip(waves, targets),
             )
-            paths = [path.resolve() for path in written]
-        clock.lap("encoding")
+            return [path.resolve() for path in written]
 
-        # 11. Result.
-        timings = {**clock.seconds, "total": clock.total()}
-        metas = self._metas(request, duration if duration is not None else round(waves.shape[-1] / self.sample_rate, 2))
-        report(1.0, "done")
+    def _result(self, request: GenerationRequest, dit: DitCheckpoint, plan: Plan, seeds_used: list[int],
+                paths: list[Path], duration: float, steps: int, clock: StageClock) -> GenerationResult:
         return GenerationResult(
             audio_paths=[str(p) for p in paths],
             seeds=seeds_used,
             prompt=request.prompt,
             lyrics=request.lyrics,
-            metas=metas,
+            metas=self._metas(request, duration),
             dit_model=dit.name,
             lm_model=self.lm_model,
-            generation_info=generation_info(metas, timings, seeds_used, len(schedule), plan),
-            timings=timings,
+            timings=stage_timings(clock, plan),
+            steps=steps,
+            lm_metas=dict(plan.lm_metas) if plan.used else {},
             sample_rate=self.sample_rate,
         )
 
     @staticmethod
-    def _metas(request: GenerationRequest, duration: Any) -> dict:
-        """The song's metadata as clients see it: the value used, or "N/A"."""
-        return {
-            "bpm": request.bpm if request.bpm is not None else "N/A",
-            "duration": duration if duration is not None else "N/A",
-            "genres": "N/A",
-            "keyscale": request.key_scale or "N/A",
-            "timesignature": request.time_signature or "N/A",
-        }
+    def _metas(request: GenerationRequest, duration: float | int | None) -> SongMetas:
+        """The song's metadata: the value used, None where unknown (genres are never known)."""
+        return SongMetas(
+            bpm=request.bpm,
+            duration=duration,
+            keyscale=request.key_scale or None,
+            timesignature=request.time_signature or None,
+        )
 
-    def _analysis_result(
-        self, request: GenerationRequest, plan: Plan, seeds_used: list[int], clock: StageClock
-    ) -> GenerationResult:
-        """``analysis_only``: the LM's metadata, no audio (docs/wire-contract.md#analysis-modes)."""
+    # --- Analysis modes -------------------------------------------------------------------
+
+    def _analysis_result(self, plan: Plan, seeds_used: list[int], clock: StageClock) -> GenerationResult:
+        """``analysis_only``: the LM's metadata, no audio and no DiT (api-contract.md 6.7)."""
+        request = plan.request
         duration = int(request.audio_duration) if request.audio_duration else None
         return GenerationResult(
             audio_paths=[],
@@ -459,17 +466,18 @@ class MusicEngine:
             prompt=request.prompt,
             lyrics=request.lyrics,
             metas=self._metas(request, duration),
-            dit_model=ANALYSIS_ONLY_MODEL,
+            dit_model="",
             lm_model=self.lm_model,
-            generation_info="Analysis Only Mode Complete",
-            timings={**clock.seconds, "total": clock.total()},
+            timings=stage_timings(clock, plan),
+            lm_metas=dict(plan.lm_metas) if plan.used else {},
             sample_rate=self.sample_rate,
+            analysis=Analysis(mode="analysis_only"),
         )
 
     def _analyse_source(
         self, request: GenerationRequest, dit: DitCheckpoint, seeds_used: list[int], report: Progress
     ) -> GenerationResult:
-        """``extract_codes_only`` and ``full_analysis_only`` (docs/wire-contract.md#analysis-modes): the source's
+        """``extract_codes_only`` and ``full_analysis_only`` (api-contract.md 6.7): the source's
         5 Hz codes, and for a full analysis the LM's reading of them."""
         mode = "extract_codes_only" if request.extract_codes_only else "full_analysis_only"
         if not request.src_audio_path:
@@ -479,30 +487,15 @@ class MusicEngine:
         generator = torch.Generator(device=self.device).manual_seed(seeds_used[0])
         latents = TaskBuilder(dit, self.vae, self.device, self.dtype).encode(wave.to(self.device), generator)
         codes = format_audio_codes(conditioning.latents_to_codes(dit.audio_tokenizer, latents[None], dit.silence_latent))
-        if request.extract_codes_only:
-            raw = {"status_message": "Audio Codes Extraction Success", "audio_codes": codes, "audio_paths": [],
-                   "raw_audio_paths": [], "first_audio_path": None, "metas": {}}
-        else:
+        understood = None
+        if not request.extract_codes_only:
             report(PROGRESS_LM, "LM: understanding the audio codes")
-            metas = self.planner.understand_codes(codes, seed=seeds_used[0])
-            raw = {
-                "status_message": "Full Hardware Analysis Success",
-                "bpm": metas.get("bpm"),
-                "keyscale": metas.get("keyscale"),
-                "timesignature": metas.get("timesignature"),
-                "duration": metas.get("duration"),
-                "genre": metas.get("genres"),
-                "prompt": metas.get("caption", ""),
-                "lyrics": metas.get("lyrics", ""),
-                "language": metas.get("language", "unknown"),
-                "metas": metas,
-                "audio_paths": [],
-            }
+            understood = self.planner.understand_codes(codes, seed=seeds_used[0])
         report(1.0, "done")
         return GenerationResult(
-            audio_paths=[], seeds=seeds_used, prompt=request.prompt, lyrics=request.lyrics, metas={},
-            dit_model=dit.name, lm_model=self.lm_model, generation_info=raw["status_message"],
-            timings={}, sample_rate=self.sample_rate, raw=raw,
+            audio_paths=[], seeds=seeds_used, prompt=request.prompt, lyrics=request.lyrics,
+            dit_model=dit.name, lm_model=self.lm_model, sample_rate=self.sample_rate,
+            analysis=Analysis(mode=mode, audio_codes=codes, understood=understood),
         )
 
     def _read_audio(self, field_name: str, path: str | None) -> torch.Tensor | None:

@@ -8,6 +8,7 @@ few (progress is throttled upstream) and each is one short statement.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import threading
@@ -15,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from acestep_api.engine.request import GenerationRequest, GenerationResult
+from acestep_api.engine.request import Analysis, GenerationRequest, GenerationResult, Timings
 from acestep_api.engine.lm_tasks import FormatRequest, LMTaskResult, SampleRequest
 from acestep_api.jobs.models import Job, JobApi, JobKind, JobStatus
 
@@ -68,6 +69,46 @@ _TYPES = {
     JobKind.FORMAT: (FormatRequest, LMTaskResult),
     JobKind.SAMPLE: (SampleRequest, LMTaskResult),
 }
+
+
+# A result written before results were typed said "N/A" (or nothing) for an unknown value.
+_OLD_UNKNOWN = ("N/A", "")
+_TIMING_FIELDS = frozenset(field.name for field in dataclasses.fields(Timings))
+
+
+def read_result(result_type: type, text: str):
+    """A stored result; a generation's in either shape it was ever stored in."""
+    if result_type is not GenerationResult:
+        return result_type.model_validate_json(text)
+    data = json.loads(text)
+    if "generation_info" not in data:
+        return GenerationResult.model_validate(data)
+    return GenerationResult.model_validate(_typed_from_old(data))
+
+
+def _typed_from_old(data: dict) -> dict:
+    """The fields of a result stored before they were typed: its `generation_info` text kept
+    as it was answered, "N/A" metadata as unknown, timings by phase, an analysis's `raw`
+    answer as the analysis it describes."""
+    old = dict(data)
+    info = old.pop("generation_info")
+    raw = old.pop("raw", None)
+    metas = old.get("metas") if isinstance(old.get("metas"), dict) else {}
+    timings = old.get("timings") if isinstance(old.get("timings"), dict) else {}
+    analysis = None
+    if isinstance(raw, dict):
+        if "audio_codes" in raw:
+            analysis = Analysis(mode="extract_codes_only", audio_codes=str(raw["audio_codes"] or ""))
+        else:
+            understood = raw.get("metas") if isinstance(raw.get("metas"), dict) else {}
+            analysis = Analysis(mode="full_analysis_only", understood=understood)
+    return {
+        **old,
+        "metas": {key: None if value in _OLD_UNKNOWN else value for key, value in metas.items()},
+        "timings": {key: value for key, value in timings.items() if key in _TIMING_FIELDS},
+        "analysis": analysis,
+        "stored_generation_info": info,
+    }
 
 
 # Decides, for a job found running at start, whether the previous process crashed under it:
@@ -146,7 +187,7 @@ class JobStore:
             finished_at=finished_at,
             progress=progress,
             stage=stage,
-            result=result_type.model_validate_json(result) if result is not None else None,
+            result=read_result(result_type, result) if result is not None else None,
             error=error,
             attempts=attempts,
             temp_files=json.loads(temp_files),

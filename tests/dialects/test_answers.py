@@ -89,7 +89,8 @@ def test_succeeded_shape_has_one_element_per_file(queue, tmp_path):
             "prompt": "dreamy synthwave, ünïcode", "lyrics": "[Verse]\nneon lights",
         }
         assert element["seed_value"] == "123,456"
-        assert element["generation_info"] == "**Seeds:** 11"
+        info = element["generation_info"]  # the official markdown, worded from the typed result
+        assert "**Seeds:** 123,456" in info and "**Steps:** 8" in info and "- **BPM:** 120" in info
         assert element["lm_model"] == "acestep-5Hz-lm-0.6B" and element["dit_model"] == "acestep-v15-turbo"
         assert element["progress"] == 1.0 and element["stage"] == "succeeded"
 

@@ -33,7 +33,7 @@ def finished_job(tmp_path, *, lyrics="[inst]", metas=None, audio_name="song.mp3"
         paths.append(str(tmp_path / audio_name))
         (tmp_path / audio_name).write_bytes(b"ID3 not really audio")
     result = GenerationResult(audio_paths=paths, seeds=[1], prompt=prompt, lyrics=lyrics,
-                              metas={"duration": 30.0, "bpm": "N/A"} if metas is None else metas, dit_model="acestep-v15-turbo",
+                              metas={"duration": 30.0, "bpm": None} if metas is None else metas, dit_model="acestep-v15-turbo",
                               lm_model="", generation_info="", timings={})
     return Job(id="job-1", request=GenerationRequest(prompt=prompt), status=JobStatus.SUCCEEDED, result=result)
 

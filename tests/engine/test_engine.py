@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -11,8 +12,9 @@ import soundfile as sf
 import torch
 
 from acestep_api.engine import conditioning
+from acestep_api.dialects import official
 from acestep_api.engine.engine import MusicEngine
-from acestep_api.engine.request import AUDIO_FORMATS, GenerationError, GenerationRequest
+from acestep_api.engine.request import AUDIO_FORMATS, GenerationError, GenerationRequest, SongMetas
 from acestep_api.engine.sampler import FlowMatchSampler
 from acestep_api.engine.seeds import SEED_MAX, initial_noise, item_generators, resolve_seeds
 
@@ -148,12 +150,16 @@ def test_different_seeds_give_different_audio(seeded_pair):
 
 def test_result_fields(seeded_pair):
     result, _ = seeded_pair
-    assert result.metas == {"bpm": "N/A", "duration": 10.0, "genres": "N/A", "keyscale": "N/A",
-                            "timesignature": "N/A"}
+    # The engine returns data (None where unknown); the official dialect words it.
+    assert result.metas == SongMetas(duration=10.0)
+    assert official.shown_metas(result.metas) == {"bpm": "N/A", "duration": 10.0, "genres": "N/A",
+                                                  "keyscale": "N/A", "timesignature": "N/A"}
     assert result.prompt == "calm piano" and result.lyrics == "[verse]\nla la"
-    assert set(result.timings) == {"text_encoding", "diffusion", "decoding", "encoding", "total"}
-    assert all(v >= 0 for v in result.timings.values())
-    info = result.generation_info
+    timings = {name: value for name, value in dataclasses.asdict(result.timings).items() if value is not None}
+    assert set(timings) == {"text_encoding", "diffusion", "decoding", "encoding", "total"}
+    assert all(v >= 0 for v in timings.values())
+    assert result.steps == 8 and result.lm_metas == {} and result.analysis is None
+    info = official.generation_info(result)
     for line in ("- **BPM:** N/A", "- **Duration:** 10 seconds", "- **Key Scale:** N/A",
                  "- **Time Signature:** N/A", "**Seeds:** 1,2", "**Steps:** 8", "**Audio Count:** 2"):
         assert line in info
@@ -165,7 +171,7 @@ def test_base_model_with_guidance_and_adg_runs(tiny_engine):
     plain = tiny_engine.generate(fixed(model="acestep-v15-base", inference_steps=4, guidance_scale=1.0))
     adg = tiny_engine.generate(fixed(model="acestep-v15-base", inference_steps=4, guidance_scale=5.0, use_adg=True))
     assert guided.dit_model == "acestep-v15-base"
-    assert "**Steps:** 4" in guided.generation_info
+    assert "**Steps:** 4" in official.generation_info(guided)
     waves = [read(r.audio_paths[0])[0] for r in (guided, plain, adg)]
     assert all(np.isfinite(w).all() for w in waves)
     assert not np.allclose(waves[0], waves[1])

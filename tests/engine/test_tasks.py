@@ -294,7 +294,7 @@ def test_cover_and_repaint_last_as_long_as_the_source(tiny_engine, source_path):
         result = tiny_engine.generate(request(task_type=task, src_audio_path=str(source_path), repainting_start=2.0,
                                               audio_duration=30.0))
         assert seconds(result.audio_paths[0]) == pytest.approx(SOURCE_SECONDS)
-        assert result.metas["duration"] == pytest.approx(SOURCE_SECONDS)
+        assert result.metas.duration == pytest.approx(SOURCE_SECONDS)
 
 
 def test_repaint_keeps_the_source_latents_outside_the_window(tiny_engine, source_path, source_wave, monkeypatch):
@@ -375,7 +375,7 @@ def test_audio_codes_give_codes_over_five_seconds(tiny_engine):
     codes = format_audio_codes([11, 222, 3333, 44444] * 9)  # 36 codes -> 7.2 s
     result = tiny_engine.generate(request(audio_code_string=codes))
     assert seconds(result.audio_paths[0]) == pytest.approx(7.2)
-    assert result.metas["duration"] == pytest.approx(7.2)
+    assert result.metas.duration == pytest.approx(7.2)
 
 
 def test_lm_codes_apply_item_by_item(turbo_builder, tiny_engine):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from acestep_api.engine.request import GenerationError, GenerationRequest, GenerationResult
+from acestep_api.engine.request import GenerationError, GenerationRequest, GenerationResult, SongMetas, Timings
 
 
 def make_request(prompt: str = "calm piano", **fields) -> GenerationRequest:
@@ -22,11 +22,11 @@ def make_result(audio_paths: list[str], seeds: list[int] | None = None, **fields
         seeds=seeds if seeds is not None else list(range(11, 11 + len(audio_paths))),
         prompt="refined caption",
         lyrics="[inst]",
-        metas={"bpm": 120, "duration": 12.0, "genres": "N/A", "keyscale": "C major", "timesignature": "4"},
+        metas=SongMetas(bpm=120, duration=12.0, keyscale="C major", timesignature="4"),
         dit_model="acestep-v15-turbo",
         lm_model="acestep-5Hz-lm-0.6B",
-        generation_info="**Seeds:** 11",
-        timings={"total": 0.1},
+        timings=Timings(text_encoding=0.01, diffusion=0.05, decoding=0.02, encoding=0.01, total=0.1),
+        steps=8,
     )
     values.update(fields)
     return GenerationResult(**values)

@@ -141,7 +141,7 @@ async def test_an_analysis_result_keeps_its_own_fields(live, tmp_path):
     result = (await view(client, job_id))["result"]
     assert RESULT_KEYS <= set(result)
     assert result["status_message"] == "Audio Codes Extraction Success"
-    assert result["audio_codes"] == job.result.raw["audio_codes"] != ""
+    assert result["audio_codes"] == job.result.analysis.audio_codes != ""
     assert (result["first_audio_path"], result["audio_paths"], result["bpm"]) == (None, [], None)
 
 

@@ -69,7 +69,7 @@ async def test_thinking_plans_metas_and_codes_for_every_item(lm_live):
         # Clients grep these lines: each must appear once.
         assert [sum(word in line for line in info.splitlines()) for word in ("BPM:", "Key Scale:", "Total Time:")] == [1, 1, 1]
     # The LM wrote five codes per second for each item, and they reached the DiT.
-    assert job.result.metas["duration"] == 10
+    assert job.result.metas.duration == 10
 
 
 async def test_user_metadata_wins_over_the_lm(lm_live):

@@ -7,6 +7,7 @@ import copy
 import numpy as np
 import soundfile
 
+from acestep_api.dialects import official
 from acestep_api.engine.request import GenerationRequest
 
 
@@ -32,7 +33,7 @@ def test_thinking_codes_drive_the_dit(tiny_lm_engine, tiny_engine, tmp_path):
                                 use_random_seed=False, seeds=[7], audio_format="wav")
     result = engine.generate(request)
     planned = plans[0].request
-    assert planned.lm_audio_codes and "LM Time Costs" in result.generation_info
+    assert planned.lm_audio_codes and "LM Time Costs" in official.generation_info(result)
 
     dit_only = copy.copy(tiny_engine)
     dit_only.output_dir = tmp_path / "dit"
