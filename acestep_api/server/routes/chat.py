@@ -38,10 +38,6 @@ router = APIRouter(tags=["chat"])
 HEARTBEAT_SECONDS = 2.0
 
 
-def refused(error: InvalidField) -> HTTPException:
-    return HTTPException(status_code=getattr(error, "status_code", 400), detail=str(error))
-
-
 async def read_body(request: Request, settings: Settings) -> bytes:
     # The request guard enforces the same limit while the body arrives; kept here so the
     # route stays bounded on its own.
@@ -109,20 +105,18 @@ async def chat_completions(
     queue: Annotated[JobQueue, Depends(get_queue)],
     engine: Annotated[Any, Depends(get_engine)],
 ):
+    # An InvalidField raised on the way is a 400 naming the field (or the status it carries).
     raw = await read_body(request, settings)
-    try:
-        # A body with audio can be hundreds of MB: parsed off the event loop.
-        chat = await run_in_threadpool(parse_body, raw)
-        call = dialect.parse(chat, settings)
-        need = dialect.lm_need(call.generation)
-        if need and not engine.lm_available:
-            raise HTTPException(status_code=503, detail=dialect.lm_missing_message(need, engine.lm_error))
-        check_model_supports(call.generation, engine)
-        dialect.check_source_audio(call.found, call.generation)
-        refuse_if_full(queue)
-        paths = await run_in_threadpool(save_audio, dialect.audio_targets(call), settings)
-    except InvalidField as error:
-        raise refused(error) from None
+    # A body with audio can be hundreds of MB: parsed off the event loop.
+    chat = await run_in_threadpool(parse_body, raw)
+    call = dialect.parse(chat, settings)
+    need = dialect.lm_need(call.generation)
+    if need and not engine.lm_available:
+        raise HTTPException(status_code=503, detail=dialect.lm_missing_message(need, engine.lm_error))
+    check_model_supports(call.generation, engine)
+    dialect.check_source_audio(call.found, call.generation)
+    refuse_if_full(queue)
+    paths = await run_in_threadpool(save_audio, dialect.audio_targets(call), settings)
     generation = call.generation.model_copy(update=paths)
     temp_files = list(paths.values())
 
