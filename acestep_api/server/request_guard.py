@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from acestep_api.server.api_key import INVALID_API_KEY, header_matches
-from acestep_api.server.chat_messages import max_body_bytes as chat_max_body_bytes
+from acestep_api.dialects.chat import max_body_bytes as chat_max_body_bytes
 from acestep_api.server.text_validity import invalid_unicode, may_hold_surrogates
 from acestep_api.settings import Settings
 
