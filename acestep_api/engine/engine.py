@@ -217,18 +217,6 @@ class MusicEngine:
 
     # --- Inventory ----------------------------------------------------------------------
 
-    def model_inventory(self) -> list[dict]:
-        return [
-            {
-                "name": name,
-                "is_default": name == self.default_model,
-                "is_loaded": True,
-                "is_turbo": self.dits[name].is_turbo,
-                "supported_task_types": list(self.dits[name].supported_task_types),
-            }
-            for name in self.model_names
-        ]
-
     def served(self) -> ServedModels:
         """What this engine serves, as data the HTTP layer may hold (engine/served.py)."""
         return ServedModels(

@@ -57,7 +57,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.store, app.state.queue, app.state.worker = store, queue, worker
         if app.state.start_worker:
             worker.start()
-        log.info("Serving models %s", ", ".join(app.state.engine.model_names))
+        log.info("Serving models %s", ", ".join(app.state.served.model_names))
         try:
             yield
         finally:

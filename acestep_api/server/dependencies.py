@@ -1,4 +1,5 @@
-"""What routes take from the running app: settings, the job queue and the engine."""
+"""What routes take from the running app: settings, the job queue and what the engine serves
+(never the engine itself: model work is a job for the worker)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,6 @@ def get_settings(request: Request) -> Settings:
 
 def get_queue(request: Request) -> JobQueue:
     return request.app.state.queue
-
-
-def get_engine(request: Request):
-    return request.app.state.engine
 
 
 def get_served(request: Request) -> ServedModels:

@@ -21,6 +21,9 @@ from acestep_api.dialects.runpod import ReleaseTaskInput, V1Input
 from acestep_api.engine.request import GenerationRequest
 from acestep_api.engine.startup import build_engine
 from acestep_api.jobs.worker import describe_failure
+from acestep_api.admission.audio_check import check_audio_files
+from acestep_api.admission.audio_paths import resolve_request_audio
+from acestep_api.admission.task_check import check_task
 from acestep_api.serverless.cleanup import prune_audio
 from acestep_api.serverless.outputs import v1_wav
 from acestep_api.serverless.progress import GenerationTimeout, ProgressReporter
@@ -83,10 +86,7 @@ class ServerlessWorker:
     def _checked(self, request: GenerationRequest, engine) -> GenerationRequest:
         """What /release_task checks before it queues a job: the task suits the model, and the
         audio files named lie in ACESTEP_INPUT_DIR and can be decoded."""
-        from acestep_api.server.audio_paths import resolve_request_audio
-        from acestep_api.server.services.generation import check_audio_files, check_task
-
-        check_task(request, engine)
+        check_task(request, engine.served())
         request = resolve_request_audio(request, self.settings.upload_dir, self.settings.input_dir)
         check_audio_files(request, self.settings.max_decoded_audio_mb)
         return request

@@ -107,12 +107,16 @@ def test_engine_attributes(tiny_engine: MusicEngine):
     assert tiny_engine.is_demo is True
     assert tiny_engine.lm_available is False
     assert tiny_engine.device == torch.device("cpu")
-    inventory = {m["name"]: m for m in tiny_engine.model_inventory()}
-    assert inventory["acestep-v15-turbo"]["is_default"] and inventory["acestep-v15-turbo"]["is_turbo"]
-    assert inventory["acestep-v15-base"]["supported_task_types"] == [
+    served = tiny_engine.served()
+    inventory = {m.name: m for m in served.models}
+    assert served.default_model == "acestep-v15-turbo" and inventory["acestep-v15-turbo"].is_turbo
+    assert inventory["acestep-v15-base"].supported_task_types == (
         "text2music", "repaint", "cover", "extract", "lego", "complete"
-    ]
-    assert not inventory["acestep-v15-base"]["is_default"]
+    )
+    assert not inventory["acestep-v15-base"].is_turbo
+    assert (served.lm_available, served.is_demo, served.device) == (False, True, "cpu")
+    assert served.select("/some/path/acestep-v15-base").name == "acestep-v15-base"
+    assert served.select("no-such-model").name == "acestep-v15-turbo"
 
 
 @pytest.mark.parametrize("fmt", AUDIO_FORMATS)

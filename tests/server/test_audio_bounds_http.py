@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from acestep_api.server.audio_paths import NOT_OWN_UPLOAD
+from acestep_api.admission.audio_paths import NOT_OWN_UPLOAD
 from tests.input_audio_files import MIB, float_wav, wav_with_rate, write_bomb
 from tests.peak_memory import PeakRss
 

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from acestep_api.engine.request import GenerationError
-from acestep_api.server.audio_paths import NOT_OWN_UPLOAD, AudioPathError, resolve_audio_path
+from acestep_api.admission.audio_paths import NOT_OWN_UPLOAD, AudioPathError, resolve_audio_path
 from tests.server.conftest import serve, wait_finished
 
 ABSOLUTE = "absolute audio file paths are not allowed"

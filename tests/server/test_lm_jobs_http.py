@@ -174,3 +174,15 @@ async def test_lm_jobs_do_not_count_in_the_song_time_estimate(gated):
         assert time.monotonic() < deadline, "the song did not finish"
         await asyncio.sleep(0.05)
     assert len(queue._durations) == 1 and len(queue.store.recent_durations(50)) == 1
+
+
+async def test_an_lm_job_is_no_task_the_polling_routes_know(gated):
+    """LM-only jobs are answered by their own route: their ids are no tasks of /query_result or
+    the older API (a client never learns them, and their result is no song)."""
+    app, client, engine = gated
+    engine.gate.set()
+    assert (await client.post("/format_input", json={"prompt": "pop rock"})).json()["code"] == 200
+    [job] = lm_jobs(app)
+    answer = (await client.post("/query_result", json={"task_id_list": [job.id]})).json()
+    assert answer["data"] == [{"task_id": job.id, "result": "[]", "status": 0}]
+    assert (await client.get(f"/v1/jobs/{job.id}")).status_code == 404

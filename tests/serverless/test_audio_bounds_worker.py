@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import soundfile as sf
 
-from acestep_api.server.audio_paths import NOT_OWN_UPLOAD
+from acestep_api.admission.audio_paths import NOT_OWN_UPLOAD
 from acestep_api.serverless.settings import ServerlessSettings
 from acestep_api.serverless.worker import ServerlessWorker
 from acestep_api.settings import Settings

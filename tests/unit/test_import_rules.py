@@ -12,7 +12,6 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-import pytest
 
 PACKAGE = "acestep_api"
 PACKAGE_DIR = Path(__file__).resolve().parents[2] / PACKAGE
@@ -197,8 +196,6 @@ def test_no_route_module_imports_another_route_module():
     assert not offenders, "route modules share code through a module outside routes/:" + _listing(offenders)
 
 
-@pytest.mark.xfail(strict=True, reason="serverless/worker.py still imports acestep_api.server modules "
-                   "(audio paths, generation checks); remove this mark once it does not")
 def test_the_serverless_worker_does_not_import_the_http_server():
     offenders = [
         f"{module} imports {target}"

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import FileResponse
 
 from acestep_api.audio_formats import mime_type
-from acestep_api.server.audio_paths import OUTSIDE
+from acestep_api.admission.audio_paths import OUTSIDE
 from acestep_api.server.auth import require_api_key
 from acestep_api.server.dependencies import get_settings
 from acestep_api.settings import Settings

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -20,13 +20,14 @@ from acestep_api.dialects import chat as dialect
 from acestep_api.dialects.chat import ChatCompletion, ChatCompletionRequest
 from acestep_api.dialects.coercion import InvalidField
 from acestep_api.jobs.models import Job, JobApi, JobStatus
+from acestep_api.engine.served import ServedModels
 from acestep_api.jobs.queue import JobQueue
 from acestep_api.server.auth import require_api_key
-from acestep_api.server.dependencies import get_engine, get_queue, get_settings
+from acestep_api.server.dependencies import get_served, get_queue, get_settings
 from acestep_api.server.openapi.route_docs import EVENT_STREAM, answers, json_body, key_required, merged
 from acestep_api.server.request_guard import chat_body_limit
 from acestep_api.server.services.chat_audio import save_audio
-from acestep_api.server.services.generation import check_model_supports
+from acestep_api.admission.task_check import check_model_supports
 from acestep_api.server.services.sync_jobs import GENERATION_TIMEOUT, refuse_if_full, run_to_end, submit
 from acestep_api.server.text_validity import invalid_unicode
 from acestep_api.settings import Settings
@@ -103,7 +104,7 @@ async def chat_completions(
     request: Request,
     settings: Annotated[Settings, Depends(get_settings)],
     queue: Annotated[JobQueue, Depends(get_queue)],
-    engine: Annotated[Any, Depends(get_engine)],
+    served: Annotated[ServedModels, Depends(get_served)],
 ):
     # An InvalidField raised on the way is a 400 naming the field (or the status it carries).
     raw = await read_body(request, settings)
@@ -111,9 +112,9 @@ async def chat_completions(
     chat = await run_in_threadpool(parse_body, raw)
     call = dialect.parse(chat, settings)
     need = dialect.lm_need(call.generation)
-    if need and not engine.lm_available:
-        raise HTTPException(status_code=503, detail=dialect.lm_missing_message(need, engine.lm_error))
-    check_model_supports(call.generation, engine)
+    if need and not served.lm_available:
+        raise HTTPException(status_code=503, detail=dialect.lm_missing_message(need, served.lm_error))
+    check_model_supports(call.generation, served)
     dialect.check_source_audio(call.found, call.generation)
     refuse_if_full(queue)
     paths = await run_in_threadpool(save_audio, dialect.audio_targets(call), settings)

@@ -6,7 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from acestep_api.server.dependencies import get_engine, get_settings
+from acestep_api.engine.served import ServedModels
+from acestep_api.server.dependencies import get_served, get_settings
 from acestep_api.dialects.official import wrap
 from acestep_api.server.services.inventory import lm_model_name
 from acestep_api.settings import Settings
@@ -23,17 +24,17 @@ DEMO_NOTE = (
 
 @router.get("/health", response_model=None, summary="Whether the server is up (never needs the key)",
             responses=answers(Envelope[Health]))
-async def health(engine: Annotated[object, Depends(get_engine)],
+async def health(served: Annotated[ServedModels, Depends(get_served)],
                  settings: Annotated[Settings, Depends(get_settings)]) -> dict:
     data = {
         "status": "ok",
         "service": "ACE-Step API",
         "version": "1.0",
-        "models_initialized": engine is not None,
-        "llm_initialized": bool(engine.lm_available),
-        "loaded_model": engine.default_model,
-        "loaded_lm_model": lm_model_name(engine, settings),
-        "demo": bool(engine.is_demo),
+        "models_initialized": served is not None,
+        "llm_initialized": served.lm_available,
+        "loaded_model": served.default_model,
+        "loaded_lm_model": lm_model_name(served, settings),
+        "demo": served.is_demo,
     }
     if data["demo"]:
         data["note"] = DEMO_NOTE

@@ -8,17 +8,19 @@ of the server, since an open submit route would let anyone past the key.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 
 from acestep_api.dialects import legacy
 from acestep_api.jobs.models import JobApi
+from acestep_api.engine.served import ServedModels
 from acestep_api.jobs.queue import JobQueue
 from acestep_api.server.auth import authorized_fields, require_api_key, verify_body_token
 from acestep_api.server.bodies import read_request_body
-from acestep_api.server.dependencies import get_engine, get_queue, get_settings
+from acestep_api.server.dependencies import get_served, get_queue, get_settings
 from acestep_api.server.services.cancel import NOT_FOUND, cancel_job
+from acestep_api.server.services.task_lookup import client_job
 from acestep_api.server.services.generation import accept_generation, submit_generation
 from acestep_api.server.services.lm import require_lm
 from acestep_api.server.services.uploads import discarded_on_failure
@@ -46,14 +48,14 @@ async def generate(
     request: Request,
     settings: Annotated[Settings, Depends(get_settings)],
     queue: Annotated[JobQueue, Depends(get_queue)],
-    engine: Annotated[Any, Depends(get_engine)],
+    served: Annotated[ServedModels, Depends(get_served)],
 ) -> dict:
     """Same bodies, fields and checks as /release_task; only the answer's shape differs."""
     body = await read_request_body(request, strict=True)
     with discarded_on_failure(body):
         verify_body_token(body.fields, request, settings)
         generation = legacy.parse_generate(body.fields, settings)
-    generation = await accept_generation(generation, body, settings, queue, engine)
+    generation = await accept_generation(generation, body, settings, queue, served)
     job, position = submit_generation(queue, generation, body, JobApi.LEGACY)
     return legacy.queued(job, position)
 
@@ -67,7 +69,7 @@ async def random_song(
     request: Request,
     settings: Annotated[Settings, Depends(get_settings)],
     queue: Annotated[JobQueue, Depends(get_queue)],
-    engine: Annotated[Any, Depends(get_engine)],
+    served: Annotated[ServedModels, Depends(get_served)],
 ) -> dict:
     """A sample-mode job: the LM invents caption, lyrics and metadata. `thinking` (or
     `Thinking`; body or query string) defaults to true: the LM writes the audio codes too."""
@@ -75,7 +77,7 @@ async def random_song(
     body.discard_uploads()
     verify_body_token(body.fields, request, settings)
     # Without the LM the job could only fail: say so now, as the other LM routes do.
-    require_lm(engine)
+    require_lm(served)
     generation = legacy.parse_random(body.fields or dict(request.query_params), settings)
     job, position = submit_generation(queue, generation, body, JobApi.LEGACY)
     return legacy.queued(job, position)
@@ -85,7 +87,7 @@ async def random_song(
             summary="A job (the older API)", responses=answers(LegacyJob, 401, 404),
             openapi_extra=key_required())
 async def get_job(job_id: str, queue: Annotated[JobQueue, Depends(get_queue)]) -> dict:
-    job = queue.get(job_id)
+    job = client_job(queue, job_id)
     if job is None:
         raise HTTPException(status_code=404, detail=legacy.JOB_NOT_FOUND)
     return legacy.job_view(job, queue)

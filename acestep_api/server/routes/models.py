@@ -13,9 +13,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from acestep_api.server.auth import require_api_key
-from acestep_api.server.dependencies import get_engine, get_settings
+from acestep_api.engine.served import ServedModels
+from acestep_api.server.dependencies import get_served, get_settings
 from acestep_api.dialects.official import wrap
-from acestep_api.server.services.inventory import lm_folder_name, lm_model_name
+from acestep_api.server.services.inventory import lm_folder_name, lm_model_name, model_entries
 from acestep_api.settings import Settings
 from acestep_api.server.openapi.answers import Envelope, ModelInventory, OpenRouterModels
 from acestep_api.server.openapi.route_docs import answers, key_required
@@ -43,25 +44,25 @@ def openrouter_model(name: str, created: int) -> dict:
 
 @router.get("/v1/models", response_model=None, summary="The DiT models, as an OpenRouter model list (open)",
             responses=answers(OpenRouterModels))
-async def list_models(engine: Annotated[object, Depends(get_engine)]) -> dict:
+async def list_models(served: Annotated[ServedModels, Depends(get_served)]) -> dict:
     created = int(time.time()) - THIRTY_DAYS
-    return {"object": "list", "data": [openrouter_model(name, created) for name in engine.model_names]}
+    return {"object": "list", "data": [openrouter_model(name, created) for name in served.model_names]}
 
 
 @router.get("/v1/model_inventory", dependencies=[Depends(require_api_key)], response_model=None,
             summary="The DiT and LM models this server serves",
             responses=answers(Envelope[ModelInventory], 401), openapi_extra=key_required())
-async def model_inventory(engine: Annotated[object, Depends(get_engine)],
+async def model_inventory(served: Annotated[ServedModels, Depends(get_served)],
                           settings: Annotated[Settings, Depends(get_settings)]) -> dict:
     lm_name = lm_folder_name(settings)
     return wrap({
-        "models": engine.model_inventory(),
-        "default_model": engine.default_model,
-        "lm_models": [{"name": lm_name, "is_loaded": bool(engine.lm_available)}],
-        "loaded_lm_model": lm_model_name(engine, settings),
-        "llm_initialized": bool(engine.lm_available),
+        "models": model_entries(served),
+        "default_model": served.default_model,
+        "lm_models": [{"name": lm_name, "is_loaded": served.lm_available}],
+        "loaded_lm_model": lm_model_name(served, settings),
+        "llm_initialized": served.lm_available,
         # One device serves every model in this server.
         "gpus": [],
         "gpu_mapping": {},
-        "device_map": {name: str(engine.device) for name in engine.model_names},
+        "device_map": {name: served.device for name in served.model_names},
     })

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
 from acestep_api.dialects import official
 from acestep_api.jobs.models import JobApi, JobStatus
+from acestep_api.engine.served import ServedModels
 from acestep_api.jobs.queue import JobQueue
 from acestep_api.server.auth import authorized_fields, verify_body_token
 from acestep_api.server.bodies import read_request_body
-from acestep_api.server.dependencies import get_engine, get_queue, get_settings
+from acestep_api.server.dependencies import get_served, get_queue, get_settings
+from acestep_api.server.services.task_lookup import client_job
 from acestep_api.server.services.generation import accept_generation, submit_generation
 from acestep_api.server.services.uploads import discarded_on_failure
 from acestep_api.settings import Settings
@@ -36,13 +38,13 @@ async def release_task(
     request: Request,
     settings: Annotated[Settings, Depends(get_settings)],
     queue: Annotated[JobQueue, Depends(get_queue)],
-    engine: Annotated[Any, Depends(get_engine)],
+    served: Annotated[ServedModels, Depends(get_served)],
 ) -> dict:
     body = await read_request_body(request, strict=True)
     with discarded_on_failure(body):
         verify_body_token(body.fields, request, settings)
         generation = official.parse_release_task(body.fields, settings)
-    generation = await accept_generation(generation, body, settings, queue, engine)
+    generation = await accept_generation(generation, body, settings, queue, served)
     job, position = submit_generation(queue, generation, body, JobApi.RELEASE_TASK)
     return official.queued(job, position)
 
@@ -56,7 +58,7 @@ async def query_result(
 ) -> dict:
     items = []
     for task_id in official.task_ids(fields.get("task_id_list")):
-        job = queue.get(task_id)
+        job = client_job(queue, task_id)
         # Our own job's stage, not a server-wide log line: nothing leaks between clients.
         active = job is not None and job.status in (JobStatus.QUEUED, JobStatus.RUNNING)
         items.append(official.query_result_item(task_id, job, queue, progress_text=job.stage if active else ""))

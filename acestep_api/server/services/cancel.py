@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from acestep_api.jobs.models import Job, JobStatus
 from acestep_api.jobs.queue import JobQueue
+from acestep_api.server.services.task_lookup import client_job
 from acestep_api.jobs.store import CANCELLED_STAGE
 
 # How long a cancel request waits for a running job to reach its next step and stop.
@@ -40,7 +41,7 @@ def _was_cancelled(job: Job) -> bool:
 def request_cancel(queue: JobQueue, job_id: str) -> CancelOutcome:
     """Cancel without waiting: a waiting job has ended when this returns, a running one is
     asked to stop. A job that had already ended is refused, and left as it is."""
-    before = queue.get(job_id)
+    before = client_job(queue, job_id)
     if before is None:
         return CancelOutcome(job_id, None, refusal=NOT_FOUND)
     if before.status.ended:

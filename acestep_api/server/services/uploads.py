@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from acestep_api.engine.request import GenerationRequest
-from acestep_api.server.audio_paths import resolve_request_audio
+from acestep_api.admission.audio_paths import resolve_request_audio
 from acestep_api.server.bodies import RequestBody
 from acestep_api.settings import Settings
 

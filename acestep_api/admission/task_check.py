@@ -1,0 +1,30 @@
+"""Whether the chosen model can run a request's task, and whether the task has its source."""
+
+from __future__ import annotations
+
+from acestep_api.dialects.coercion import InvalidField
+from acestep_api.engine.request import SOURCE_TASK_TYPES, GenerationRequest
+from acestep_api.engine.served import ServedModels
+
+
+def check_model_supports(generation: GenerationRequest, served: ServedModels) -> None:
+    """Refuse at once a task the chosen model cannot run, naming the models that can."""
+    task = generation.task_type
+    model = served.select(generation.model)
+    if task not in model.supported_task_types:
+        able = served.able_to_run(task)
+        where = f"models that support it: {', '.join(able)}" if able else "no model on this server supports it"
+        raise InvalidField("task_type", f"task_type {task!r} is not supported by model {model.name!r}; {where}")
+
+
+def check_task(generation: GenerationRequest, served: ServedModels) -> None:
+    """Refuse at once what the chosen model cannot run, or what lacks its source audio."""
+    check_model_supports(generation, served)
+    task = generation.task_type
+    # A cover without a source falls back to text2music (official); the others cannot run.
+    if task in SOURCE_TASK_TYPES and not generation.src_audio_path:
+        raise InvalidField("src_audio",
+                           f"task_type {task!r} needs source audio: upload src_audio or set src_audio_path")
+    for mode in ("extract_codes_only", "full_analysis_only"):
+        if getattr(generation, mode) and not generation.src_audio_path:
+            raise InvalidField("src_audio", f"{mode} needs source audio: upload src_audio or set src_audio_path")
