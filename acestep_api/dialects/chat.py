@@ -64,6 +64,8 @@ from acestep_api.engine.request import (
     SOURCE_TASK_TYPES,
     TASK_TYPES,
     GenerationRequest,
+    is_instrumental_lyrics,
+    lyrics_or_instrumental,
 )
 from acestep_api.jobs.models import Job
 from acestep_api.settings import Settings
@@ -467,9 +469,7 @@ def to_generation_request(chat: ChatCompletionRequest, found: MessageInput, sett
     """The job for this chat request, without its audio files yet.
     Raises InvalidField naming the chat field when a value cannot be used."""
     config = chat.audio_config or AudioConfig()
-    lyrics = found.lyrics
-    if config.instrumental and not lyrics.strip():
-        lyrics = "[inst]"
+    lyrics = lyrics_or_instrumental(found.lyrics, bool(config.instrumental))
     repainting_end = chat.repainting_end
     values = dict(
         prompt=found.prompt,
@@ -628,7 +628,6 @@ NO_DETAILS = "Music generated successfully."
 GENERATION_FAILED = "Generation failed"
 JOB_NOT_FOUND = "Job not found"
 NO_AUDIO_MIME_TYPE = "application/octet-stream"
-INSTRUMENTAL_LYRICS = ("", "[inst]", "[instrumental]")
 METADATA_LINES = (("BPM", "bpm", ""), ("Duration", "duration", "s"), ("Key", "keyscale", ""),
                   ("Time Signature", "timesignature", ""))
 
@@ -650,7 +649,7 @@ def describe_result(job: Job) -> str:
         if value not in (None, "", NOT_AVAILABLE):
             lines.append(f"**{label}:** {_shown(value)}{unit}")
     sections = ["## Metadata\n" + "\n".join(lines)] if lines else []
-    if result.lyrics.strip().lower() not in INSTRUMENTAL_LYRICS:
+    if not is_instrumental_lyrics(result.lyrics):
         sections.append(f"## Lyrics\n{result.lyrics}")
     return "\n\n".join(sections) or NO_DETAILS
 

@@ -8,7 +8,10 @@ Part of the official dialect, kept in its own module because these routes share 
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 from acestep_api.dialects.coercion import as_object, to_bool, to_float, to_int, to_text
+from acestep_api.dialects.official import invalid_field_from
 from acestep_api.engine.limits import LYRICS_MAX_CHARS, PROMPT_MAX_CHARS, QUERY_MAX_CHARS, TAG_MAX_CHARS
 from acestep_api.engine.lm_tasks import LM_TEMPERATURE_DEFAULT, FormatRequest, LMTaskResult, SampleRequest
 from acestep_api.engine.request import BPM_MAX, BPM_MIN, DURATION_MAX, DURATION_MIN
@@ -18,6 +21,14 @@ UNKNOWN_LANGUAGE = "unknown"
 
 def _temperature(fields: dict) -> float:
     return to_float("temperature", fields.get("temperature"), LM_TEMPERATURE_DEFAULT, minimum=0.0, maximum=2.0)
+
+
+def _built(model, **values):
+    """The request model, or an InvalidField naming the field its validation refused."""
+    try:
+        return model(**values)
+    except ValidationError as error:
+        raise invalid_field_from(error) from None
 
 
 def _tag(name: str, value) -> str:
@@ -32,7 +43,8 @@ def parse_format_input(fields: dict) -> FormatRequest:
     duration = to_float("duration", raw.get("duration"), None)
     signature = _tag("time_signature", raw.get("time_signature") or fields.get("time_signature"))
     language = _tag("language", raw.get("language") or raw.get("vocal_language"))
-    return FormatRequest(
+    return _built(
+        FormatRequest,
         caption=to_text("prompt", fields.get("prompt", fields.get("caption")), "", max_chars=PROMPT_MAX_CHARS),
         lyrics=to_text("lyrics", fields.get("lyrics"), "", max_chars=LYRICS_MAX_CHARS),
         bpm=to_int("bpm", raw.get("bpm"), None, minimum=BPM_MIN, maximum=BPM_MAX),
@@ -62,7 +74,8 @@ def parse_create_sample(fields: dict) -> SampleRequest:
     """`query` (the description), `instrumental`, `vocal_language`. Raises InvalidField."""
     language = to_text("vocal_language", fields.get("vocal_language"), UNKNOWN_LANGUAGE,
                        max_chars=TAG_MAX_CHARS).strip() or UNKNOWN_LANGUAGE
-    return SampleRequest(
+    return _built(
+        SampleRequest,
         query=to_text("query", fields.get("query"), "", max_chars=QUERY_MAX_CHARS),
         instrumental=to_bool(fields.get("instrumental"), False),
         vocal_language=None if language == UNKNOWN_LANGUAGE else language,

@@ -27,7 +27,7 @@ from acestep_api.admission.task_check import check_task
 from acestep_api.serverless.cleanup import prune_audio
 from acestep_api.serverless.outputs import v1_wav
 from acestep_api.serverless.progress import GenerationTimeout, ProgressReporter
-from acestep_api.serverless.settings import ServerlessSettings
+from acestep_api.settings import ServerlessSettings
 from acestep_api.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from acestep_api.dialects.runpod import (
     parse_v1_input,
 )
 from acestep_api.engine.request import SEED_MAX, GenerationRequest, GenerationResult
-from acestep_api.serverless.settings import ServerlessSettings
+from acestep_api.settings import ServerlessSettings
 from acestep_api.settings import Settings
 
 SETTINGS = Settings(_env_file=None, batch_max=4)

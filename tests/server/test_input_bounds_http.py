@@ -20,7 +20,7 @@ from acestep_api.engine.limits import (
     LYRICS_MAX_CHARS,
     PROMPT_MAX_CHARS,
 )
-from acestep_api.serverless.settings import ServerlessSettings
+from acestep_api.settings import ServerlessSettings
 from acestep_api.serverless.worker import ServerlessWorker
 from tests.engine.lm.test_lm_input_budget import COT_TOKENS, TEMPLATE_TOKENS, Recorder, words
 from tests.server.conftest import serve, wait_finished

@@ -7,7 +7,7 @@ import numpy as np
 import soundfile as sf
 
 from acestep_api.admission.audio_paths import NOT_OWN_UPLOAD
-from acestep_api.serverless.settings import ServerlessSettings
+from acestep_api.settings import ServerlessSettings
 from acestep_api.serverless.worker import ServerlessWorker
 from acestep_api.settings import Settings
 from tests.input_audio_files import float_wav, write_bomb

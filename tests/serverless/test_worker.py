@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from acestep_api.engine.startup import build_engine
-from acestep_api.serverless.settings import ServerlessSettings
+from acestep_api.settings import ServerlessSettings
 from acestep_api.serverless.worker import ServerlessWorker
 from acestep_api.settings import Settings
 

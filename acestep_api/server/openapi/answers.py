@@ -1,6 +1,6 @@
 """The answers of every route, as schemas for the OpenAPI document.
 
-Documentation only: the routes build plain dicts (jobs/results.py, envelope.py) in the
+Documentation only: the routes build plain dicts (the dialects in acestep_api/dialects/) in the
 official key order, and these models describe them. tests/server/test_openapi.py and the
 schemathesis run (tests/e2e/test_schemathesis.py) check real answers against them, so a
 change to an answer that is not made here too fails a test.

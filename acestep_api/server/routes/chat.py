@@ -130,7 +130,8 @@ async def chat_completions(
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    ended = await run_to_end(queue, generation, JobApi.CHAT, settings.generation_timeout, temp_files=temp_files)
+    ended = await run_to_end(queue, generation, JobApi.CHAT, settings.generation_timeout, temp_files=temp_files,
+                             connection=request)
     if ended.status is not JobStatus.SUCCEEDED:
         raise HTTPException(status_code=500, detail=dialect.failure_reason(ended))
     audio = await run_in_threadpool(dialect.first_audio, ended)

@@ -9,9 +9,8 @@ import random
 from importlib import resources
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 
-from acestep_api.dialects.coercion import InvalidField
 from acestep_api.dialects.official_lm import parse_create_sample, parse_format_input, render_formatted, render_sample
 from acestep_api.engine.served import ServedModels
 from acestep_api.jobs.queue import JobQueue
@@ -66,10 +65,7 @@ async def format_input(
     settings: Annotated[Settings, Depends(get_settings)],
 ) -> dict:
     require_lm(served)
-    try:
-        task = parse_format_input(fields)
-    except InvalidField as error:
-        raise HTTPException(status_code=400, detail=str(error)) from None
+    task = parse_format_input(fields)  # an InvalidField is a 400 from the app's one handler
     result, error = await run_lm_job(queue, task, settings.generation_timeout, request)
     if result is None:  # the LM failing is reported in the envelope, as official
         return wrap(None, code=500, error=error)
@@ -87,10 +83,7 @@ async def create_sample(
     settings: Annotated[Settings, Depends(get_settings)],
 ) -> dict:
     require_lm(served)
-    try:
-        task = parse_create_sample(fields)
-    except InvalidField as error:
-        raise HTTPException(status_code=400, detail=str(error)) from None
+    task = parse_create_sample(fields)  # an InvalidField is a 400 from the app's one handler
     result, error = await run_lm_job(queue, task, settings.generation_timeout, request)
     if result is None:
         return wrap(None, code=500, error=error)
