@@ -9,12 +9,9 @@ from acestep_api.engine.served import ServedModels
 
 def check_model_supports(generation: GenerationRequest, served: ServedModels) -> None:
     """Refuse at once a task the chosen model cannot run, naming the models that can."""
-    task = generation.task_type
-    model = served.select(generation.model)
-    if task not in model.supported_task_types:
-        able = served.able_to_run(task)
-        where = f"models that support it: {', '.join(able)}" if able else "no model on this server supports it"
-        raise InvalidField("task_type", f"task_type {task!r} is not supported by model {model.name!r}; {where}")
+    problem = served.task_problem(generation.task_type, generation.model)
+    if problem:
+        raise InvalidField("task_type", problem)
 
 
 def check_task(generation: GenerationRequest, served: ServedModels) -> None:

@@ -498,10 +498,8 @@ class MusicEngine:
 
     def _check_request(self, request: GenerationRequest, dit: DitCheckpoint) -> None:
         """Refuse what this engine cannot serve, with the reason."""
-        if request.task_type not in dit.supported_task_types:
-            raise GenerationError(
-                f"task_type {request.task_type!r} is not supported by model {dit.name!r}; "
-                f"it supports: {', '.join(dit.supported_task_types)}"
-            )
+        problem = self.served().task_problem(request.task_type, dit.name, name_its_tasks=True)
+        if problem:
+            raise GenerationError(problem)
         if request.needs_lm and not self.lm_available:
             raise GenerationError(f"5Hz LM init failed: {self.lm_error or LM_NOT_LOADED}")

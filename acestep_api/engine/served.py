@@ -46,3 +46,15 @@ class ServedModels:
     def able_to_run(self, task_type: str) -> list[str]:
         """The names of the models that can run `task_type`."""
         return [model.name for model in self.models if task_type in model.supported_task_types]
+
+    def task_problem(self, task_type: str, requested_model: str | None, *, name_its_tasks: bool = False) -> str | None:
+        """Why the model a request names cannot run its task (naming the models that can, and
+        with `name_its_tasks` the tasks it runs), or None: the one capability check, for the
+        admission checks and the engine alike."""
+        model = self.select(requested_model)
+        if task_type in model.supported_task_types:
+            return None
+        able = self.able_to_run(task_type)
+        where = f"models that support it: {', '.join(able)}" if able else "no model on this server supports it"
+        its_tasks = f"it supports: {', '.join(model.supported_task_types)}; " if name_its_tasks else ""
+        return f"task_type {task_type!r} is not supported by model {model.name!r}; {its_tasks}{where}"
