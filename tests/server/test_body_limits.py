@@ -63,8 +63,9 @@ def text_part(name: str, value: str) -> bytes:
 
 @pytest.fixture
 def small(settings):
-    """Settings with small limits, so the tests send little."""
-    return settings.model_copy(update={"max_body_kb": 4, "max_upload_mb": 0.1})
+    """Settings with small limits, so the tests send little; synchronous routes (fal) give up
+    at once on a job no worker takes, instead of waiting the default 600 s."""
+    return settings.model_copy(update={"max_body_kb": 4, "max_upload_mb": 0.1, "generation_timeout": 0.2})
 
 
 @pytest.fixture
