@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     api_key: str | None = Field(default=None, description="Enables auth when set (an empty string counts as set).")
     # With a key set, /openapi.json, /docs and /redoc need it too (the API's map stays private).
     protect_docs: bool = True
+    # With a key set, GET /metrics needs it too; false leaves it open to a scraper without one.
+    protect_metrics: bool = True
 
     # Where clients reach this server when it sits behind a proxy (e.g.
     # https://<POD_ID>-8000.proxy.runpod.net): absolute audio URLs start with it. Unset, they

@@ -4,6 +4,7 @@ The store is the record; this queue holds the live `Job` objects of waiting and 
 so that the HTTP layer reads current progress without a database round trip. `submit`,
 `report_progress` and `cancel` may be called from any thread; `next_job` is awaited by the one
 worker, `wait_finished` by any request handler that answers only once its job has ended.
+An observer (`events`, jobs/events.py) hears of each job submitted, started and ended.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 
 from acestep_api.engine.request import GenerationError
 from acestep_api.jobs.crash_evidence import CrashEvidence
+from acestep_api.jobs.events import JobEvents, Outcome
 from acestep_api.jobs.models import Job, JobApi, JobKind, JobRequest, JobResult, JobStatus
 from acestep_api.jobs.retention import remove_orphan_uploads, remove_uploads
 from acestep_api.jobs.store import CANCELLED_STAGE, JobStore
@@ -53,8 +55,10 @@ class JobQueue:
         avg_job_seconds: float = 5.0,
         avg_window: int = 50,
         crash_evidence: CrashEvidence | None = None,
+        events: JobEvents | None = None,
     ):
         self.store = store
+        self.events = events
         # None (tests of the queue itself): every job found running counts as interrupted.
         self.crash_evidence = crash_evidence
         self.maxsize = maxsize
@@ -67,6 +71,7 @@ class JobQueue:
             if job.status is JobStatus.FAILED:
                 remove_uploads(job.temp_files, store.upload_dir)
                 log.warning("Job %s failed: %s", job.id, job.error)
+                self._tell("job_ended", job, Outcome.CRASHED)
             else:
                 log.info("Job %s was interrupted by a restart and is queued again", job.id)
         self._waiting: collections.deque[Job] = collections.deque(store.waiting())
@@ -115,6 +120,16 @@ class JobQueue:
         position = self.position(job_id)
         return None if position is None else position * self.avg_job_seconds
 
+    @property
+    def running_count(self) -> int:
+        with self._lock:
+            return len(self._running)
+
+    def oldest_waiting_since(self) -> float | None:
+        """When the job first in line was submitted (epoch seconds); None when none waits."""
+        with self._lock:
+            return self._waiting[0].created_at if self._waiting else None
+
     def cancel_requested(self, job_id: str) -> bool:
         with self._lock:
             return job_id in self._cancelling
@@ -148,6 +163,7 @@ class JobQueue:
             self.store.add(job)  # stored first: a job the client was told about is never lost
             self._waiting.append(job)
             position = len(self._waiting)
+        self._tell("job_submitted", job)
         self._wake_worker()
         return job, position
 
@@ -191,6 +207,7 @@ class JobQueue:
         self._running[job.id] = job
         self._last_write[job.id] = (job.progress, job.stage, time.monotonic())
         self.store.save(job)
+        self._tell("job_started", job)
 
     # --- cancelling and waiting ------------------------------------------------------
 
@@ -203,7 +220,7 @@ class JobQueue:
             if waiting is not None:
                 self._waiting.remove(waiting)
                 waiting.error = CANCELLED_ERROR
-                self._end(waiting, JobStatus.FAILED, stage=CANCELLED_STAGE)
+                self._end(waiting, JobStatus.FAILED, Outcome.CANCELLED, stage=CANCELLED_STAGE)
                 return waiting
             running = self._running.get(job_id)
             if running is not None:
@@ -259,15 +276,18 @@ class JobQueue:
             job.result = result
             job.error = None
             job.progress = 1.0
-            self._end(job, JobStatus.SUCCEEDED)
+            self._end(job, JobStatus.SUCCEEDED, Outcome.SUCCEEDED)
 
-    def fail(self, job: Job, error: str) -> None:
+    def fail(self, job: Job, error: str, outcome: Outcome = Outcome.INTERNAL) -> None:
+        """End a running job as failed; `outcome` is the class of its failure, for the observer
+        (a job asked to stop counts as cancelled whatever stopped it)."""
         with self._lock:
             cancelled = job.id in self._cancelling
             job.error = CANCELLED_ERROR if cancelled else error
-            self._end(job, JobStatus.FAILED, stage=CANCELLED_STAGE if cancelled else None)
+            self._end(job, JobStatus.FAILED, Outcome.CANCELLED if cancelled else outcome,
+                      stage=CANCELLED_STAGE if cancelled else None)
 
-    def _end(self, job: Job, status: JobStatus, stage: str | None = None) -> None:
+    def _end(self, job: Job, status: JobStatus, outcome: Outcome, stage: str | None = None) -> None:
         """Every way a job ends passes here, so its uploads go and its waiters wake whatever
         the outcome."""
         job.status = status
@@ -287,6 +307,15 @@ class JobQueue:
             for loop, future in self._waiters.pop(job.id, []):
                 if not loop.is_closed():
                     loop.call_soon_threadsafe(_resolve, future, job)
+            self._tell("job_ended", job, outcome)
+
+    def _tell(self, event: str, job: Job, *args) -> None:
+        if self.events is None:
+            return
+        try:
+            getattr(self.events, event)(job, *args)
+        except Exception:  # noqa: BLE001 - an observer's fault must not change a job's fate
+            log.exception("Reporting %s of job %s failed", event, job.id)
 
 
 def _resolve(future: asyncio.Future, job: Job) -> None:

@@ -16,6 +16,7 @@ from typing import Callable, Protocol
 
 from acestep_api.engine.lm_tasks import LMRequest, LMTaskResult
 from acestep_api.engine.request import GenerationError, GenerationRequest, GenerationResult
+from acestep_api.jobs.events import Outcome
 from acestep_api.jobs.models import Job, JobKind, JobResult
 from acestep_api.jobs.queue import JobQueue
 from acestep_api.jobs.retention import purge_expired
@@ -119,9 +120,11 @@ class JobWorker:
         except Exception as error:  # noqa: BLE001 - any failure ends this job, not the worker
             if isinstance(error, GenerationError):
                 log.warning("Job %s failed: %s", job.id, error)
+                outcome = Outcome.GENERATION_ERROR
             else:
                 log.exception("Job %s failed", job.id)
-            self._end(job, error=job_failure(error, job.id))
+                outcome = Outcome.INTERNAL
+            self._end(job, error=job_failure(error, job.id), outcome=outcome)
         else:
             self._end(job, result=result)
 
@@ -144,14 +147,15 @@ class JobWorker:
             raise TypeError(f"engine returned {type(result).__name__}, not {expected.__name__}")
         return result
 
-    def _end(self, job: Job, result: JobResult | None = None, error: str | None = None) -> None:
+    def _end(self, job: Job, result: JobResult | None = None, error: str | None = None,
+             outcome: Outcome = Outcome.INTERNAL) -> None:
         try:
             if result is not None:
                 self.queue.finish(job, result)
                 files = len(result.audio_paths) if isinstance(result, GenerationResult) else 0
                 log.info("Job %s (%s) succeeded: %d audio files", job.id, job.kind.value, files)
             else:
-                self.queue.fail(job, error or "Generation failed")
+                self.queue.fail(job, error or "Generation failed", outcome)
         except Exception:  # noqa: BLE001 - e.g. the store could not be written; keep serving
             # The queue removed the job's uploads even so: its _end deletes them in a finally.
             log.exception("Could not record the end of job %s", job.id)

@@ -18,10 +18,12 @@ from acestep_api.jobs.queue import JobQueue
 from acestep_api.jobs.retention import sweep_audio_folder
 from acestep_api.jobs.store import JobStore
 from acestep_api.jobs.worker import JobWorker
+from acestep_api.metrics import ServerMetrics
 from acestep_api.server.errors import install_error_handlers
 from acestep_api.server.request_guard import RequestGuard
+from acestep_api.server.request_metrics import RequestMetrics
 from acestep_api.server.openapi.document import install_docs, operation_id
-from acestep_api.server.routes import audio, cancel, chat, fal, health, legacy, models, samples, stats, tasks
+from acestep_api.server.routes import audio, cancel, chat, fal, health, legacy, metrics, models, samples, stats, tasks
 from acestep_api.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,13 +48,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # under, retries or fails the others, and removes the temp files of those it fails)
         # before it loads the waiting ones.
         queue = JobQueue(store, settings.queue_maxsize, settings.avg_job_seconds, settings.avg_window,
-                         crash_evidence=crash_evidence)
+                         crash_evidence=crash_evidence, events=app.state.metrics)
         # Nothing writes audio yet: partial files and files no job owns can go.
         await asyncio.to_thread(sweep_audio_folder, store, settings.audio_dir)
         crash_evidence.start()
         if app.state.engine is None:
             app.state.engine = await asyncio.to_thread(build_engine, settings)
         app.state.served = app.state.engine.served()
+        app.state.metrics.attach(queue, app.state.served)
         worker = JobWorker(queue, app.state.engine, retention_seconds=settings.retention_days * SECONDS_PER_DAY)
         app.state.store, app.state.queue, app.state.worker = store, queue, worker
         if app.state.start_worker:
@@ -76,8 +79,10 @@ def create_app(settings: Settings, engine=None, *, start_worker: bool = True) ->
     app.state.settings = settings
     app.state.engine = engine
     app.state.start_worker = start_worker
-    # Middleware added later wraps what came before: CORS, then the 500 handler, then the
-    # guard of request bodies (key and size before any body is read).
+    # This app's own registry: the process's global one would collide between apps (tests).
+    app.state.metrics = ServerMetrics()
+    # Middleware added later wraps what came before: the request metrics, CORS, then the 500
+    # handler, then the guard of request bodies (key and size before any body is read).
     app.add_middleware(RequestGuard)
     install_error_handlers(app)
     install_docs(app, settings)
@@ -88,6 +93,7 @@ def create_app(settings: Settings, engine=None, *, start_worker: bool = True) ->
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=["Content-Type", "Authorization"],
     )
-    for module in (health, tasks, cancel, audio, models, stats, samples, legacy, chat, fal):
+    app.add_middleware(RequestMetrics)
+    for module in (health, tasks, cancel, audio, models, stats, samples, legacy, chat, fal, metrics):
         app.include_router(module.router)
     return app

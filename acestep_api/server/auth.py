@@ -46,6 +46,12 @@ def require_api_key(request: Request, settings: Annotated[Settings, Depends(get_
         raise HTTPException(status_code=401, detail=INVALID_API_KEY)
 
 
+def require_metrics_key(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
+    """GET /metrics: the header key, unless ACESTEP_PROTECT_METRICS is false."""
+    if settings.protect_metrics:
+        require_api_key(request, settings)
+
+
 async def authorized_fields(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> dict[str, Any]:
     """Dependency for body routes that keep no uploads: the parsed fields, once the caller is
     authorised (body errors are answered before auth errors, as the official server does)."""

@@ -7,6 +7,7 @@ from fastapi import Request
 
 from acestep_api.engine.served import ServedModels
 from acestep_api.jobs.queue import JobQueue
+from acestep_api.metrics import ServerMetrics
 from acestep_api.settings import Settings
 
 
@@ -16,6 +17,10 @@ def get_settings(request: Request) -> Settings:
 
 def get_queue(request: Request) -> JobQueue:
     return request.app.state.queue
+
+
+def get_metrics(request: Request) -> ServerMetrics:
+    return request.app.state.metrics
 
 
 def get_served(request: Request) -> ServedModels:

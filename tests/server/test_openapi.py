@@ -191,6 +191,7 @@ async def test_answers_of_every_route_match_the_document(tmp_path, engine):
         await check("get", "/v1/models")
         await check("get", "/v1/model_inventory")
         await check("get", "/v1/stats")
+        await check("get", "/metrics")
         task = (await check("post", "/release_task", json={"prompt": "calm piano", "audio_duration": 10})).json()
         task_id = task["data"]["task_id"]
         await check("post", "/release_task", data={"caption": "a form body", "duration": "12"})

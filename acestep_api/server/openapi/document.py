@@ -4,7 +4,8 @@ It is built once per app, from the routes' decorators plus the request-body mode
 (route_docs.BODY_MODELS). It says what this server does: with ACESTEP_API_KEY unset the
 operations carry no security requirement; set, they name the two header schemes. With
 ACESTEP_PROTECT_DOCS (default true) and a key set, /openapi.json, /docs and /redoc need the
-key too, so an open port does not hand out the API's map.
+key too, so an open port does not hand out the API's map. An operation that a setting opens
+(GET /metrics, ACESTEP_PROTECT_METRICS) names no security when that setting is false.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pydantic.json_schema import models_json_schema
 
 from acestep_api.server.auth import require_api_key
 from acestep_api.server.openapi.request_bodies import with_aliases
-from acestep_api.server.openapi.route_docs import AUTHORIZATION_HEADER, BEARER, BODY_MODELS
+from acestep_api.server.openapi.route_docs import AUTHORIZATION_HEADER, BEARER, BODY_MODELS, GUARDED_BY
 from acestep_api.settings import Settings
 
 OPENAPI_PATH, DOCS_PATH, REDOC_PATH = "/openapi.json", "/docs", "/redoc"
@@ -71,9 +72,10 @@ def build_document(app: FastAPI, settings: Settings) -> dict:
     for name, schema in _body_schemas().items():
         schemas.setdefault(name, schema)
     components["securitySchemes"] = SECURITY_SCHEMES
-    if not auth_on:
-        for operations in document["paths"].values():
-            for operation in operations.values():
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            guard = operation.pop(GUARDED_BY, None)
+            if not auth_on or (guard and not getattr(settings, guard)):
                 operation.pop("security", None)
                 operation.pop("x-acestep-body-token", None)
     return document

@@ -126,12 +126,20 @@ def json_body(model: type[BaseModel], *, description: str | None = None) -> dict
     return {"requestBody": request_body}
 
 
-def key_required(*, body_token: bool = False) -> dict:
+# Names the setting (a bool of Settings) that must be true for the key to guard an operation;
+# document.py reads it and drops it.
+GUARDED_BY = "x-acestep-guarded-by"
+
+
+def key_required(*, body_token: bool = False, unless_off: str | None = None) -> dict:
     """`security` of a route behind ACESTEP_API_KEY (document.py drops it when no key is set).
-    `body_token`: the route takes the body field `ai_token` instead, too."""
+    `body_token`: the route takes the body field `ai_token` instead, too. `unless_off`: the
+    setting that opens the route when false ("protect_metrics")."""
     extra: dict = {"security": KEY_REQUIRED}
     if body_token:
         extra["x-acestep-body-token"] = "ai_token"
+    if unless_off:
+        extra[GUARDED_BY] = unless_off
     return extra
 
 
