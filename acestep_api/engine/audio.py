@@ -2,7 +2,8 @@
 
 Follows docs/pipeline.md#vae-decoding and #output-encoding. Files are written with soundfile (libsndfile), which
 encodes mp3, wav, flac and ogg/opus itself, so no ffmpeg is needed; each is written under a
-temporary name and renamed when complete (acestep_api.atomic_files).
+temporary name and renamed when complete (acestep_api.atomic_files). The engine's files go
+through engine/encoding.py (parallel pieces); ``write_audio`` writes one file the same way.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from acestep_api.atomic_files import atomic_path
+# FILE_FORMATS is read from here too (retention, tests).
+from acestep_api.engine.encoding import FILE_FORMATS, EncodePlan, carry_out, check_format  # noqa: F401
 from acestep_api.engine.request import GenerationError
 
 SAMPLE_RATE = 48000
@@ -24,15 +26,6 @@ DECODE_OVERLAP = 64
 # Tiled encode windows, in seconds of audio (docs/pipeline.md#vae-encoding).
 ENCODE_CHUNK_SECONDS = 30.0
 ENCODE_OVERLAP_SECONDS = 2.0
-
-# audio_format -> (soundfile format, subtype); None lets libsndfile pick its default.
-FILE_FORMATS: dict[str, tuple[str, str | None]] = {
-    "mp3": ("MP3", "MPEG_LAYER_III"),
-    "wav": ("WAV", "PCM_16"),
-    "flac": ("FLAC", "PCM_16"),
-    "opus": ("OGG", "OPUS"),
-}
-
 
 def hop_length(vae: torch.nn.Module) -> int:
     """Audio samples per latent frame (1920 for the ACE-Step VAE)."""
@@ -136,16 +129,12 @@ def peak_guard(audio: torch.Tensor) -> torch.Tensor:
     return audio / peak.clamp(min=1.0)
 
 
-def write_audio(wave: torch.Tensor | np.ndarray, path: str | Path, fmt: str, sample_rate: int = SAMPLE_RATE) -> Path:
-    """Write a [channels, samples] float waveform in ``fmt`` (mp3, wav, flac or opus)."""
-    if fmt not in FILE_FORMATS:
-        raise GenerationError(f"audio_format {fmt!r} is not supported; use one of {', '.join(FILE_FORMATS)}")
+def write_audio(wave: torch.Tensor | np.ndarray, path: str | Path, fmt: str, sample_rate: int = SAMPLE_RATE,
+                workers: int | None = None) -> Path:
+    """Write a [channels, samples] float waveform in ``fmt`` (mp3, wav, flac or opus), atomically;
+    a long MP3 is encoded in parallel chunks on ``workers`` threads (None: one per core)."""
+    check_format(fmt)
     if isinstance(wave, torch.Tensor):
         wave = wave.detach().float().cpu().numpy()
-    frames = np.ascontiguousarray(np.clip(wave, -1.0, 1.0).T, dtype=np.float32)
-    file_format, subtype = FILE_FORMATS[fmt]
-    path = Path(path)
-    # Atomic: a kill mid-encoding must not leave a truncated file under the name a job records.
-    with atomic_path(path) as temp:
-        sf.write(temp, frames, sample_rate, format=file_format, subtype=subtype)
-    return path
+    plan = EncodePlan(fmt, sample_rate, (Path(path),), (wave,))
+    return carry_out(plan, workers=workers)[0]

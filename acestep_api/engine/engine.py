@@ -1,7 +1,9 @@
 """``MusicEngine``: the loaded models, and one call that turns a request into audio files.
 
-The engine knows nothing about HTTP or jobs. ``generate`` blocks; the worker runs it in a
-thread. Its steps follow the official handler without the 5 Hz LM (docs/pipeline.md#overview,
+The engine knows nothing about HTTP or jobs. ``generate`` blocks until the files are written.
+``render`` stops once the audio is decoded and returns it with its encode plan
+(engine/encoding.py): the job worker runs ``render`` on its engine thread and hands the
+encoding to a CPU pool. Its steps follow the official handler without the 5 Hz LM (docs/pipeline.md#overview,
 "pure dit mode"), for every task: text2music, cover, repaint, lego, extract, complete,
 reference timbre and audio codes (docs/pipeline.md#audio-tasks).
 """
@@ -11,12 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
 import secrets
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -24,6 +24,7 @@ from typing import Any, Callable
 import torch
 
 from acestep_api.engine import audio, conditioning, seeds
+from acestep_api.engine.encoding import PROGRESS_ENCODING, EncodePlan, Rendered
 from acestep_api.engine.audio_input import AudioInputError, load_audio
 from acestep_api.engine.loading.dit import DitCheckpoint, load_dit_checkpoint
 from acestep_api.engine.loading.folders import resolve_dit_folder
@@ -59,7 +60,8 @@ RANDOM_DURATION_RANGE = (10.0, 120.0)  # no duration and no LM: the official DiT
 Progress = Callable[[float, str], None]
 
 # Progress fractions at which each stage starts; diffusion fills the span up to decoding.
-PROGRESS_LM, PROGRESS_TEXT, PROGRESS_DIFFUSION, PROGRESS_DECODING, PROGRESS_ENCODING = 0.01, 0.02, 0.10, 0.85, 0.93
+# (PROGRESS_ENCODING, in engine/encoding.py, starts at 0.93.)
+PROGRESS_LM, PROGRESS_TEXT, PROGRESS_DIFFUSION, PROGRESS_DECODING = 0.01, 0.02, 0.10, 0.85
 LM_NOT_LOADED = (
     "the 5Hz language model is not initialized on this server, so thinking, sample mode, format and "
     "analysis requests cannot run. Send the request without them, or start the server with the LM enabled."
@@ -244,6 +246,12 @@ class MusicEngine:
 
     @torch.inference_mode()
     def generate(self, request: GenerationRequest, progress: Progress | None = None) -> GenerationResult:
+        """Steps 1-11 (``render``), then 12: the files encoded and written; they exist on return."""
+        return self.render(request, progress).write(progress=progress)
+
+    @torch.inference_mode()
+    def render(self, request: GenerationRequest, progress: Progress | None = None) -> Rendered:
+        """Everything up to the files: the result naming them, and the decoded audio to write."""
         clock = StageClock()
         report = progress or (lambda fraction, stage: None)
 
@@ -255,12 +263,12 @@ class MusicEngine:
 
         # Analysis of a source recording: its audio codes, and with the LM what they describe.
         if request.extract_codes_only or request.full_analysis_only:
-            return self._analyse_source(request, dit, seeds_used, report)
+            return Rendered(self._analyse_source(request, dit, seeds_used, report))
 
         # 2. The 5 Hz LM plans: sample / format, metadata, and with thinking the audio codes.
         plan = self._plan(request, seeds_used, report, clock)
         if plan.request.analysis_only:
-            return self._analysis_result(plan, seeds_used, clock)
+            return Rendered(self._analysis_result(plan, seeds_used, clock))
         request = resolve_task(plan.request)
 
         # 3. Duration (text2music only: a source or audio codes set their own), noise generators.
@@ -286,15 +294,14 @@ class MusicEngine:
         waves = self._decode(latents, inputs, report)
         clock.lap("decoding")
 
-        # 10. Audio files.
-        paths = self._write_audio(request, seeds_used, waves, report)
-        clock.lap("encoding")
+        # 10. The encode plan: each item's file name and waveform (written by Rendered.write).
+        encode_plan = self._encode_plan(request, seeds_used, waves)
 
-        # 11. Result: data only; the dialects word it.
+        # 11. Result: data only; the dialects word it. Timings.encoding is added once written.
         length = duration if duration is not None else round(waves.shape[-1] / self.sample_rate, 2)
-        result = self._result(request, dit, plan, seeds_used, paths, length, steps, clock)
-        report(1.0, "done")
-        return result
+        result = self._result(request, dit, plan, seeds_used, list(encode_plan.targets), length, steps, clock)
+        report(PROGRESS_ENCODING, "encoding")
+        return Rendered(result, encode_plan)
 
     # --- The steps of generate -------------------------------------------------------------
 
@@ -323,8 +330,8 @@ class MusicEngine:
             seeds=seeds_used,
             duration=duration,
             # Audio codes take the source's place, as in the official server.
-            source=None if codes else self._read_audio("src_audio_path", request.src_audio_path),
-            reference=self._read_audio("reference_audio_path", request.reference_audio_path),
+            source=None if codes else self._read_audio(request, "src_audio_path"),
+            reference=self._read_audio(request, "reference_audio_path"),
             codes=codes,
         )
         return builder, inputs
@@ -399,22 +406,14 @@ class MusicEngine:
         waves = audio.decode_latents(self.vae, latents)
         return audio.peak_guard(waves[..., : inputs.output_samples])
 
-    def _write_audio(self, request: GenerationRequest, seeds_used: list[int], waves: torch.Tensor,
-                     report: Progress) -> list[Path]:
-        report(PROGRESS_ENCODING, "encoding")
+    def _encode_plan(self, request: GenerationRequest, seeds_used: list[int], waves: torch.Tensor) -> EncodePlan:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         nonce = secrets.token_hex(8)
-        targets = [
-            self.output_dir / f"{audio_file_stem(request, seed, i, nonce)}.{request.audio_format}"
+        targets = tuple(
+            (self.output_dir / f"{audio_file_stem(request, seed, i, nonce)}.{request.audio_format}").resolve()
             for i, seed in enumerate(seeds_used)
-        ]
-        # libsndfile releases the GIL while encoding: the items of a batch encode in parallel.
-        with ThreadPoolExecutor(max_workers=min(len(targets), os.cpu_count() or 1)) as pool:
-            written = pool.map(
-                lambda item: audio.write_audio(item[0], item[1], request.audio_format, self.sample_rate),
-                zip(waves, targets),
-            )
-            return [path.resolve() for path in written]
+        )
+        return EncodePlan(request.audio_format, self.sample_rate, targets, tuple(wave.numpy() for wave in waves))
 
     def _result(self, request: GenerationRequest, dit: DitCheckpoint, plan: Plan, seeds_used: list[int],
                 paths: list[Path], duration: float, steps: int, clock: StageClock) -> GenerationResult:
@@ -471,7 +470,7 @@ class MusicEngine:
         if not request.src_audio_path:
             raise GenerationError(f"{mode} requires src_audio_path (or a src_audio upload)")
         report(PROGRESS_TEXT, "Extracting Audio Codes..." if request.extract_codes_only else "Starting Deep Analysis...")
-        wave = self._read_audio("src_audio_path", request.src_audio_path)
+        wave = self._read_audio(request, "src_audio_path")
         generator = torch.Generator(device=self.device).manual_seed(seeds_used[0])
         latents = TaskBuilder(dit, self.vae, self.device, self.dtype).encode(wave.to(self.device), generator)
         codes = format_audio_codes(conditioning.latents_to_codes(dit.audio_tokenizer, latents[None], dit.silence_latent))
@@ -479,22 +478,26 @@ class MusicEngine:
         if not request.extract_codes_only:
             report(PROGRESS_LM, "LM: understanding the audio codes")
             understood = self.planner.understand_codes(codes, seed=seeds_used[0])
-        report(1.0, "done")
         return GenerationResult(
             audio_paths=[], seeds=seeds_used, prompt=request.prompt, lyrics=request.lyrics,
             dit_model=dit.name, lm_model=self.lm_model, sample_rate=self.sample_rate,
             analysis=Analysis(mode=mode, audio_codes=codes, understood=understood),
         )
 
-    def _read_audio(self, field_name: str, path: str | None) -> torch.Tensor | None:
+    @staticmethod
+    def _read_audio(request: GenerationRequest, path_field: str) -> torch.Tensor | None:
         """An input file as a [2, samples] 48 kHz waveform; the server checked it at submission,
-        so a failure here means the file changed or vanished since."""
+        so a failure here means the file changed or vanished since. An upload is named by the
+        field it came in (``src_audio: audio file does not exist``), never by its server-chosen
+        file name; a file the client named, by its own name."""
+        path = getattr(request, path_field)
         if not path:
             return None
+        upload_field = request.upload_fields.get(path_field)
         try:
-            return load_audio(path)
+            return load_audio(path, label="audio file" if upload_field else None)
         except AudioInputError as exc:
-            raise GenerationError(f"{field_name}: {exc}") from None
+            raise GenerationError(f"{upload_field or path_field}: {exc}") from None
 
     def _check_request(self, request: GenerationRequest, dit: DitCheckpoint) -> None:
         """Refuse what this engine cannot serve, with the reason."""
