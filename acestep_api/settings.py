@@ -8,6 +8,8 @@ RunPod worker reads, from the same environment.
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -62,8 +64,16 @@ class Settings(BaseSettings):
         default=None, gt=0,
         description="Largest multipart body (MiB); unset: two uploads at max_upload_mb plus max_body_kb.",
     )
+    # One folder, or several separated by os.pathsep (":" on Linux and macOS, ";" on Windows)
+    # or by commas; `input_dirs` splits them.
     input_dir: Path | None = Field(
-        default=None, description="Folder whose files requests may name in src_audio_path / reference_audio_path."
+        default=None,
+        description="Folder(s) whose files requests may name in src_audio_path / reference_audio_path.",
+    )
+    # The newer official server reads absolute paths inside the system temp folder, where its
+    # clients leave their files; false: only ACESTEP_INPUT_DIR and the request's own uploads.
+    allow_temp_paths: bool = Field(
+        default=True, description="Requests may also name audio files inside the system temp folder."
     )
     # engine.audio_input.DEFAULT_MAX_DECODED_MB (not imported: it would load torch here).
     max_decoded_audio_mb: float = Field(
@@ -115,6 +125,20 @@ class Settings(BaseSettings):
     def _blank_input_dir_is_none(cls, value):
         # An empty ACESTEP_INPUT_DIR= must not become Path("."), the working folder.
         return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def input_dirs(self) -> tuple[Path, ...]:
+        """The ACESTEP_INPUT_DIR folders, in the order given; none when unset."""
+        if self.input_dir is None:
+            return ()
+        parts = re.split(f"[,{re.escape(os.pathsep)}]", str(self.input_dir))
+        return tuple(Path(part.strip()) for part in parts if part.strip())
+
+    @property
+    def private_files(self) -> tuple[Path, ...]:
+        """Files no request may name as audio, whatever folder holds them: the job database."""
+        database = self.database_path
+        return (database,) + tuple(database.with_name(database.name + end) for end in ("-wal", "-shm", "-journal"))
 
     @property
     def audio_dir(self) -> Path:

@@ -91,6 +91,10 @@ class GenerationRequest(BaseModel):
     # Audio-input tasks. Paths are local files the server already checked (audio_input.check_audio).
     reference_audio_path: str | None = None
     src_audio_path: str | None = None
+    # Set by the server, not by clients: the path fields an upload filled, each with the upload
+    # field it came in ({"src_audio_path": "src_audio"}), so messages name the upload by that
+    # field and never by the file name the server chose.
+    upload_fields: dict[str, str] = Field(default_factory=dict)
     # Seconds in the source; a negative start or an end past the source outpaints.
     # repainting_end None, 0 or negative = the end of the source.
     repainting_start: float = Field(default=0.0, ge=-DURATION_MAX, le=DURATION_MAX)

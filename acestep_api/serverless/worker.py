@@ -85,9 +85,11 @@ class ServerlessWorker:
 
     def _checked(self, request: GenerationRequest, engine) -> GenerationRequest:
         """What /release_task checks before it queues a job: the task suits the model, and the
-        audio files named lie in ACESTEP_INPUT_DIR and can be decoded."""
+        audio files named lie in a readable folder (docs/security.md) and can be decoded."""
         check_task(request, engine.served())
-        request = resolve_request_audio(request, self.settings.upload_dir, self.settings.input_dir)
+        request = resolve_request_audio(request, self.settings.upload_dir, self.settings.input_dirs,
+                                        allow_temp=self.settings.allow_temp_paths,
+                                        private=self.settings.private_files)
         check_audio_files(request, self.settings.max_decoded_audio_mb)
         return request
 

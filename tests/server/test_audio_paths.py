@@ -1,5 +1,5 @@
-"""Server-side audio paths: only the upload folder and ACESTEP_INPUT_DIR are readable, and every
-way out is refused before the file is touched."""
+"""Server-side audio paths: only the upload folder, ACESTEP_INPUT_DIR and (when allowed) the
+system temp folder are readable, and every way out is refused before the file is touched."""
 
 from __future__ import annotations
 
@@ -171,6 +171,113 @@ def test_relative_paths_need_an_input_folder(folders):
     assert str(refused.value) == f"src_audio_path: {ABSOLUTE}"
 
 
+# --- the system temp folder and several input folders ----------------------------------
+
+@pytest.fixture
+def temp_dir(tmp_path, monkeypatch) -> Path:
+    """The system temp folder, for these tests a folder beside the fixture's (tempfile.tempdir
+    is what gettempdir answers); the fixture's input, upload and private folders lie outside it."""
+    folder = tmp_path / "systemp"
+    folder.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(folder))
+    return folder
+
+
+def resolve_with_temp(folders, value: str, **options) -> str:
+    return resolve_audio_path("src_audio_path", value, folders["uploads"], folders["input"], allow_temp=True,
+                              **options)
+
+
+@pytest.mark.parametrize("value,status,message", TRICKS)
+def test_allowing_the_temp_folder_opens_no_other_way_out(folders, temp_dir, value, status, message):
+    value = _fill(value, folders)
+    _opened.clear()
+    _watching.append(True)
+    try:
+        with pytest.raises(AudioPathError) as refused:
+            resolve_with_temp(folders, value)
+    finally:
+        _watching.clear()
+    assert (refused.value.status_code, str(refused.value)) == (status, f"src_audio_path: {message}")
+    assert _opened == []
+
+
+def test_absolute_paths_inside_the_temp_folder(folders, temp_dir):
+    song = write_tone(temp_dir / "client-file.wav")
+    assert resolve_with_temp(folders, str(song)) == str(song.resolve())
+    assert resolve_audio_path("src_audio_path", str(song), folders["uploads"], None,
+                              allow_temp=True) == str(song.resolve())
+    with pytest.raises(AudioPathError) as refused:  # off: as strict as before
+        resolve(folders, str(song))
+    assert str(refused.value) == f"src_audio_path: {ABSOLUTE}"
+    with pytest.raises(AudioPathError) as refused:  # relative paths never resolve in the temp folder
+        resolve_audio_path("src_audio_path", "client-file.wav", folders["uploads"], None, allow_temp=True)
+    assert "relative audio file paths are read from ACESTEP_INPUT_DIR" in str(refused.value)
+    for value in (f"{temp_dir}/../private/secret.wav", f"{temp_dir}/%2e%2e/private/secret.wav"):
+        with pytest.raises(AudioPathError) as refused:
+            resolve_with_temp(folders, value)
+        assert str(refused.value) == f"src_audio_path: {TRAVERSAL}"
+    (temp_dir / "leak.wav").symlink_to(folders["outside"] / "secret.wav")
+    with pytest.raises(AudioPathError) as refused:
+        resolve_with_temp(folders, str(temp_dir / "leak.wav"))
+    assert (refused.value.status_code, str(refused.value)) == (403, f"src_audio_path: {OUTSIDE}")
+    with pytest.raises(AudioPathError) as refused:
+        resolve_with_temp(folders, str(temp_dir / "gone.wav"))
+    assert refused.value.status_code == 400 and "audio file not found" in str(refused.value)
+
+
+def test_an_upload_folder_inside_the_temp_folder_stays_closed(folders, temp_dir):
+    uploads = temp_dir / "outputs" / "uploads"
+    uploads.mkdir(parents=True)
+    mine, theirs = write_tone(uploads / "mine.wav"), write_tone(uploads / "theirs.wav")
+    (temp_dir / "their-upload.wav").symlink_to(theirs)
+    for value in (str(theirs), str(temp_dir / "their-upload.wav"), str(uploads / "gone.wav")):
+        with pytest.raises(AudioPathError) as refused:
+            resolve_audio_path("src_audio_path", value, uploads, None, own_upload=str(mine), allow_temp=True)
+        assert (refused.value.status_code, str(refused.value)) == (403, f"src_audio_path: {NOT_OWN_UPLOAD}")
+    assert resolve_audio_path("src_audio_path", str(mine), uploads, None, own_upload=str(mine),
+                              allow_temp=True) == str(mine.resolve())
+
+
+def test_private_files_are_refused_in_a_readable_folder(folders, temp_dir):
+    database = temp_dir / "jobs.sqlite3"
+    database.write_bytes(b"SQLite format 3\x00")
+    (folders["input"] / "db-link.wav").symlink_to(database)
+    for value in (str(database), "db-link.wav"):
+        with pytest.raises(AudioPathError) as refused:
+            resolve_with_temp(folders, value, private=[database])
+        assert (refused.value.status_code, str(refused.value)) == (403, f"src_audio_path: {OUTSIDE}")
+
+
+def test_several_input_folders_are_searched_in_order(folders, tmp_path):
+    second = tmp_path / "second"
+    second.mkdir()
+    only_second = write_tone(second / "only-here.wav")
+    shadowed = write_tone(second / "song.wav")
+    both = [folders["input"], second]
+    assert resolve_audio_path("src_audio_path", "song.wav", folders["uploads"], both) == str(
+        (folders["input"] / "song.wav").resolve())
+    assert resolve_audio_path("src_audio_path", "only-here.wav", folders["uploads"], both) == str(only_second.resolve())
+    assert resolve_audio_path("src_audio_path", str(shadowed), folders["uploads"], both) == str(shadowed.resolve())
+    with pytest.raises(AudioPathError) as refused:  # a link out in the first folder is not skipped
+        resolve_audio_path("src_audio_path", "leak.wav", folders["uploads"], both)
+    assert refused.value.status_code == 403
+
+
+def test_input_dir_names_several_folders(monkeypatch, tmp_path):
+    from acestep_api.settings import Settings
+
+    monkeypatch.setenv("ACESTEP_INPUT_DIR", f"{tmp_path / 'a'}{os.pathsep}{tmp_path / 'b'}, {tmp_path / 'c'}")
+    settings = Settings(_env_file=None, output_dir=tmp_path / "out")
+    assert settings.input_dirs == (tmp_path / "a", tmp_path / "b", tmp_path / "c")
+    assert settings.allow_temp_paths is True
+    assert settings.private_files[0] == settings.database_path
+    monkeypatch.setenv("ACESTEP_ALLOW_TEMP_PATHS", "false")
+    monkeypatch.delenv("ACESTEP_INPUT_DIR")
+    settings = Settings(_env_file=None)
+    assert settings.allow_temp_paths is False and settings.input_dirs == ()
+
+
 def test_missing_files_and_folders_are_refused(folders):
     for value in ("nothing.wav", "album", str(folders["input"] / "gone.wav")):
         with pytest.raises(AudioPathError) as refused:
@@ -183,7 +290,8 @@ def test_missing_files_and_folders_are_refused(folders):
 @pytest.fixture
 def http_settings(settings, folders):
     # The server's own upload folder is its output folder's; the input folder is the fixture's.
-    return settings.model_copy(update={"input_dir": folders["input"]})
+    # pytest's folders lie in the system temp folder: without temp paths, as strict as before.
+    return settings.model_copy(update={"input_dir": folders["input"], "allow_temp_paths": False})
 
 
 @pytest.mark.anyio

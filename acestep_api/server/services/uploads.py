@@ -26,4 +26,9 @@ def resolve_own_audio(generation: GenerationRequest, body: RequestBody, settings
     """The request's audio paths made real; in the upload folder only this request's own
     uploads may be named."""
     own_uploads = {upload.path_field: upload.path for upload in body.uploads}
-    return resolve_request_audio(generation, settings.upload_dir, settings.input_dir, own_uploads)
+    generation = resolve_request_audio(generation, settings.upload_dir, settings.input_dirs, own_uploads,
+                                       allow_temp=settings.allow_temp_paths, private=settings.private_files)
+    if not body.uploads:
+        return generation
+    # The engine names an uploaded file by its upload field too, should it vanish before the job runs.
+    return generation.model_copy(update={"upload_fields": {upload.path_field: upload.field for upload in body.uploads}})
