@@ -1,6 +1,7 @@
-"""Input audio checked once before a job is queued, so empty, silent, undecodable, non-finite or
+"""Input audio checked once before a job is queued, so empty, undecodable, non-finite or
 out-of-bounds audio (a decompression bomb, a header's absurd sample rate) is refused now rather
-than failing the job later."""
+than failing the job later. Silent audio passes: it means no source (text2music, silence frames
+for the other tasks) or no reference, as in the official handler."""
 
 from __future__ import annotations
 

@@ -206,16 +206,15 @@ def check_audio(path: str | Path, *, max_seconds: float = DURATION_MAX, label: s
                 max_decoded_mb: float = DEFAULT_MAX_DECODED_MB) -> float:
     """The file's duration in seconds, after checking that it can be used as an input.
 
-    Raises AudioInputError when the file is missing, empty, undecodable, silent, holds NaN
-    or infinite samples, or is out of bounds: channels, sample rate, longer than
-    `max_seconds`, or more than `max_decoded_mb` MiB as float32 (refused from the header,
-    before any decoding). Decodes one block at a time and keeps none.
+    Raises AudioInputError when the file is missing, empty, undecodable, holds NaN or
+    infinite samples, or is out of bounds: channels, sample rate, longer than `max_seconds`,
+    or more than `max_decoded_mb` MiB as float32 (refused from the header, before any
+    decoding). Silence is accepted: the engine reads a silent source as silence frames and a
+    silent reference as none, as the official handler does. Decodes one block at a time and
+    keeps none.
     """
     path, label, info = _opened(path, label, max_seconds, max_decoded_mb)
-    frames, audible = 0, False
+    frames = 0
     for block in _blocks(path, label, info, max_seconds, max_decoded_mb):
         frames += block.shape[0]
-        audible = audible or not is_silent(block)
-    if not audible:
-        raise AudioInputError(f"{label} is silent (every sample is below {SILENCE_THRESHOLD:g})")
     return frames / info.samplerate

@@ -46,11 +46,16 @@ def resolve_task(request: GenerationRequest) -> GenerationRequest:
     """The request as the official server runs it.
 
     text2music with audio codes becomes a cover of those codes (with the cover
-    instruction, docs/pipeline.md#audio-tasks); a cover with nothing to cover (no source, no
-    reference, no codes) becomes text2music. Other tasks need a source.
+    instruction, docs/pipeline.md#audio-tasks); text2music without codes does not use a
+    source (the newer official handler ignores it: the ACE-Step DAW sends a short silent one
+    with every request), so its length is the requested one. A cover with nothing to cover (no
+    source, no reference, no codes) becomes text2music. Other tasks need a source; a silent one
+    runs on silence frames of its length, as in the official handler.
     """
     if request.task_type == "text2music" and has_codes(request):
         return request.model_copy(update={"task_type": "cover", "instruction": TASK_INSTRUCTIONS["cover"]})
+    if request.task_type == "text2music" and request.src_audio_path:
+        return request.model_copy(update={"src_audio_path": None})
     has_input = bool(request.src_audio_path or request.reference_audio_path or has_codes(request))
     if request.task_type == "cover" and not has_input:
         return request.model_copy(update={"task_type": "text2music"})

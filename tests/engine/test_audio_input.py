@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from acestep_api.engine.audio_input import AudioInputError, check_audio, load_audio
+from acestep_api.engine.audio_input import AudioInputError, check_audio, is_silent, load_audio
 from tests.input_audio_files import MIB, float_wav, wav_with_rate, write_bomb
 from tests.peak_memory import PeakRss
 
@@ -103,17 +103,18 @@ def test_missing_file(tmp_path):
         check_audio(tmp_path / "absent.wav")
 
 
-def test_silent_file_is_refused_by_check_but_loads(tmp_path):
+def test_silent_file_is_accepted_and_loads(tmp_path):
+    """Silence is no refusal: it means no source or no reference, as in the official handler."""
     path = tmp_path / "silence.wav"
     sf.write(path, np.full((24000, 2), 5e-7, dtype=np.float32), 48000, subtype="FLOAT")
-    with pytest.raises(AudioInputError, match="silent"):
-        check_audio(path)
-    assert load_audio(path).shape == (2, 24000)
+    assert check_audio(path) == pytest.approx(0.5)
+    wave = load_audio(path)
+    assert wave.shape == (2, 24000) and is_silent(wave)
     # One audible sample is enough to be not silent.
     samples = np.zeros((24000, 2), dtype=np.float32)
     samples[100, 0] = 1e-3
     sf.write(path, samples, 48000, subtype="FLOAT")
-    assert check_audio(path) == pytest.approx(0.5)
+    assert check_audio(path) == pytest.approx(0.5) and not is_silent(load_audio(path))
 
 
 def test_too_long_gives_both_numbers(tmp_path):

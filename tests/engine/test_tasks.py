@@ -424,6 +424,22 @@ def test_cover_noise_strength_starts_from_the_noised_source(tiny_engine, source_
 def test_missing_source_file_fails_with_the_field_name(tiny_engine, tmp_path):
     with pytest.raises(GenerationError, match="^src_audio_path: audio file 'gone.wav' does not exist"):
         tiny_engine.generate(request(task_type="cover", src_audio_path=str(tmp_path / "gone.wav")))
+    # An upload is named by the field it came in as, never by the file name the server chose.
+    upload = str(tmp_path / "3f2a9c0e.wav")
+    with pytest.raises(GenerationError) as failed:
+        tiny_engine.generate(request(task_type="cover", src_audio_path=upload,
+                                     upload_fields={"src_audio_path": "src_audio"}))
+    assert str(failed.value) == "src_audio: audio file does not exist"
+
+
+def test_text2music_does_not_use_a_source(tiny_engine, tmp_path):
+    """As the newer official handler: the ACE-Step DAW sends a short silent source with every
+    text2music request; the song is as long as asked."""
+    silence = tmp_path / "silence.wav"
+    sf.write(silence, np.zeros((4800, 2), dtype=np.float32), RATE)
+    assert resolve_task(request(src_audio_path=str(silence))).src_audio_path is None
+    result = tiny_engine.generate(request(src_audio_path=str(silence), audio_duration=10.0))
+    assert seconds(result.audio_paths[0]) == pytest.approx(10.0, abs=HOP / RATE)
 
 
 def test_tiled_encode_matches_one_shot_and_keeps_the_frame_count(tiny_engine, source_wave):
