@@ -369,16 +369,20 @@ def queued(job: Job, position: int) -> dict:
 
 def query_result_item(task_id: str, job: Job | None, queue: QueueView, progress_text: str = "") -> dict:
     """One entry of POST /query_result (docs/wire-contract.md#polling-jobs): `result` is a JSON *string* of a
-    list, because the official clients `json.loads` it."""
+    list, because the official clients `json.loads` it. A failed job's entry also carries its
+    `error` beside `result` (the official server has it only inside), where clients read it."""
     if job is None:
         # Unknown ids are "not yet known", not an error, and carry no progress_text.
         return {"task_id": task_id, "result": "[]", "status": 0}
-    return {
+    item = {
         "task_id": task_id,
         "result": json.dumps(_result_elements(job, queue), ensure_ascii=False),
         "status": job.status.code,
         "progress_text": progress_text,
     }
+    if job.status is JobStatus.FAILED:
+        item["error"] = job.error
+    return item
 
 
 def _common(job: Job) -> dict:
