@@ -158,7 +158,7 @@ class QueueCollector(Collector):
         yield GaugeMetricFamily("acestep_queue_oldest_age_seconds",
                                 "Seconds the job first in line has waited; 0 when none waits.",
                                 value=0.0 if oldest is None else max(0.0, time.time() - oldest))
-        yield GaugeMetricFamily("acestep_jobs_running", "Jobs the worker is running now.", value=queue.running_count)
+        yield GaugeMetricFamily("acestep_jobs_running", "Jobs started and not ended yet.", value=queue.running_count)
 
 
 GPU_METRICS = {

@@ -5,28 +5,42 @@ answers the request guard gives before any route runs too."""
 
 from __future__ import annotations
 
+import re
 import time
+from typing import Any
 
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from acestep_api.metrics import UNMATCHED_ROUTE, ServerMetrics
 
+# "{job_id}" in a template, as re.escape leaves it.
+PATH_PARAMETER = re.compile(r"\\\{[^/]+?\\\}")
+
 
 def route_template(scope: Scope) -> str:
-    """The path template of the route that answered, or that would have (a request refused
-    before routing, a method the route does not take)."""
+    """The path template of the route that answered, or of the route that would have (a
+    request the guard refused before routing): one of the OpenAPI document's paths, which
+    lists every route, or of the routes outside it (/openapi.json, /docs, /redoc)."""
     route = scope.get("route")
     if route is not None and getattr(route, "path", None):
         return route.path
-    partial = None
-    for candidate in scope["app"].router.routes:
-        match, _ = candidate.matches(scope)
-        if match is Match.FULL:
-            return candidate.path
-        if match is Match.PARTIAL and partial is None:
-            partial = candidate.path
-    return partial or UNMATCHED_ROUTE
+    path = scope["path"]
+    for template, pattern in _templates(scope["app"]):
+        if pattern.fullmatch(path):
+            return template
+    return UNMATCHED_ROUTE
+
+
+def _templates(app: Any) -> list[tuple[str, re.Pattern[str]]]:
+    """The app's path templates with their patterns, built on first use (read from the
+    document rather than the router, whose nesting of included routers is FastAPI's own)."""
+    templates = getattr(app.state, "route_templates", None)
+    if templates is None:
+        paths = [route.path for route in app.routes if isinstance(getattr(route, "path", None), str)]
+        paths += [path for path in app.openapi().get("paths", {}) if path not in paths]
+        templates = [(path, re.compile(PATH_PARAMETER.sub("[^/]+", re.escape(path)))) for path in paths]
+        app.state.route_templates = templates
+    return templates
 
 
 class RequestMetrics:

@@ -58,7 +58,7 @@ def keyed_settings(tmp_path: Path, **changes) -> Settings:
 
 class FailingEngine:
     """The tiny engine, except that the prompt "refuse" ends in a GenerationError and "boom"
-    in an exception of no known kind."""
+    in an exception of no known kind, whichever of its entry points the worker calls."""
 
     def __init__(self, inner):
         self._inner = inner
@@ -66,12 +66,20 @@ class FailingEngine:
     def __getattr__(self, name):
         return getattr(self._inner, name)
 
-    def generate(self, request, progress):
+    @staticmethod
+    def _check(request):
         if request.prompt == "refuse":
             raise GenerationError("this model cannot do that")
         if request.prompt == "boom":
             raise RuntimeError("a bug")
+
+    def generate(self, request, progress):
+        self._check(request)
         return self._inner.generate(request, progress)
+
+    def render(self, request, progress):  # the worker's way in when the engine has it
+        self._check(request)
+        return self._inner.render(request, progress)
 
 
 async def submit(client, prompt: str = "calm piano") -> str:
@@ -216,8 +224,14 @@ async def test_with_a_key_metrics_need_it_unless_protect_metrics_is_false(tmp_pa
     async with serve(keyed_settings(tmp_path), engine, start_worker=False) as (_, client):
         assert (await client.get("/metrics")).status_code == 401
         assert (await client.get("/metrics", headers={"authorization": "Bearer wrong"})).status_code == 401
+        # Refused by the request guard before any route runs: still labelled by the route.
+        for path in ("/release_task", "/v1/jobs/some-job/cancel"):
+            answer = await client.post(path, json={}, headers={"authorization": "Bearer wrong"})
+            assert answer.status_code == 401
         metrics = await scrape(client, authorization=f"Bearer {KEY}")
         assert metrics.value("acestep_http_requests_total", route="/metrics", status="401") == 2
+        assert metrics.value("acestep_http_requests_total", method="POST", route="/release_task", status="401") == 1
+        assert metrics.value("acestep_http_requests_total", route="/v1/jobs/{job_id}/cancel", status="401") == 1
         spec = (await client.get("/openapi.json", headers={"authorization": f"Bearer {KEY}"})).json()
         assert spec["paths"]["/metrics"]["get"]["security"]
     async with serve(keyed_settings(tmp_path / "open", protect_metrics=False), engine,
