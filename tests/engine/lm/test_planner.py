@@ -29,6 +29,7 @@ def assert_valid(metas: dict, duration_range=(10, 600)) -> None:
     assert isinstance(metas["caption"], str)
 
 
+@pytest.mark.slow  # a property loop: all 50 seeds, in the full run only
 def test_phase1_on_50_seeds_always_parses_to_valid_metadata(planner):
     seeds = list(range(50))
     tokenizer = planner.tokenizer
