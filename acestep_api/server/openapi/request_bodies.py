@@ -98,9 +98,11 @@ class ReleaseTaskFields(_Body):
     seed: Annotated[int, Field(ge=-1, le=SEED_MAX)] | str | None = Field(
         default=None, description="An integer (-1: random), or a comma-separated list per batch item.")
     src_audio_path: like("src_audio_path", str | None) = Field(
-        default=None, description="Source audio: a file under ACESTEP_INPUT_DIR.")
+        default=None, description="Source audio: a file under ACESTEP_INPUT_DIR, or an absolute path in the "
+                                   "system temp folder (text2music does not use it).")
     reference_audio_path: like("reference_audio_path", str | None) = Field(
-        default=None, description="Reference (timbre) audio: a file under ACESTEP_INPUT_DIR.")
+        default=None, description="Reference (timbre) audio: a file under ACESTEP_INPUT_DIR, or an absolute "
+                                   "path in the system temp folder.")
     repainting_start: like("repainting_start", float) = 0.0
     repainting_end: like("repainting_end", float) | None = Field(default=None, description="null, 0 or negative: the end.")
     audio_cover_strength: like("audio_cover_strength", float) = 1.0
