@@ -329,7 +329,7 @@ def parse_cancel_task(fields: dict) -> tuple[str | None, list[str] | None]:
 ENV = "development"  # the official server reports this constant in every element
 META_KEYS = ("bpm", "duration", "genres", "keyscale", "timesignature")
 NOT_AVAILABLE = "N/A"
-# How the official server words the analysis modes' results (api-contract.md 6.7).
+# How the official server words the analysis modes' results (docs/wire-contract.md#analysis-modes).
 ANALYSIS_ONLY_MODEL = "None (Analysis Only)"
 ANALYSIS_ONLY_INFO = "Analysis Only Mode Complete"
 EXTRACT_CODES_SUCCESS = "Audio Codes Extraction Success"
@@ -418,7 +418,7 @@ def _succeeded_elements(job: Job, common: dict) -> list[dict]:
     result = job.result
     answer = analysis_answer(result)
     if answer is not None:
-        return [answer]  # the source analyses: their own dict (api-contract.md 3.3)
+        return [answer]  # the source analyses: their own dict (docs/wire-contract.md#analysis-modes)
     shared = {
         "prompt": result.prompt,
         "lyrics": result.lyrics,

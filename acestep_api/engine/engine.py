@@ -343,7 +343,7 @@ class MusicEngine:
     def _conditions(self, request: GenerationRequest, dit: DitCheckpoint, builder: TaskBuilder, inputs,
                     batch_size: int, report: Progress):
         """The packed cross-attention sequence and context latents; a partial cover also gets the
-        text2music set it switches to part-way (model-pipeline.md 5.3)."""
+        text2music set it switches to part-way (docs/pipeline.md#audio-tasks)."""
         # Identical texts for every item: encode once, repeat.
         report(PROGRESS_TEXT, "text encoding")
         lyrics = conditioning.lyrics_prompt(request)
@@ -444,7 +444,7 @@ class MusicEngine:
     # --- Analysis modes -------------------------------------------------------------------
 
     def _analysis_result(self, plan: Plan, seeds_used: list[int], clock: StageClock) -> GenerationResult:
-        """``analysis_only``: the LM's metadata, no audio and no DiT (api-contract.md 6.7)."""
+        """``analysis_only``: the LM's metadata, no audio and no DiT (docs/wire-contract.md#analysis-modes)."""
         request = plan.request
         duration = int(request.audio_duration) if request.audio_duration else None
         return GenerationResult(
@@ -464,7 +464,7 @@ class MusicEngine:
     def _analyse_source(
         self, request: GenerationRequest, dit: DitCheckpoint, seeds_used: list[int], report: Progress
     ) -> GenerationResult:
-        """``extract_codes_only`` and ``full_analysis_only`` (api-contract.md 6.7): the source's
+        """``extract_codes_only`` and ``full_analysis_only`` (docs/wire-contract.md#analysis-modes): the source's
         5 Hz codes, and for a full analysis the LM's reading of them."""
         mode = "extract_codes_only" if request.extract_codes_only else "full_analysis_only"
         if not request.src_audio_path:

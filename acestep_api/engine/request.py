@@ -241,7 +241,7 @@ AnalysisMode = Literal["analysis_only", "extract_codes_only", "full_analysis_onl
 
 
 class Analysis(BaseModel):
-    """What an analysis job found instead of making audio (api-contract.md 6.7)."""
+    """What an analysis job found instead of making audio (docs/wire-contract.md#analysis-modes)."""
 
     mode: AnalysisMode
     audio_codes: str = ""  # the source's 5 Hz codes (extract_codes_only)
