@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     avg_window: int = Field(default=50, ge=1)
     batch_max: int = Field(default=8, ge=1, description="Larger batch_size requests are clamped to this.")
 
+    # Encoding (the worker's CPU pool for audio files; docs/architecture.md#the-encoding-pool)
+    encode_workers: int = Field(default=0, ge=0, description="Threads that encode audio files; 0: one per CPU core.")
+    encode_backlog: int = Field(
+        default=1, ge=0,
+        description="Jobs whose audio may wait for or be in encoding while the next job runs; 0: none.",
+    )
+
     # Models
     checkpoint_dir: Path = Path("checkpoints")
     config_path: str = DEFAULT_DIT_FOLDER

@@ -137,99 +137,208 @@ def _tag_fields(tag: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _crc16(data: bytes, crc: int = 0) -> int:
-    """CRC-16 (polynomial 0x8005, reflected), as LAME's tag uses."""
-    for byte in data:
-        crc ^= byte
+def _crc16_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        crc = byte
         for _ in range(8):
             crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+_CRC_TABLE = _crc16_table()
+_CRC_TABLE_NP = np.array(_CRC_TABLE, dtype=np.uint16)
+_CRC_BLOCK = 1024
+
+
+def _crc16_bytes(data: bytes, crc: int = 0) -> int:
+    for byte in data:
+        crc = (crc >> 8) ^ _CRC_TABLE[(crc ^ byte) & 0xFF]
     return crc
 
 
-def _main_region_tail(frames: list[_Frame], before: int, count: int) -> list[tuple[int, int]]:
-    """(offset, length) pieces of the last ``count`` main-data bytes before frame ``before``,
-    in stream order (headers and side info skipped)."""
-    pieces = []
-    index = before - 1
-    while count > 0:
-        if index < 0:
-            raise UnsupportedStream("main_data_begin reaches before the first frame")
-        frame = frames[index]
-        room = frame.offset + frame.size - frame.main_start
-        take = min(room, count)
-        pieces.append((frame.offset + frame.size - take, take))
-        count -= take
-        index -= 1
-    return pieces[::-1]
+def _crc16(data: bytes) -> int:
+    """CRC-16/ARC (polynomial 0x8005 reflected, initial value 0), as LAME's tag uses.
+
+    A music stream has megabytes: blocks of ``_CRC_BLOCK`` bytes are run side by side with
+    numpy, and their CRCs combined. The CRC is linear over GF(2) with no initial value, so
+    crc(A + B) = shift(crc(A), len(B)) ^ crc(B), where shift feeds zero bytes."""
+    blocks = len(data) // _CRC_BLOCK
+    if blocks < 2:
+        return _crc16_bytes(data)
+    rows = np.frombuffer(data, dtype=np.uint8, count=blocks * _CRC_BLOCK).reshape(blocks, _CRC_BLOCK)
+    states = np.zeros(blocks, dtype=np.uint16)
+    for column in range(_CRC_BLOCK):
+        states = (states >> 8) ^ _CRC_TABLE_NP[(states ^ rows[:, column]) & 0xFF]
+    # The shift over one block, per state bit (zero bytes fed from that bit alone).
+    shift = [_crc16_bytes(bytes(_CRC_BLOCK), 1 << bit) for bit in range(16)]
+    crc = 0
+    for block_crc in states.tolist():
+        shifted = 0
+        for bit in range(16):
+            if crc >> bit & 1:
+                shifted ^= shift[bit]
+        crc = shifted ^ block_crc
+    return _crc16_bytes(data[blocks * _CRC_BLOCK :], crc)
 
 
-def _find_splice(a: list[_Frame], a_first: int, b: list[_Frame], b_first: int, border: int) -> int | None:
-    """A song frame near ``border`` where chunk b can take over from chunk a (module docstring)."""
+@dataclass
+class _Chunk:
+    """One chunk's encode: its frames, and its main data as one byte stream (the frames' main
+    data regions end to end, the space ``main_data_begin`` counts in)."""
+
+    data: bytes
+    tag: bytes
+    frames: list[_Frame]
+    main: bytes
+    region: list[int]  # where each frame's region starts in `main`; one more entry: the end
+
+    @classmethod
+    def parse(cls, data: bytes) -> "_Chunk":
+        tag, frames = _parse_frames(data)
+        main = b"".join(data[f.main_start : f.offset + f.size] for f in frames)
+        region = [0]
+        for frame in frames:
+            region.append(region[-1] + frame.offset + frame.size - frame.main_start)
+        return cls(data, tag, frames, main, region)
+
+    def data_start(self, index: int) -> int:
+        """Where frame ``index``'s main data starts in `main`."""
+        return self.region[index] - self.frames[index].main_data_begin
+
+    def head(self, index: int) -> bytes:
+        """Frame ``index``'s header, CRC and side info."""
+        frame = self.frames[index]
+        return self.data[frame.offset : frame.main_start]
+
+
+def _find_splice(a: _Chunk, a_first: int, b: _Chunk, b_first: int, border: int) -> int | None:
+    """The song frame near ``border`` where chunk b takes over from chunk a: the nearest whose
+    reservoir bytes fit in what chunk a leaves free there, else the nearest whose frame can be
+    widened by the bytes missing (see join_chunks); None if there is neither."""
+    candidates = []
     for distance in range(SPLICE_SEARCH_FRAMES + 1):
         for j in (border - distance, border + distance) if distance else (border,):
             ia, ib = j - a_first, j - b_first
-            if not (0 <= ia < len(a) and WARM_UP_FRAMES <= ib < len(b)):
-                continue
-            if b[ib].main_data_begin <= a[ia].main_data_begin and ia + RUN_OUT_FRAMES <= len(a):
-                return j
+            if WARM_UP_FRAMES <= ib < len(b.frames) - 1 and 0 <= ia <= len(a.frames) - RUN_OUT_FRAMES:
+                missing = b.frames[ib].main_data_begin - a.frames[ia].main_data_begin
+                if missing <= 0:
+                    return j
+                candidates.append((j, missing))
+    for j, missing in candidates:
+        try:
+            _widened(b.head(j - b_first), missing)
+        except UnsupportedStream:
+            continue
+        return j
     return None
+
+
+def _widened(head: bytes, growth: int) -> tuple[bytes, int]:
+    """``head`` with the lowest bitrate whose frame is at least ``growth`` bytes larger, and
+    how many bytes larger it is."""
+    header = int.from_bytes(head[:4], "big")
+    if not (header >> 16) & 1:
+        raise UnsupportedStream("a CRC-protected frame cannot be widened")
+    index, rate = (header >> 12) & 15, _SAMPLE_RATES[(header >> 10) & 3]
+    size = lambda i: 144 * _BITRATES_KBPS[i] * 1000 // rate  # noqa: E731
+    for wider in range(index + 1, len(_BITRATES_KBPS)):
+        if size(wider) - size(index) >= growth:
+            header = (header & ~(15 << 12)) | (wider << 12)
+            return header.to_bytes(4, "big") + head[4:], size(wider) - size(index)
+    raise UnsupportedStream(f"no bitrate leaves {growth} more bytes")
+
+
+def _with_main_data_begin(head: bytes, value: int) -> bytes:
+    side = 4 if (int.from_bytes(head[:4], "big") >> 16) & 1 else 6
+    head = bytearray(head)
+    head[side] = value >> 1
+    head[side + 1] = (head[side + 1] & 0x7F) | ((value & 1) << 7)
+    return bytes(head)
 
 
 @dataclass(frozen=True)
 class JoinedMp3:
     data: bytes
     splice_samples: tuple[int, ...]  # source sample where each later chunk's frames take over
+    widened: int = 0  # splices where a frame got a higher bitrate to hold the reservoir
 
 
 def join_chunks(encoded: Sequence[bytes], spans: Sequence[ChunkSpan], samples: int) -> JoinedMp3:
-    """One stream from chunk encodes of ``spans``; raises UnsupportedStream where they cannot be joined."""
-    parsed = [_parse_frames(data) for data in encoded]
+    """One stream from chunk encodes of ``spans``; raises UnsupportedStream where they cannot be joined.
+
+    The output is built as frame heads plus one main-data stream. Chunk k's frames from its
+    takeover frame j on keep their own main-data layout (their bytes and back-pointers), so they
+    decode as in chunk k. Its reservoir bytes (the ``main_data_begin`` bytes before frame j)
+    go where chunk k-1 left room: the bytes its own frame j (dropped) used. If chunk k needs
+    more than that, frame j's main data is put right after chunk k-1's, frame j gets a higher
+    bitrate (a larger frame) so that frame j+1 finds chunk k's own layout again, and the
+    bytes between are stuffing no decoder reads.
+    """
+    chunks = [_Chunk.parse(data) for data in encoded]
     firsts = [span.start // FRAME_SAMPLES for span in spans]
-    # The song frame where each chunk takes over (the first chunk: 0) and where it stops.
     takeovers = [0]
     for k in range(1, len(spans)):
-        j = _find_splice(parsed[k - 1][1], firsts[k - 1], parsed[k][1], firsts[k], spans[k].border)
+        j = _find_splice(chunks[k - 1], firsts[k - 1], chunks[k], firsts[k], spans[k].border)
         if j is None or j <= takeovers[-1]:
             raise UnsupportedStream(f"no splice point near frame {spans[k].border}")
         takeovers.append(j)
-    stops = takeovers[1:] + [firsts[-1] + len(parsed[-1][1])]
+    stops = takeovers[1:] + [firsts[-1] + len(chunks[-1].frames)]
 
-    out = bytearray()
-    out_frames: list[tuple[int, int, int]] = []  # (offset, size, main_start) of each frame in `out`
-    for k, (data, (_, frames)) in enumerate(zip(encoded, parsed)):
+    heads: list[bytes] = []
+    sizes: list[int] = []  # region size of each output frame
+    main = bytearray()
+    widened = 0
+    for k, chunk in enumerate(chunks):
         first, last = takeovers[k] - firsts[k], stops[k] - firsts[k]
         if k:
-            # Chunk k's reservoir bytes go where the previous chunk's dropped frame had its data.
-            need = frames[first].main_data_begin
-            reservoir = b"".join(data[o : o + n] for o, n in _main_region_tail(frames, first, need))
-            for offset, length in _tail_in_output(out_frames, need):
-                out[offset : offset + length] = reservoir[:length]
-                reservoir = reservoir[length:]
-        for frame in frames[first:last]:
-            out_frames.append((len(out), frame.size, len(out) + frame.main_start - frame.offset))
-            out += data[frame.offset : frame.offset + frame.size]
+            previous = chunks[k - 1]
+            free_from = len(main) - previous.frames[takeovers[k] - firsts[k - 1]].main_data_begin
+            need = chunk.frames[first].main_data_begin
+            if len(main) - need >= free_from:
+                main[len(main) - need :] = chunk.main[chunk.data_start(first) : chunk.region[first]]
+            else:
+                # Frame `first` widened: its data follows chunk k-1's, chunk k's layout resumes after it.
+                head, growth = _widened(chunk.head(first), need - (len(main) - free_from))
+                heads.append(_with_main_data_begin(head, len(main) - free_from))
+                size = chunk.region[first + 1] - chunk.region[first] + growth
+                next_region = len(main) + size
+                block = chunk.main[chunk.data_start(first) : chunk.data_start(first + 1)]
+                resume = next_region - chunk.frames[first + 1].main_data_begin
+                if resume < free_from + len(block):
+                    raise UnsupportedStream("the widened frame does not hold its data")
+                del main[free_from:]
+                main += block + bytes(resume - len(main) - len(block))
+                main += chunk.main[chunk.data_start(first + 1) : chunk.region[first + 1]]
+                sizes.append(size)
+                widened += 1
+                first += 1
+        for index in range(first, last):
+            heads.append(chunk.head(index))
+            sizes.append(chunk.region[index + 1] - chunk.region[index])
+            main += chunk.main[chunk.region[index] : chunk.region[index + 1]]
 
-    tag = _rewrite_tag(parsed[0][0], out_frames, bytes(out), samples)
+    music, offsets, at = bytearray(), [], 0
+    for head, size in zip(heads, sizes):
+        offsets.append(len(music))
+        music += head + main[at : at + size]
+        at += size
+    tag = _rewrite_tag(chunks[0].tag, offsets, bytes(music), samples)
     splices = tuple(j * FRAME_SAMPLES - ENCODER_DELAY for j in takeovers[1:])
-    return JoinedMp3(tag + bytes(out), splices)
+    return JoinedMp3(tag + bytes(music), splices, widened)
 
 
-def _tail_in_output(out_frames: list[tuple[int, int, int]], count: int) -> list[tuple[int, int]]:
-    """(offset, length) pieces of the last ``count`` main-data bytes written so far, in stream order."""
-    frames = [_Frame(offset, size, main_start, 0) for offset, size, main_start in out_frames]
-    return _main_region_tail(frames, len(frames), count)
-
-
-def _rewrite_tag(tag: bytes, out_frames: list[tuple[int, int, int]], music: bytes, samples: int) -> bytes:
-    """The first chunk's tag frame, describing the joined stream."""
+def _rewrite_tag(tag: bytes, offsets: list[int], music: bytes, samples: int) -> bytes:
+    """The first chunk's tag frame, describing the joined stream (``offsets``: each frame's in ``music``)."""
     xing, lame = _tag_fields(tag)
     tag = bytearray(tag)
-    frame_count = len(out_frames)
+    frame_count = len(offsets)
     total_bytes = len(tag) + len(music)
     tag[xing + 8 : xing + 12] = frame_count.to_bytes(4, "big")
     tag[xing + 12 : xing + 16] = total_bytes.to_bytes(4, "big")
     for i in range(_TOC_ENTRIES):
-        offset = len(tag) + out_frames[min(frame_count - 1, i * frame_count // _TOC_ENTRIES)][0]
+        offset = len(tag) + offsets[min(frame_count - 1, i * frame_count // _TOC_ENTRIES)]
         tag[xing + 16 + i] = min(255, 256 * offset // total_bytes)
     delay = ((tag[lame + 21] << 4) | (tag[lame + 22] >> 4))
     padding = frame_count * FRAME_SAMPLES - delay - samples

@@ -1,8 +1,14 @@
 """The one worker that owns the accelerator: takes jobs in order and runs the engine on them.
 
-`engine.generate` blocks for seconds to minutes, so it runs on a dedicated single thread
-(the same thread for every job, which suits GPU contexts) while the event loop keeps serving
-HTTP. When retention is set, a second task purges expired jobs at start and then hourly.
+The engine blocks for seconds to minutes, so it runs on a dedicated single thread (the same
+thread for every job, which suits GPU contexts) while the event loop keeps serving HTTP. An
+engine with ``render`` stops there once the audio is decoded: its files are encoded on a CPU
+pool (``encode_workers`` threads) while the engine thread takes the next job; the job succeeds
+once its files are written, and shows the stage "encoding" until then. At most
+``encode_backlog`` jobs wait for or are in encoding while the next one renders; with the
+backlog full the worker waits before it takes another job, so decoded audio held in memory is
+bounded (docs/architecture.md#the-encoding-pool). When retention is set, a second task purges
+expired jobs at start and then hourly.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import os
 import re
 from typing import Callable, Protocol
 
+from acestep_api.engine.encoding import PROGRESS_ENCODING, Rendered, default_workers
 from acestep_api.engine.lm_tasks import LMRequest, LMTaskResult
 from acestep_api.engine.request import GenerationError, GenerationRequest, GenerationResult
 from acestep_api.jobs.events import Outcome
@@ -24,6 +31,7 @@ from acestep_api.jobs.retention import purge_expired
 log = logging.getLogger(__name__)
 
 PURGE_INTERVAL_SECONDS = 3600.0
+DEFAULT_ENCODE_BACKLOG = 1
 
 
 class Engine(Protocol):
@@ -32,6 +40,13 @@ class Engine(Protocol):
     ) -> GenerationResult: ...
 
     def run_lm_task(self, request: LMRequest) -> LMTaskResult: ...
+
+    # Optional (MusicEngine has it): generate up to the decoded audio; the worker writes the files.
+    # def render(self, request, progress) -> Rendered: ...
+
+
+class _Stopped(Exception):
+    """Raised into an encoding still running when the worker stops: its files go, nothing is recorded."""
 
 
 # What the engine must hand back for each kind of job.
@@ -72,13 +87,24 @@ class JobWorker:
         engine: Engine,
         retention_seconds: float | None = None,
         purge_interval: float = PURGE_INTERVAL_SECONDS,
+        encode_workers: int | None = None,
+        encode_backlog: int = DEFAULT_ENCODE_BACKLOG,
     ):
         self.queue = queue
         self.engine = engine
         self.retention_seconds = retention_seconds
         self.purge_interval = purge_interval
+        self.encode_workers = encode_workers or default_workers()
+        self.encode_backlog = max(0, encode_backlog)
         self._tasks: list[asyncio.Task] = []
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        # The encoding pool: pieces run on _encoder; each job's encoding waits for its pieces on
+        # a _coordinator thread (never on a pool thread, so a job never waits on its own pool).
+        self._encoder: concurrent.futures.ThreadPoolExecutor | None = None
+        self._coordinator: concurrent.futures.ThreadPoolExecutor | None = None
+        # One slot per job whose decoded audio the worker holds: the one rendering, and the backlog.
+        self._slots: asyncio.Semaphore | None = None
+        self._encodings: set[asyncio.Task] = set()
         # Set by stop(): a generate call still finishing in its thread must not write any more.
         self._stopped = False
 
@@ -87,6 +113,11 @@ class JobWorker:
             return
         self._stopped = False
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="acestep-engine")
+        self._encoder = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.encode_workers, thread_name_prefix="acestep-encode")
+        self._coordinator = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.encode_backlog + 1, thread_name_prefix="acestep-encode-job")
+        self._slots = asyncio.Semaphore(self.encode_backlog + 1)
         self._tasks.append(asyncio.create_task(self._run_jobs(), name="acestep-job-worker"))
         if self.retention_seconds:
             self._tasks.append(asyncio.create_task(self._purge_periodically(), name="acestep-job-purge"))
@@ -96,44 +127,101 @@ class JobWorker:
         the next server start (see JobStore.recover_interrupted)."""
         self._stopped = True
         tasks, self._tasks = self._tasks, []
+        tasks += list(self._encodings)  # jobs in encoding stay 'running' too
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._executor is not None:
-            # Do not wait for a generate call in progress; the thread ends with it.
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        # Do not wait for a generate call or an encode in progress; the threads end with them.
+        for pool in (self._executor, self._encoder, self._coordinator):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+        self._executor = self._encoder = self._coordinator = None
 
     async def _run_jobs(self) -> None:
         while True:
-            job = await self.queue.next_job()
-            await self.run_job(job)
+            # Back-pressure: a free slot before the next job, so the audio held stays bounded.
+            await self._slots.acquire()
+            try:
+                job = await self.queue.next_job()
+                encoding = await self._start(job)
+            except BaseException:
+                self._slots.release()
+                raise
+            if encoding is None:
+                self._slots.release()
+            else:
+                self._encodings.add(encoding)
+                encoding.add_done_callback(self._encoding_done)
+
+    def _encoding_done(self, task: asyncio.Task) -> None:
+        self._encodings.discard(task)
+        self._slots.release()
 
     async def run_job(self, job: Job) -> None:
-        """Run one job to its end; never raises except on cancellation."""
+        """Run one job to its end, its files written; never raises except on cancellation."""
+        encoding = await self._start(job)
+        if encoding is not None:
+            await encoding
+
+    async def _start(self, job: Job) -> asyncio.Task | None:
+        """Run the engine on ``job``. A job that ends there is recorded; one with files to
+        write comes back as the task that encodes them (and records the job)."""
         log.info("Job %s started (attempt %d)", job.id, job.attempts)
         loop = asyncio.get_running_loop()
         try:
-            result = await loop.run_in_executor(self._executor, self._generate, job)
+            outcome = await loop.run_in_executor(self._executor, self._generate, job)
         except asyncio.CancelledError:
             raise  # the job stays 'running' and keeps its uploads for the retry
         except Exception as error:  # noqa: BLE001 - any failure ends this job, not the worker
-            if isinstance(error, GenerationError):
-                log.warning("Job %s failed: %s", job.id, error)
-                outcome = Outcome.GENERATION_ERROR
-            else:
-                log.exception("Job %s failed", job.id)
-                outcome = Outcome.INTERNAL
-            self._end(job, error=job_failure(error, job.id), outcome=outcome)
+            self._failed(job, error)
+            return None
+        if isinstance(outcome, Rendered):
+            return asyncio.create_task(self._encode(job, outcome), name=f"acestep-encode-{job.id}")
+        self._end(job, result=outcome)
+        return None
+
+    async def _encode(self, job: Job, rendered: Rendered) -> None:
+        """Write a rendered job's files on the encoding pool, then record the job."""
+        def progress(fraction: float, stage: str) -> None:
+            if self._stopped:
+                raise _Stopped()
+            self.queue.report_progress(job, fraction, stage)  # raises JobCancelled on a cancel
+
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(
+                self._coordinator, lambda: rendered.write(self._encoder, progress, self.encode_workers))
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # noqa: BLE001 - a failed encode ends this job, not the worker
+            self._failed(job, error)
         else:
             self._end(job, result=result)
 
-    def _generate(self, job: Job) -> JobResult:
+    def _failed(self, job: Job, error: Exception) -> None:
+        if isinstance(error, GenerationError):
+            log.warning("Job %s failed: %s", job.id, error)
+            outcome = Outcome.GENERATION_ERROR
+        else:
+            log.exception("Job %s failed", job.id)
+            outcome = Outcome.INTERNAL
+        self._end(job, error=job_failure(error, job.id), outcome=outcome)
+
+    def _generate(self, job: Job) -> JobResult | Rendered:
         def progress(fraction: float, stage: str) -> None:
             if not self._stopped:
                 self.queue.report_progress(job, fraction, stage)
 
         kind = job.kind
+        render = getattr(self.engine, "render", None)
+        if kind is JobKind.GENERATION and render is not None:
+            rendered = render(job.request, progress)
+            if not isinstance(rendered, Rendered):
+                raise TypeError(f"engine rendered {type(rendered).__name__}, not Rendered")
+            if rendered.plan is None:  # nothing to write (the analysis modes): the result is final
+                return rendered.write(progress=progress)
+            progress(PROGRESS_ENCODING, "encoding")  # recorded before the engine thread moves on
+            return rendered
         if kind is JobKind.GENERATION:
             result = self.engine.generate(job.request, progress)
         else:

@@ -56,7 +56,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             app.state.engine = await asyncio.to_thread(build_engine, settings)
         app.state.served = app.state.engine.served()
         app.state.metrics.attach(queue, app.state.served)
-        worker = JobWorker(queue, app.state.engine, retention_seconds=settings.retention_days * SECONDS_PER_DAY)
+        worker = JobWorker(queue, app.state.engine, retention_seconds=settings.retention_days * SECONDS_PER_DAY,
+                           encode_workers=settings.encode_workers or None, encode_backlog=settings.encode_backlog)
         app.state.store, app.state.queue, app.state.worker = store, queue, worker
         if app.state.start_worker:
             worker.start()
