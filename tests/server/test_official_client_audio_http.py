@@ -172,6 +172,10 @@ class VanishingUploadEngine:
     def __getattr__(self, name):
         return getattr(self.engine, name)
 
+    def render(self, request, progress=None):
+        Path(request.src_audio_path).unlink()
+        return self.engine.render(request, progress)
+
     def generate(self, request, progress=None):
         Path(request.src_audio_path).unlink()
         return self.engine.generate(request, progress)

@@ -117,8 +117,11 @@ async def chat_completions(
     check_model_supports(call.generation, served)
     dialect.check_source_audio(call.found, call.generation)
     refuse_if_full(queue)
-    paths = await run_in_threadpool(save_audio, dialect.audio_targets(call), settings)
-    generation = call.generation.model_copy(update=paths)
+    targets = dialect.audio_targets(call)
+    paths = await run_in_threadpool(save_audio, targets, settings)
+    # Should a saved part vanish before the job runs, the engine names it by its part, not its file.
+    parts = {path_field: f"{attachment.field}.data" for path_field, attachment in targets}
+    generation = call.generation.model_copy(update={**paths, "upload_fields": parts} if paths else paths)
     temp_files = list(paths.values())
 
     if chat.stream:
