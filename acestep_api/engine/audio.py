@@ -12,17 +12,18 @@ import math
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 
-# FILE_FORMATS is read from here too (retention, tests).
-from acestep_api.engine.encoding import FILE_FORMATS, EncodePlan, carry_out, check_format  # noqa: F401
+from acestep_api.engine import encoding
+from acestep_api.engine.encoding import EncodePlan, carry_out, check_format
 from acestep_api.engine.request import GenerationError
 
 SAMPLE_RATE = 48000
 LATENT_RATE = 25
 DECODE_CHUNK = 512
 DECODE_OVERLAP = 64
+# The formats the engine writes (engine/encoding.py); retention and tests read them here too.
+FILE_FORMATS = encoding.FILE_FORMATS
 # Tiled encode windows, in seconds of audio (docs/pipeline.md#vae-encoding).
 ENCODE_CHUNK_SECONDS = 30.0
 ENCODE_OVERLAP_SECONDS = 2.0
