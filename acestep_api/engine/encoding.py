@@ -53,10 +53,16 @@ def default_workers() -> int:
 
 def as_frames(wave) -> np.ndarray:
     """A [channels, samples] waveform (tensor or array) as the [samples, channels] float32 in
-    [-1, 1] that libsndfile reads."""
+    [-1, 1] that libsndfile reads, in one pass over the samples."""
     if hasattr(wave, "detach"):
         wave = wave.detach().float().cpu().numpy()
-    return np.ascontiguousarray(np.clip(wave, -1.0, 1.0).T, dtype=np.float32)
+    frames = np.empty(wave.shape[::-1], dtype=np.float32)
+    np.clip(wave.T, -1.0, 1.0, out=frames)
+    return frames
+
+
+def _as_array(wave) -> np.ndarray:
+    return wave.detach().float().cpu().numpy() if hasattr(wave, "detach") else np.asarray(wave)
 
 
 def check_format(fmt: str) -> None:
@@ -80,26 +86,28 @@ class FileWork:
     join: Callable[[list[bytes]], bytes]
 
 
-def encode_pieces(frames: np.ndarray, fmt: str, sample_rate: int, workers: int) -> FileWork:
-    """How to encode one file with up to ``workers`` cores. MP3 is cut into chunks; FLAC, WAV and
-    Opus are written in one pass (docs/architecture.md#the-encoding-pool says why)."""
+def encode_pieces(wave: np.ndarray, fmt: str, sample_rate: int, workers: int) -> FileWork:
+    """How to encode one [channels, samples] waveform with up to ``workers`` cores. MP3 is cut
+    into chunks; FLAC, WAV and Opus are written in one pass (docs/architecture.md#the-encoding-pool
+    says why). Each piece converts its own samples for libsndfile, so that runs in parallel too."""
     check_format(fmt)
+    samples = wave.shape[-1]
     if fmt == "mp3" and workers > 1:
-        spans = mp3_chunks.plan_chunks(len(frames), sample_rate, workers)
+        spans = mp3_chunks.plan_chunks(samples, sample_rate, workers)
         if len(spans) > 1:
             def join(parts: list[bytes]) -> bytes:
                 try:
-                    return mp3_chunks.join_chunks(parts, spans, len(frames)).data
+                    return mp3_chunks.join_chunks(parts, spans, samples).data
                 except mp3_chunks.UnsupportedStream:
-                    return mp3_chunks.encode_single(frames, sample_rate)
+                    return mp3_chunks.encode_single(as_frames(wave), sample_rate)
 
-            pieces = [_piece(frames[span.start : span.end], fmt, sample_rate) for span in spans]
+            pieces = [_piece(wave[:, span.start : span.end], fmt, sample_rate) for span in spans]
             return FileWork(pieces, join)
-    return FileWork([_piece(frames, fmt, sample_rate)], lambda parts: parts[0])
+    return FileWork([_piece(wave, fmt, sample_rate)], lambda parts: parts[0])
 
 
-def _piece(frames: np.ndarray, fmt: str, sample_rate: int) -> Piece:
-    return lambda: encode_bytes(frames, fmt, sample_rate)
+def _piece(wave: np.ndarray, fmt: str, sample_rate: int) -> Piece:
+    return lambda: encode_bytes(as_frames(wave), fmt, sample_rate)
 
 
 def write_file(path: Path, data: bytes) -> Path:
@@ -128,7 +136,7 @@ def carry_out(plan: EncodePlan, executor: Executor | None = None, progress: Prog
     workers = workers or default_workers()
     report = progress or (lambda fraction, stage: None)
     report(PROGRESS_ENCODING, "encoding")
-    works = [encode_pieces(as_frames(wave), plan.fmt, plan.sample_rate, workers) for wave in plan.waves]
+    works = [encode_pieces(_as_array(wave), plan.fmt, plan.sample_rate, workers) for wave in plan.waves]
     own = executor is None
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="acestep-encode") if own else executor
     written: list[Path] = []
