@@ -54,8 +54,7 @@ def default_workers() -> int:
 def as_frames(wave) -> np.ndarray:
     """A [channels, samples] waveform (tensor or array) as the [samples, channels] float32 in
     [-1, 1] that libsndfile reads, in one pass over the samples."""
-    if hasattr(wave, "detach"):
-        wave = wave.detach().float().cpu().numpy()
+    wave = _as_array(wave)
     frames = np.empty(wave.shape[::-1], dtype=np.float32)
     np.clip(wave.T, -1.0, 1.0, out=frames)
     return frames
