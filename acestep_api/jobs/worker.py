@@ -207,15 +207,20 @@ class JobWorker:
             outcome = Outcome.INTERNAL
         self._end(job, error=job_failure(error, job.id), outcome=outcome)
 
+    def _renders(self) -> bool:
+        """Whether the engine renders and leaves the files to the pool. `render` is looked up on
+        the class, and a `generate` set on the instance wins: a wrapper that forwards attributes
+        and overrides generate, or an engine whose generate was replaced (a test's fault, a
+        profiler), must have its generate called."""
+        return getattr(type(self.engine), "render", None) is not None and "generate" not in vars(self.engine)
+
     def _generate(self, job: Job) -> JobResult | Rendered:
         def progress(fraction: float, stage: str) -> None:
             if not self._stopped:
                 self.queue.report_progress(job, fraction, stage)
 
         kind = job.kind
-        # Looked up on the class: a wrapper that forwards attributes and overrides generate
-        # (a test's, a profiler's) must have its generate called.
-        if kind is JobKind.GENERATION and getattr(type(self.engine), "render", None) is not None:
+        if kind is JobKind.GENERATION and self._renders():
             rendered = self.engine.render(job.request, progress)
             if not isinstance(rendered, Rendered):
                 raise TypeError(f"engine rendered {type(rendered).__name__}, not Rendered")
