@@ -16,7 +16,9 @@ import logging
 
 from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from acestep_api.server.answer_started import WatchedSend
 
 from acestep_api.dialects.coercion import InvalidField
 
@@ -33,19 +35,12 @@ class InternalErrorMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def watched_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        watched_send = WatchedSend(send)
         try:
             await self.app(scope, receive, watched_send)
         except Exception:
             log.exception("Unhandled error on %s %s", scope.get("method"), scope.get("path"))
-            if started:
+            if watched_send.started:
                 raise  # half an answer is out: only closing the connection can tell the client
             await JSONResponse({"detail": INTERNAL_ERROR}, status_code=500)(scope, receive, send)
 

@@ -23,6 +23,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from acestep_api.server.answer_started import WatchedSend
 from acestep_api.server.api_key import INVALID_API_KEY, header_matches
 from acestep_api.dialects.chat import max_body_bytes as chat_max_body_bytes
 from acestep_api.server.text_validity import invalid_unicode, may_hold_surrogates
@@ -149,17 +150,10 @@ class RequestGuard:
         # Multipart text is decoded with replacement characters: it cannot hold a surrogate.
         keep = 0 if media_type == "multipart/form-data" else settings.max_body_bytes
         guarded = _GuardedReceive(receive, limit, keep)
-        started = False
-
-        async def watched_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        watched_send = WatchedSend(send)
         try:
             await self.app(scope, guarded, watched_send)
         except BodyRefused as refusal:
-            if started:
+            if watched_send.started:
                 raise
             await _answer(scope, receive, send, refusal.status_code, refusal.detail)
