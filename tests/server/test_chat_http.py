@@ -501,6 +501,21 @@ async def test_hanging_up_mid_stream_cancels_the_job(settings, engine):
     assert (job.status, job.stage, job.error) == (JobStatus.FAILED, "cancelled", "Cancelled by request")
 
 
+async def test_hanging_up_on_a_non_streaming_request_cancels_the_job(settings, engine):
+    """Without a stream nothing is sent until the song exists: the route watches the
+    connection itself, and a client that goes away frees the worker at once."""
+    gated = GatedEngine(engine)
+    async with serve(settings, gated) as (app, _):
+        seen = record_jobs(app)
+        waiting = AsgiStream(app, E20)
+        task = asyncio.create_task(waiting.run())
+        assert await asyncio.to_thread(gated.started.wait, 60)
+        waiting.hang_up.set()
+        await asyncio.wait_for(task, 60)
+        job = await app.state.queue.wait_finished(seen[0]["job"].id, 60)
+    assert (job.status, job.stage, job.error) == (JobStatus.FAILED, "cancelled", "Cancelled by request")
+
+
 # --- timeout -------------------------------------------------------------------------------
 
 
