@@ -386,7 +386,11 @@ def query_result_item(task_id: str, job: Job | None, queue: QueueView, progress_
 
 
 def _common(job: Job) -> dict:
-    return {"file": "", "wave": "", "status": job.status.code, "create_time": int(job.created_at), "env": ENV}
+    common = {"file": "", "wave": "", "status": job.status.code, "create_time": int(job.created_at), "env": ENV}
+    replay_of = getattr(job.request, "replay_of", None)
+    if replay_of:
+        common["replay_of"] = replay_of  # a replay names the job it repeats
+    return common
 
 
 def _result_elements(job: Job, queue: QueueView) -> list[dict]:

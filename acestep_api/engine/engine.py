@@ -307,7 +307,7 @@ class MusicEngine:
 
     def _plan(self, request: GenerationRequest, seeds_used: list[int], report: Progress, clock: StageClock) -> Plan:
         """The LM's plan, or the request unchanged without an LM (analysis_only never thinks)."""
-        if self.planner is None:
+        if self.planner is None or request.skip_lm:
             return Plan(request=request)
         planned = request.model_copy(update={"thinking": False}) if request.analysis_only else request
         plan = self.planner.plan(planned, seeds_used, progress=lambda stage: report(PROGRESS_LM, stage))
@@ -429,7 +429,19 @@ class MusicEngine:
             steps=steps,
             lm_metas=dict(plan.lm_metas) if plan.used else {},
             sample_rate=self.sample_rate,
+            resolved=self._resolved(request, seeds_used, duration),
         )
+
+    @staticmethod
+    def _resolved(request: GenerationRequest, seeds_used: list[int], duration: float | int | None) -> GenerationRequest:
+        """What a replay runs: this request with its seeds, length and the LM's work fixed,
+        the LM switched off and its own text and codes kept."""
+        settled = {"seeds": list(seeds_used), "use_random_seed": False, "batch_size": len(seeds_used),
+                   "thinking": False, "sample_mode": False, "sample_query": "", "use_format": False,
+                   "skip_lm": True, "replay_of": None}
+        if duration is not None and not request.src_audio_path and not request.lm_audio_codes:
+            settled["audio_duration"] = float(duration)
+        return request.model_copy(update=settled)
 
     @staticmethod
     def _metas(request: GenerationRequest, duration: float | int | None) -> SongMetas:

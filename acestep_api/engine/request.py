@@ -135,6 +135,10 @@ class GenerationRequest(BaseModel):
     # Set by the planner, not by clients: the audio codes the LM wrote, one string per batch
     # item; they take the place of ``audio_code_string`` item by item.
     lm_audio_codes: list[str] | None = None
+    # Set by the server for a replay: the request is a finished job's `resolved` one (seeds,
+    # duration, the LM's text and codes all settled), so the LM does not run again.
+    skip_lm: bool = False
+    replay_of: str | None = Field(default=None, max_length=64)  # the job it replays
 
     @field_validator(*TEXT_MAX_CHARS)
     @classmethod
@@ -268,6 +272,9 @@ class GenerationResult(BaseModel):
     # A result stored by an earlier version keeps the summary text it was answered with
     # (jobs/store.py reads it in); answers show it as it was.
     stored_generation_info: str | None = None
+    # The request as the DiT ran it, LM work and random choices settled: queued again it makes
+    # the same audio without the LM (a replay). None for the analysis modes and older results.
+    resolved: GenerationRequest | None = None
 
 
 class GenerationError(RuntimeError):

@@ -69,6 +69,14 @@ class AuthOnlyBody(_Body):
     ai_token: str | None = Field(default=None, description=AI_TOKEN)
 
 
+class ReplayBody(_Body):
+    """What a replay may change: the output format only."""
+
+    audio_format: str | None = Field(default=None, json_schema_extra=_choice(AUDIO_FORMATS),
+                                     description="The replay's file format; the original job's when absent.")
+    ai_token: str | None = Field(default=None, description=AI_TOKEN)
+
+
 class ReleaseTaskFields(_Body):
     """What POST /release_task and POST /v1/music/generate read; every field is optional.
     docs/api.md has the whole table. Numbers and booleans may also come as text ("120", "true")."""

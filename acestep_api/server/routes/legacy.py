@@ -23,10 +23,12 @@ from acestep_api.server.services.cancel import NOT_FOUND, cancel_job
 from acestep_api.server.services.task_lookup import client_job
 from acestep_api.server.services.generation import accept_generation, submit_generation
 from acestep_api.server.services.lm import require_lm
+from acestep_api.server.services.replay import replay_request
+from acestep_api.server.services.sync_jobs import submit
 from acestep_api.server.services.uploads import discarded_on_failure
 from acestep_api.settings import Settings
 from acestep_api.server.openapi.answers import LegacyCancelled, LegacyJob, LegacyQueued
-from acestep_api.server.openapi.request_bodies import AuthOnlyBody, MusicRandomBody, ReleaseTaskForm, ReleaseTaskJson, ReleaseTaskMultipart
+from acestep_api.server.openapi.request_bodies import AuthOnlyBody, MusicRandomBody, ReplayBody, ReleaseTaskForm, ReleaseTaskJson, ReleaseTaskMultipart
 from acestep_api.server.openapi.route_docs import THINKING_QUERY, answers, body, key_required, merged
 
 router = APIRouter(tags=["legacy"])
@@ -106,3 +108,17 @@ async def cancel(job_id: str, queue: Annotated[JobQueue, Depends(get_queue)]) ->
     if outcome.refusal is not None:
         raise HTTPException(status_code=409, detail=f"Job already {outcome.refusal}")
     return legacy.cancelled_view(outcome.job, queue, outcome.stopped)
+
+
+@router.post("/v1/jobs/{job_id}/replay", response_model=None,
+             summary="Queue a finished song again: the same audio, without the LM",
+             responses=answers(LegacyQueued, 400, 401, 404, 409, 413, 429),
+             openapi_extra=merged(body(ReplayBody), key_required(body_token=True)))
+async def replay(job_id: str, fields: Annotated[dict, Depends(authorized_fields)],
+                 queue: Annotated[JobQueue, Depends(get_queue)]) -> dict:
+    """A new job that runs the stored, fully resolved request of `job_id` (its seeds, length,
+    caption, lyrics and audio codes as they were settled), optionally in another
+    `audio_format`. On the same device and versions its files are bit-identical."""
+    generation = replay_request(queue, job_id, fields.get("audio_format"))
+    job, position = submit(queue, generation, JobApi.LEGACY)
+    return legacy.queued(job, position)
