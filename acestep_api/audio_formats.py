@@ -9,6 +9,7 @@ import os
 AUDIO_MIME_TYPES: dict[str, str] = {
     "mp3": "audio/mpeg",
     "wav": "audio/wav",
+    "wav32": "audio/wav",  # an `audio_format`: its files are .wav
     "flac": "audio/flac",
     "opus": "audio/ogg",
     "ogg": "audio/ogg",

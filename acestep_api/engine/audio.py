@@ -1,7 +1,8 @@
 """Between waveforms and latents: VAE encode of input audio, checks, VAE decode, peak guard, writing.
 
 Follows docs/pipeline.md#vae-decoding and #output-encoding. Files are written with soundfile (libsndfile), which
-encodes mp3, wav, flac and ogg/opus itself, so no ffmpeg is needed; each is written under a
+encodes mp3, wav (16-bit and 32-bit float), flac and ogg/opus itself, and AAC (ADTS) with PyAV,
+whose wheel carries FFmpeg's libraries, so no ffmpeg program is needed; each is written under a
 temporary name and renamed when complete (acestep_api.atomic_files). The engine's files go
 through engine/encoding.py (parallel pieces); ``write_audio`` writes one file the same way.
 """
@@ -22,8 +23,10 @@ SAMPLE_RATE = 48000
 LATENT_RATE = 25
 DECODE_CHUNK = 512
 DECODE_OVERLAP = 64
-# The formats the engine writes (engine/encoding.py); retention and tests read them here too.
+# The formats the engine writes and their files' extensions (engine/encoding.py); retention and
+# tests read them here too.
 FILE_FORMATS = encoding.FILE_FORMATS
+FILE_EXTENSIONS = encoding.FILE_EXTENSIONS
 # Tiled encode windows, in seconds of audio (docs/pipeline.md#vae-encoding).
 ENCODE_CHUNK_SECONDS = 30.0
 ENCODE_OVERLAP_SECONDS = 2.0
@@ -132,8 +135,8 @@ def peak_guard(audio: torch.Tensor) -> torch.Tensor:
 
 def write_audio(wave: torch.Tensor | np.ndarray, path: str | Path, fmt: str, sample_rate: int = SAMPLE_RATE,
                 workers: int | None = None) -> Path:
-    """Write a [channels, samples] float waveform in ``fmt`` (mp3, wav, flac or opus), atomically;
-    a long MP3 is encoded in parallel chunks on ``workers`` threads (None: one per core)."""
+    """Write a [channels, samples] float waveform in ``fmt`` (mp3, wav, wav32, flac, opus or aac),
+    atomically; a long MP3 is encoded in parallel chunks on ``workers`` threads (None: one per core)."""
     check_format(fmt)
     if isinstance(wave, torch.Tensor):
         wave = wave.detach().float().cpu().numpy()

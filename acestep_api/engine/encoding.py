@@ -29,13 +29,22 @@ from acestep_api.atomic_files import atomic_path
 from acestep_api.engine import mp3_chunks
 from acestep_api.engine.request import GenerationError, GenerationResult
 
-# audio_format -> (soundfile format, subtype); None lets libsndfile pick its default.
-FILE_FORMATS: dict[str, tuple[str, str | None]] = {
+# audio_format -> (soundfile format, subtype): the formats libsndfile writes itself.
+SOUNDFILE_FORMATS: dict[str, tuple[str, str | None]] = {
     "mp3": ("MP3", "MPEG_LAYER_III"),
     "wav": ("WAV", "PCM_16"),
+    "wav32": ("WAV", "FLOAT"),  # 32-bit float WAV
     "flac": ("FLAC", "PCM_16"),
     "opus": ("OGG", "OPUS"),
 }
+# audio_format -> the extension of its files, for every format the engine writes. As the
+# official server: wav32 is a .wav file; aac is a raw ADTS stream (.aac), written with PyAV
+# (FFmpeg's encoder), since libsndfile has no AAC.
+FILE_EXTENSIONS: dict[str, str] = {
+    "mp3": ".mp3", "wav": ".wav", "wav32": ".wav", "flac": ".flac", "opus": ".opus", "aac": ".aac",
+}
+FILE_FORMATS: tuple[str, ...] = tuple(FILE_EXTENSIONS)
+AAC_BIT_RATE = 128_000  # FFmpeg's default for its AAC encoder, which the official server uses
 # Progress of a job while its files are encoded: from the first fraction to the last.
 PROGRESS_ENCODING, PROGRESS_WRITTEN = 0.93, 0.99
 
@@ -71,9 +80,34 @@ def check_format(fmt: str) -> None:
 
 def encode_bytes(frames: np.ndarray, fmt: str, sample_rate: int) -> bytes:
     """One single-pass file of ``frames`` in ``fmt``, in memory."""
-    file_format, subtype = FILE_FORMATS[fmt]
+    if fmt == "aac":
+        return encode_aac(frames, sample_rate)
+    file_format, subtype = SOUNDFILE_FORMATS[fmt]
     buffer = io.BytesIO()
     sf.write(buffer, frames, sample_rate, format=file_format, subtype=subtype)
+    return buffer.getvalue()
+
+
+def encode_aac(frames: np.ndarray, sample_rate: int, bit_rate: int = AAC_BIT_RATE) -> bytes:
+    """[samples, channels] float32 frames as an AAC-LC stream in ADTS framing, in memory. A
+    decoder gives back the encoder's priming (1024 samples) before the audio and pads the end to
+    a whole frame of 1024 samples; ADTS has no field that tells it to trim them."""
+    import av  # FFmpeg's libraries; imported here so the other formats never load them
+
+    channels = frames.shape[1]
+    layout = {1: "mono", 2: "stereo"}.get(channels)
+    if layout is None:
+        raise GenerationError(f"AAC output takes 1 or 2 channels, not {channels}")
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="adts") as container:
+        stream = container.add_stream("aac", rate=sample_rate, layout=layout)
+        stream.bit_rate = bit_rate
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(frames.T), format="fltp", layout=layout)
+        frame.sample_rate = sample_rate
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):  # flush the encoder's look-ahead
+            container.mux(packet)
     return buffer.getvalue()
 
 
@@ -87,8 +121,9 @@ class FileWork:
 
 def encode_pieces(wave: np.ndarray, fmt: str, sample_rate: int, workers: int) -> FileWork:
     """How to encode one [channels, samples] waveform with up to ``workers`` cores. MP3 is cut
-    into chunks; FLAC, WAV and Opus are written in one pass (docs/architecture.md#the-encoding-pool
-    says why). Each piece converts its own samples for libsndfile, so that runs in parallel too."""
+    into chunks; FLAC, WAV, Opus and AAC are written in one pass
+    (docs/architecture.md#the-encoding-pool says why). Each piece converts its own samples for
+    its encoder, so that runs in parallel too."""
     check_format(fmt)
     samples = wave.shape[-1]
     if fmt == "mp3" and workers > 1:

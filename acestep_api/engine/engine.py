@@ -24,7 +24,7 @@ from typing import Any, Callable
 import torch
 
 from acestep_api.engine import audio, conditioning, seeds
-from acestep_api.engine.encoding import PROGRESS_ENCODING, EncodePlan, Rendered
+from acestep_api.engine.encoding import FILE_EXTENSIONS, PROGRESS_ENCODING, EncodePlan, Rendered
 from acestep_api.engine.audio_input import AudioInputError, load_audio
 from acestep_api.engine.loading.dit import DitCheckpoint, load_dit_checkpoint
 from acestep_api.engine.loading.folders import resolve_dit_folder
@@ -409,8 +409,9 @@ class MusicEngine:
     def _encode_plan(self, request: GenerationRequest, seeds_used: list[int], waves: torch.Tensor) -> EncodePlan:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         nonce = secrets.token_hex(8)
+        extension = FILE_EXTENSIONS[request.audio_format]
         targets = tuple(
-            (self.output_dir / f"{audio_file_stem(request, seed, i, nonce)}.{request.audio_format}").resolve()
+            (self.output_dir / f"{audio_file_stem(request, seed, i, nonce)}{extension}").resolve()
             for i, seed in enumerate(seeds_used)
         )
         return EncodePlan(request.audio_format, self.sample_rate, targets, tuple(wave.numpy() for wave in waves))

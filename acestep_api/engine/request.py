@@ -22,7 +22,7 @@ from acestep_api.engine.limits import (
 )
 # The one vocabulary of each choice: GenerationRequest's fields and every dialect read these.
 TaskType = Literal["text2music", "repaint", "cover", "extract", "lego", "complete"]
-AudioFormat = Literal["mp3", "wav", "flac", "opus"]
+AudioFormat = Literal["mp3", "wav", "flac", "opus", "wav32", "aac"]
 InferMethod = Literal["ode", "sde"]
 TASK_TYPES: tuple[str, ...] = get_args(TaskType)
 TURBO_TASK_TYPES = ("text2music", "repaint", "cover")

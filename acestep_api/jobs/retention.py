@@ -57,9 +57,9 @@ def remove_orphan_uploads(upload_dir: os.PathLike | str, keep: Iterable[str]) ->
     return orphans
 
 
-# The extensions the engine writes (engine.audio.FILE_FORMATS): only such files, and partial
+# The extensions the engine writes (engine.audio.FILE_EXTENSIONS): only such files, and partial
 # ones, are the sweep's to remove, so a stray file someone put in the folder is left alone.
-AUDIO_SUFFIXES = (".mp3", ".wav", ".flac", ".opus")
+AUDIO_SUFFIXES = (".mp3", ".wav", ".flac", ".opus", ".aac")
 
 
 def remove_orphan_audio(audio_dir: os.PathLike | str, keep: Iterable[str]) -> list[str]:

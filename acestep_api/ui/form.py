@@ -15,7 +15,7 @@ from typing import Any
 TASK_TYPES = ("text2music", "cover", "repaint", "extract", "lego", "complete")
 # The tasks that read a source audio file (a cover without one falls back to text2music).
 SOURCE_TASK_TYPES = ("cover", "repaint", "extract", "lego", "complete")
-AUDIO_FORMATS = ("mp3", "wav", "flac", "opus")
+AUDIO_FORMATS = ("mp3", "wav", "flac", "opus", "wav32", "aac")
 TIME_SIGNATURES = (("auto", ""), ("2/4", "2"), ("3/4", "3"), ("4/4", "4"), ("6/8", "6"))
 VOCAL_LANGUAGES = (
     "en", "zh", "ja", "ko", "es", "fr", "de", "it", "pt", "ru", "ar", "hi", "nl", "pl", "sv",

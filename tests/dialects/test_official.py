@@ -209,7 +209,7 @@ def test_repainting_end_zero_or_negative_means_the_end():
     ({"bpm": 500}, "bpm", "bpm must be an integer between 30 and 300 (got 500)"),
     ({"bpm": 120.5}, "bpm", "bpm must be an integer between 30 and 300"),
     ({"bpm": True}, "bpm", "bpm must be an integer"),
-    ({"audio_format": "ogg"}, "audio_format", "audio_format must be one of mp3, wav, flac, opus"),
+    ({"audio_format": "ogg"}, "audio_format", "audio_format must be one of mp3, wav, flac, opus, wav32, aac"),
     ({"task_type": "remix"}, "task_type",
      "task_type must be one of text2music, repaint, cover, extract, lego, complete"),
     ({"infer_method": "euler"}, "infer_method", "infer_method must be one of ode, sde"),

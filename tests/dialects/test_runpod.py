@@ -125,7 +125,7 @@ def test_release_task_sample_mode_needs_no_caption():
     ({"caption": "x", "timeout_seconds": 0}, "timeout_seconds must be greater than 0 (got 0)"),
     ({"caption": "x", "timeout_seconds": "soon"}, "timeout_seconds must be a number greater than 0 (got 'soon')"),
     ({"caption": "x", "max_base64_bytes": -1}, "max_base64_bytes must be an integer of at least 0 (got -1)"),
-    ({"caption": "x", "audio_format": "aiff"}, "audio_format must be one of mp3, wav, flac, opus (got 'aiff')"),
+    ({"caption": "x", "audio_format": "aiff"}, "audio_format must be one of mp3, wav, flac, opus, wav32, aac (got 'aiff')"),
 ])
 def test_release_task_errors_name_the_field(fields, message):
     assert error_of(release_task, fields) == message

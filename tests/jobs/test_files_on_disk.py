@@ -65,7 +65,7 @@ def test_the_final_name_appears_only_once_the_data_is_complete(tmp_path):
 
 
 def test_the_sweep_suffixes_cover_every_format_the_engine_writes():
-    assert {f".{fmt}" for fmt in audio.FILE_FORMATS} == set(AUDIO_SUFFIXES)
+    assert set(audio.FILE_EXTENSIONS.values()) == set(AUDIO_SUFFIXES)
 
 
 def test_remove_orphan_audio_keeps_owned_files_and_strangers(tmp_path):

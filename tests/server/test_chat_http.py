@@ -277,7 +277,7 @@ async def test_a_failed_job_is_a_500_with_its_error(settings, engine):
     ({**user("<prompt>x</prompt>"), "audio_config": {"duration": 5}}, 400,
      "audio_config.duration must be between 10 and 600 seconds (got 5)"),
     ({**user("<prompt>x</prompt>"), "audio_config": {"format": "aiff"}}, 400,
-     "audio_config.format must be one of mp3, wav, flac, opus (got 'aiff')"),
+     "audio_config.format must be one of mp3, wav, flac, opus, wav32, aac (got 'aiff')"),
     ({**user("<prompt>x</prompt>"), "task_type": "remix"}, 400,
      "task_type must be one of text2music, repaint, cover, extract, lego, complete, music_continuation (got 'remix')"),
     ({**user("<prompt>x</prompt>"), "seed": "4,x"}, 400,

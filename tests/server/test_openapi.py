@@ -120,7 +120,7 @@ async def test_error_statuses_media_types_and_retry_after_are_documented(idle):
     assert release["400"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorDetail"}
     assert "Retry-After" in release["429"]["headers"]
     audio = spec["paths"]["/v1/audio"]["get"]["responses"]["200"]["content"]
-    assert {"audio/mpeg", "audio/wav", "audio/flac", "audio/ogg"} <= set(audio)
+    assert {"audio/mpeg", "audio/wav", "audio/flac", "audio/ogg", "audio/aac"} <= set(audio)
     assert "application/json" not in audio
     chat = spec["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]["content"]
     assert {"application/json", "text/event-stream"} <= set(chat)

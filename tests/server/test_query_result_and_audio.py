@@ -140,6 +140,7 @@ async def test_e10_audio_access_rules(idle, settings):
 
 @pytest.mark.parametrize("suffix,media_type", [
     ("mp3", "audio/mpeg"), ("wav", "audio/wav"), ("flac", "audio/flac"), ("ogg", "audio/ogg"), ("opus", "audio/ogg"),
+    ("aac", "audio/aac"),
 ])
 async def test_audio_media_types(idle, settings, suffix, media_type):
     _, client = idle

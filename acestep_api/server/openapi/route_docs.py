@@ -35,9 +35,9 @@ ERROR_DESCRIPTIONS = {
 }
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
 
-AUDIO_MEDIA_TYPES = ("audio/mpeg", "audio/wav", "audio/flac", "audio/ogg")
+AUDIO_MEDIA_TYPES = ("audio/mpeg", "audio/wav", "audio/flac", "audio/ogg", "audio/aac")
 AUDIO_FILE = {
-    "description": "The audio file; its type follows its extension (mp3, wav, flac, opus in ogg).",
+    "description": "The audio file; its type follows its extension (mp3, wav, flac, opus in ogg, aac in ADTS).",
     "content": {media_type: {"schema": {"type": "string", "format": "binary"}} for media_type in AUDIO_MEDIA_TYPES},
 }
 EVENT_STREAM = {
