@@ -109,3 +109,22 @@ async def test_what_cannot_be_replayed(counted):
     assert refused.status_code == 409 and "queued" in refused.json()["detail"]
     bad = await client.post(f"/v1/jobs/{queued}/replay", json={"audio_format": "midi"})
     assert bad.status_code in (400, 409)
+
+
+@pytest.mark.parametrize("route,queued_id", [("/release_task", lambda a: a["data"]["task_id"]),
+                                              ("/v1/music/generate", lambda a: a["job_id"])])
+async def test_replay_of_on_a_submission_replays_in_the_format_asked(counted, route, queued_id):
+    app, client, engine = counted
+    response = await client.post("/release_task", json={"prompt": "x", "audio_duration": 10, "batch_size": 1,
+                                                        "audio_format": "flac", "thinking": True})
+    original_id = response.json()["data"]["task_id"]
+    [original] = await finished(client, original_id)
+    # Every other field of the body is ignored: the replay is the stored request.
+    answer = await client.post(route, json={"replay_of": original_id, "prompt": "something else",
+                                            "audio_format": "flac"})
+    assert answer.status_code == 200, answer.text
+    [replayed] = await finished(client, queued_id(answer.json()))
+    assert engine.plans == 1 and replayed["replay_of"] == original_id and replayed["prompt"] == original["prompt"]
+    assert await hashes(client, [replayed]) == await hashes(client, [original])
+    missing = await client.post(route, json={"replay_of": "no-such-job"})
+    assert missing.status_code == 404

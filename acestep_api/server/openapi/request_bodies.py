@@ -81,6 +81,9 @@ class ReleaseTaskFields(_Body):
     """What POST /release_task and POST /v1/music/generate read; every field is optional.
     docs/api.md has the whole table. Numbers and booleans may also come as text ("120", "true")."""
 
+    replay_of: str | None = Field(default=None, description=(
+        "The id of a succeeded job to replay: its stored resolved request is queued again (the same "
+        "audio, without the LM); only `audio_format` of this body applies. 404 unknown, 409 not replayable."))
     prompt: like("prompt", str) = Field(default="", description="The music description (caption).")
     lyrics: like("lyrics", str) = Field(default="", description='"", "[inst]" or "[instrumental]": an instrumental.')
     instrumental: bool = Field(default=False, description="With empty lyrics: an instrumental.")

@@ -23,7 +23,7 @@ from acestep_api.server.services.cancel import NOT_FOUND, cancel_job
 from acestep_api.server.services.task_lookup import client_job
 from acestep_api.server.services.generation import accept_generation, submit_generation
 from acestep_api.server.services.lm import require_lm
-from acestep_api.server.services.replay import replay_request
+from acestep_api.server.services.replay import replay_from_body, replay_request
 from acestep_api.server.services.sync_jobs import submit
 from acestep_api.server.services.uploads import discarded_on_failure
 from acestep_api.settings import Settings
@@ -42,7 +42,7 @@ LEGACY_LINKS = {
 
 @router.post(
     "/v1/music/generate", response_model=None, summary="Submit a generation job (the older API)",
-    responses=answers(LegacyQueued, 400, 401, 403, 413, 415, 429, links=LEGACY_LINKS),
+    responses=answers(LegacyQueued, 400, 401, 403, 404, 409, 413, 415, 429, links=LEGACY_LINKS),
     openapi_extra=merged(body(ReleaseTaskJson, ReleaseTaskForm, ReleaseTaskMultipart, aliases=True),
                          key_required(body_token=True)),
 )
@@ -56,6 +56,10 @@ async def generate(
     body = await read_request_body(request, strict=True)
     with discarded_on_failure(body):
         verify_body_token(body.fields, request, settings)
+        replay = replay_from_body(body, queue)
+        if replay is not None:
+            job, position = submit(queue, replay, JobApi.LEGACY)
+            return legacy.queued(job, position)
         generation = legacy.parse_generate(body.fields, settings)
     generation = await accept_generation(generation, body, settings, queue, served)
     job, position = submit_generation(queue, generation, body, JobApi.LEGACY)

@@ -15,6 +15,8 @@ from acestep_api.server.bodies import read_request_body
 from acestep_api.server.dependencies import get_served, get_queue, get_settings
 from acestep_api.server.services.task_lookup import client_job
 from acestep_api.server.services.generation import accept_generation, submit_generation
+from acestep_api.server.services.replay import replay_from_body
+from acestep_api.server.services.sync_jobs import submit
 from acestep_api.server.services.uploads import discarded_on_failure
 from acestep_api.settings import Settings
 from acestep_api.server.openapi.answers import Envelope, QueryResultItem, Queued
@@ -26,7 +28,7 @@ router = APIRouter(tags=["tasks"])
 
 @router.post(
     "/release_task", response_model=None, summary="Submit a generation job",
-    responses=answers(Envelope[Queued], 400, 401, 403, 413, 415, 429, links={
+    responses=answers(Envelope[Queued], 400, 401, 403, 404, 409, 413, 415, 429, links={
         "query_result": {"operationId": "query_result",
                          "requestBody": {"task_id_list": ["$response.body#/data/task_id"]}},
         "cancel_task": {"operationId": "cancel_task", "requestBody": {"task_id": "$response.body#/data/task_id"}},
@@ -43,6 +45,10 @@ async def release_task(
     body = await read_request_body(request, strict=True)
     with discarded_on_failure(body):
         verify_body_token(body.fields, request, settings)
+        replay = replay_from_body(body, queue)
+        if replay is not None:
+            job, position = submit(queue, replay, JobApi.RELEASE_TASK)
+            return official.queued(job, position)
         generation = official.parse_release_task(body.fields, settings)
     generation = await accept_generation(generation, body, settings, queue, served)
     job, position = submit_generation(queue, generation, body, JobApi.RELEASE_TASK)

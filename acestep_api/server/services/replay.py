@@ -12,6 +12,7 @@ from acestep_api.dialects.coercion import to_choice
 from acestep_api.engine.request import AUDIO_FORMATS, GenerationRequest, GenerationResult
 from acestep_api.jobs.models import JobStatus
 from acestep_api.jobs.queue import JobQueue
+from acestep_api.server.bodies import RequestBody
 from acestep_api.server.services.task_lookup import client_job
 
 JOB_NOT_FOUND = "Job not found"
@@ -38,3 +39,15 @@ def replay_request(queue: JobQueue, job_id: str, audio_format=None) -> Generatio
                                                         "(uploads are deleted when their job ends)")
     fmt = to_choice("audio_format", audio_format, resolved.audio_format, AUDIO_FORMATS)
     return resolved.model_copy(update={"audio_format": fmt, "replay_of": job.id})
+
+
+def replay_from_body(body: RequestBody, queue: JobQueue) -> GenerationRequest | None:
+    """A submission body's `replay_of` (a succeeded job's id) as the replay to queue, in the
+    body's `audio_format` if it names one; None without the field. Nothing else of the body
+    applies, and any upload it brought is not needed."""
+    replay_of = body.fields.get("replay_of")
+    if replay_of in (None, ""):
+        return None
+    generation = replay_request(queue, str(replay_of), body.fields.get("audio_format"))
+    body.discard_uploads()
+    return generation
