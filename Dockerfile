@@ -31,7 +31,7 @@ COPY pyproject.toml README.md constraints.txt ./
 COPY acestep_api ./acestep_api
 # The project itself, with every dependency pinned by constraints.txt (torch is already there).
 # hadolint ignore=DL3013
-RUN pip install -c constraints.txt ".[ui,serverless]"
+RUN pip install -c constraints.txt ".[ui,serverless,s3]"
 
 COPY docker/entrypoint.sh /usr/local/bin/acestep-entrypoint
 

@@ -53,6 +53,15 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("output_dir", "ACESTEP_OUTPUT_DIR", "ACESTEP_TMPDIR"),
     )
     retention_days: float = Field(default=7.0, ge=0, description="How long finished jobs and their files are kept.")
+    # Generated audio in an S3-compatible bucket instead of the audio folder (acestep_api/storage):
+    # s3://bucket/prefix. Credentials and region come the usual AWS ways.
+    output_url: str | None = Field(default=None, description="s3://bucket/prefix: keep generated audio in a bucket.")
+    s3_endpoint_url: str | None = Field(default=None, description="The S3 endpoint (MinIO, R2, ...); unset: AWS.")
+    s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    # GET /v1/audio of a file in the bucket: stream it through this server, or answer 307 with
+    # a presigned URL valid for output_presign_seconds (the client downloads from the bucket).
+    output_redirect: bool = False
+    output_presign_seconds: int = Field(default=300, ge=1, le=7 * 24 * 3600)
 
     # Audio input
     max_upload_mb: float = Field(default=100.0, gt=0, description="Largest accepted upload, per file (MiB).")
@@ -125,6 +134,20 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             value = value.strip().rstrip("/")
             return value or None
+        return value
+
+    @field_validator("output_url", "s3_endpoint_url", mode="before")
+    @classmethod
+    def _blank_url_is_none(cls, value):
+        if isinstance(value, str):
+            return value.strip() or None
+        return value
+
+    @field_validator("output_url")
+    @classmethod
+    def _output_url_is_s3(cls, value):
+        if value is not None and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?", value):
+            raise ValueError("ACESTEP_OUTPUT_URL must look like s3://bucket/prefix (a valid bucket name)")
         return value
 
     @field_validator("input_dir", mode="before")

@@ -14,6 +14,6 @@ want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
     # constraints.txt pins torch to the CPU build for development and CI.
-    .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[test,ui,serverless]"
+    .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[test,ui,serverless,s3]"
     echo "$want" > "$stamp"
 fi

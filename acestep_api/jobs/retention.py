@@ -11,21 +11,14 @@ from collections.abc import Iterable
 from acestep_api.atomic_files import is_partial
 from acestep_api.jobs.models import Job
 from acestep_api.jobs.store import JobStore
+from acestep_api.storage.local import remove_local
+from acestep_api.storage.output_store import OutputStore
 
 log = logging.getLogger(__name__)
 
 
-def remove_files(paths: Iterable[str]) -> None:
-    """Delete files that may already be gone; a failure is logged, never raised."""
-    for path in paths:
-        if not path or path.startswith(("http://", "https://")):
-            continue
-        try:
-            os.remove(path)
-        except FileNotFoundError:
-            pass
-        except OSError as error:
-            log.warning("Could not delete %s: %s", path, error)
+# Deleting files that may already be gone, logging failures (shared with the output stores).
+remove_files = remove_local
 
 
 def remove_uploads(paths: Iterable[str], upload_dir: os.PathLike | str) -> None:
@@ -93,12 +86,15 @@ def sweep_audio_folder(store: JobStore, audio_dir: os.PathLike | str) -> list[st
     return removed
 
 
-def purge_expired(store: JobStore, retention_seconds: float, now: float | None = None) -> list[Job]:
-    """Delete finished jobs older than the retention period, and their files."""
+def purge_expired(store: JobStore, retention_seconds: float, now: float | None = None,
+                  outputs: OutputStore | None = None) -> list[Job]:
+    """Delete finished jobs older than the retention period, and their files (in the output
+    store's bucket too, when it has one)."""
     cutoff = (time.time() if now is None else now) - retention_seconds
     expired = store.purge_finished_before(cutoff)
     for job in expired:
-        remove_files(job.result.audio_paths if job.result is not None else ())
+        audio = job.result.audio_paths if job.result is not None else ()
+        (outputs.remove if outputs is not None else remove_files)(audio)
         remove_uploads(job.temp_files, store.upload_dir)
     if expired:
         log.info("Purged %d jobs finished more than %.0f s ago", len(expired), retention_seconds)

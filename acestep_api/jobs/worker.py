@@ -27,6 +27,7 @@ from acestep_api.jobs.events import Outcome
 from acestep_api.jobs.models import Job, JobKind, JobResult
 from acestep_api.jobs.queue import JobQueue
 from acestep_api.jobs.retention import purge_expired
+from acestep_api.storage import LocalOutputs, OutputStore
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ class JobWorker:
         purge_interval: float = PURGE_INTERVAL_SECONDS,
         encode_workers: int | None = None,
         encode_backlog: int = DEFAULT_ENCODE_BACKLOG,
+        outputs: OutputStore | None = None,
     ):
         self.queue = queue
         self.engine = engine
@@ -96,6 +98,8 @@ class JobWorker:
         self.purge_interval = purge_interval
         self.encode_workers = encode_workers or default_workers()
         self.encode_backlog = max(0, encode_backlog)
+        # Where the files go once written (a bucket, or nowhere else: the audio folder).
+        self.outputs = outputs if outputs is not None else LocalOutputs(queue.store.path.parent, queue.store.upload_dir)
         self._tasks: list[asyncio.Task] = []
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         # The encoding pool: pieces run on _encoder; each job's encoding waits for its pieces on
@@ -190,7 +194,7 @@ class JobWorker:
         loop = asyncio.get_running_loop()
         try:
             result = await loop.run_in_executor(
-                self._coordinator, lambda: rendered.write(self._encoder, progress, self.encode_workers))
+                self._coordinator, lambda: self._published(rendered.write(self._encoder, progress, self.encode_workers)))
         except asyncio.CancelledError:
             raise
         except Exception as error:  # noqa: BLE001 - a failed encode ends this job, not the worker
@@ -219,6 +223,8 @@ class JobWorker:
             if not self._stopped:
                 self.queue.report_progress(job, fraction, stage)
 
+        for path in job.temp_files:  # uploads another machine received (a bucket's copies)
+            self.outputs.fetch_upload(path)
         kind = job.kind
         if kind is JobKind.GENERATION and self._renders():
             rendered = self.engine.render(job.request, progress)
@@ -229,7 +235,7 @@ class JobWorker:
             progress(PROGRESS_ENCODING, "encoding")  # recorded before the engine thread moves on
             return rendered
         if kind is JobKind.GENERATION:
-            result = self.engine.generate(job.request, progress)
+            result = self._published(self.engine.generate(job.request, progress))
         else:
             # One LM call: no steps to report between; a cancel asked for while it waited
             # in line ends it here, before the LM starts.
@@ -241,8 +247,17 @@ class JobWorker:
             raise TypeError(f"engine returned {type(result).__name__}, not {expected.__name__}")
         return result
 
+    def _published(self, result: JobResult) -> JobResult:
+        """`result` once its files are in the output store (blocking: an engine or pool thread)."""
+        if isinstance(result, GenerationResult) and result.audio_paths:
+            self.outputs.publish(result.audio_paths)
+        return result
+
     def _end(self, job: Job, result: JobResult | None = None, error: str | None = None,
              outcome: Outcome = Outcome.INTERNAL) -> None:
+        if job.temp_files:
+            # The bucket's copies of the job's uploads; the local ones go with the queue's end.
+            asyncio.get_running_loop().run_in_executor(None, self.outputs.remove_uploads, list(job.temp_files))
         try:
             if result is not None:
                 self.queue.finish(job, result)
@@ -257,7 +272,7 @@ class JobWorker:
     async def _purge_periodically(self) -> None:
         while True:
             try:
-                await asyncio.to_thread(purge_expired, self.queue.store, self.retention_seconds)
+                await asyncio.to_thread(purge_expired, self.queue.store, self.retention_seconds, outputs=self.outputs)
             except Exception:  # noqa: BLE001 - a failed purge is retried at the next interval
                 log.exception("Purging expired jobs failed")
             await asyncio.sleep(self.purge_interval)

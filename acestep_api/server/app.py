@@ -25,6 +25,7 @@ from acestep_api.server.request_metrics import RequestMetrics
 from acestep_api.server.openapi.document import install_docs, operation_id
 from acestep_api.server.routes import audio, cancel, chat, fal, health, legacy, metrics, models, samples, stats, tasks
 from acestep_api.settings import Settings
+from acestep_api.storage import build_output_store
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ CORS_ORIGIN_REGEX = r"^https?://(localhost|127\.0\.0\.1)(:\d+)?$"
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     settings.audio_dir.mkdir(parents=True, exist_ok=True)
+    app.state.outputs = build_output_store(settings)
     store = JobStore(settings.database_path, settings.upload_dir)
     # Read before this process writes its own crash log: did the previous one die under a job?
     # app.state.system_files: a fake /proc and cgroup tree, for tests of the OOM evidence.
@@ -57,7 +59,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.served = app.state.engine.served()
         app.state.metrics.attach(queue, app.state.served)
         worker = JobWorker(queue, app.state.engine, retention_seconds=settings.retention_days * SECONDS_PER_DAY,
-                           encode_workers=settings.encode_workers or None, encode_backlog=settings.encode_backlog)
+                           encode_workers=settings.encode_workers or None, encode_backlog=settings.encode_backlog,
+                           outputs=app.state.outputs)
         app.state.store, app.state.queue, app.state.worker = store, queue, worker
         if app.state.start_worker:
             worker.start()

@@ -9,6 +9,7 @@ from acestep_api.engine.served import ServedModels
 from acestep_api.jobs.queue import JobQueue
 from acestep_api.metrics import ServerMetrics
 from acestep_api.settings import Settings
+from acestep_api.storage import OutputStore
 
 
 def get_settings(request: Request) -> Settings:
@@ -21,6 +22,11 @@ def get_queue(request: Request) -> JobQueue:
 
 def get_metrics(request: Request) -> ServerMetrics:
     return request.app.state.metrics
+
+
+def get_outputs(request: Request) -> OutputStore:
+    """Where generated audio lives (the audio folder or a bucket)."""
+    return request.app.state.outputs
 
 
 def get_served(request: Request) -> ServedModels:

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from acestep_api.server.answer_started import WatchedSend
 
 from acestep_api.dialects.coercion import InvalidField
+from acestep_api.storage.output_store import OutputStoreError
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,14 @@ async def invalid_field(request: Request, error: InvalidField) -> JSONResponse:
     return JSONResponse({"detail": str(error)}, status_code=getattr(error, "status_code", 400))
 
 
+async def output_store_unavailable(request: Request, error: OutputStoreError) -> JSONResponse:
+    # The bucket is down or refused: the server is fine and the file may come back.
+    log.warning("Output store failure on %s: %s", request.url.path, error)
+    return JSONResponse({"detail": f"Audio storage unavailable: {error}"}, status_code=503,
+                        headers={"Retry-After": "5"})
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InvalidField, invalid_field)
+    app.add_exception_handler(OutputStoreError, output_store_unavailable)
     app.add_middleware(InternalErrorMiddleware)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from fastapi.responses import FileResponse
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, Response
 
 from acestep_api.audio_formats import mime_type
 from acestep_api.admission.audio_paths import OUTSIDE
 from acestep_api.server.auth import require_api_key
-from acestep_api.server.dependencies import get_settings
+from acestep_api.server.dependencies import get_outputs, get_settings
 from acestep_api.settings import Settings
+from acestep_api.storage import OutputStore
+from acestep_api.storage.output_store import inside
 from acestep_api.server.openapi.route_docs import AUDIO_FILE, answers, key_required
 
 router = APIRouter(tags=["audio"], dependencies=[Depends(require_api_key)])
@@ -20,26 +22,21 @@ router = APIRouter(tags=["audio"], dependencies=[Depends(require_api_key)])
 ACCESS_DENIED = OUTSIDE  # the official message, shared with the audio-input path checks
 
 
-def resolve_audio_path(path: str, audio_dir: os.PathLike) -> str:
-    """The real path of `path` if it lies in `audio_dir` (symlinks resolved), else 403."""
-    try:
-        base = os.path.realpath(audio_dir)
-        real = os.path.realpath(path)
-    except (ValueError, OSError):  # e.g. an embedded NUL byte
-        raise HTTPException(status_code=403, detail=ACCESS_DENIED) from None
-    if real != base and not real.startswith(base + os.sep):
-        raise HTTPException(status_code=403, detail=ACCESS_DENIED)
-    return real
-
-
 @router.get("/v1/audio", response_class=FileResponse, summary="Download a generated audio file",
             responses={**answers(None, 401, 403, 404), 200: AUDIO_FILE}, openapi_extra=key_required())
 async def get_audio(
     path: Annotated[str, Query()],
     settings: Annotated[Settings, Depends(get_settings)],
-) -> FileResponse:
-    real = resolve_audio_path(path, settings.audio_dir)
-    if not os.path.isfile(real):
+    outputs: Annotated[OutputStore, Depends(get_outputs)],
+) -> Response:
+    """The file from the output store: the audio folder, or the bucket (streamed, or a 307 to a
+    presigned URL when ACESTEP_OUTPUT_REDIRECT is set). Only paths inside the audio folder."""
+    if inside(path, settings.audio_dir) is None:
+        raise HTTPException(status_code=403, detail=ACCESS_DENIED)
+    try:
+        answer = await run_in_threadpool(outputs.response, path, mime_type(path, default="audio/mpeg"))
+    except PermissionError:  # a link in the folder that leads out of it
+        raise HTTPException(status_code=403, detail=ACCESS_DENIED) from None
+    if answer is None:
         raise HTTPException(status_code=404, detail="Audio file not found")
-    media_type = mime_type(real, default="audio/mpeg")
-    return FileResponse(real, media_type=media_type)
+    return answer

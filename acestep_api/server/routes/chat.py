@@ -23,10 +23,13 @@ from acestep_api.jobs.models import Job, JobApi, JobStatus
 from acestep_api.engine.served import ServedModels
 from acestep_api.jobs.queue import JobQueue
 from acestep_api.server.auth import require_api_key
-from acestep_api.server.dependencies import get_served, get_queue, get_settings
+from acestep_api.server.dependencies import get_outputs, get_served, get_queue, get_settings
+from acestep_api.server.services.audio_files import first_audio
+from acestep_api.storage import OutputStore
 from acestep_api.server.openapi.route_docs import EVENT_STREAM, answers, json_body, key_required, merged
 from acestep_api.server.request_guard import chat_body_limit
 from acestep_api.server.services.chat_audio import save_audio
+from acestep_api.server.services.generation import publish_uploads
 from acestep_api.admission.task_check import check_model_supports
 from acestep_api.server.services.sync_jobs import GENERATION_TIMEOUT, refuse_if_full, run_to_end, submit
 from acestep_api.server.text_validity import invalid_unicode
@@ -61,7 +64,8 @@ def parse_body(raw: bytes) -> ChatCompletionRequest:
     return dialect.read_request(body)
 
 
-async def stream_completion(queue: JobQueue, job_id: str, model: str, timeout: float) -> AsyncIterator[str]:
+async def stream_completion(queue: JobQueue, outputs: OutputStore, job_id: str, model: str,
+                            timeout: float) -> AsyncIterator[str]:
     """Server-sent events for one job; the job is cancelled if the stream stops before it ends."""
     writer = dialect.ChunkWriter(model)
     job: Job | None = None
@@ -80,7 +84,7 @@ async def stream_completion(queue: JobQueue, job_id: str, model: str, timeout: f
             yield writer.heartbeat()
         if job is not None and job.status is JobStatus.SUCCEEDED:
             yield writer.details(job)
-            audio = await run_in_threadpool(dialect.first_audio, job)
+            audio = await run_in_threadpool(first_audio, outputs, job)
             if audio is not None:
                 yield writer.audio(audio)
             yield writer.finish()
@@ -105,6 +109,7 @@ async def chat_completions(
     settings: Annotated[Settings, Depends(get_settings)],
     queue: Annotated[JobQueue, Depends(get_queue)],
     served: Annotated[ServedModels, Depends(get_served)],
+    outputs: Annotated[OutputStore, Depends(get_outputs)],
 ):
     # An InvalidField raised on the way is a 400 naming the field (or the status it carries).
     raw = await read_body(request, settings)
@@ -119,6 +124,7 @@ async def chat_completions(
     refuse_if_full(queue)
     targets = dialect.audio_targets(call)
     paths = await run_in_threadpool(save_audio, targets, settings)
+    await run_in_threadpool(publish_uploads, outputs, paths.values())
     # Should a saved part vanish before the job runs, the engine names it by its part, not its file.
     parts = {path_field: f"{attachment.field}.data" for path_field, attachment in targets}
     generation = call.generation.model_copy(update={**paths, "upload_fields": parts} if paths else paths)
@@ -127,7 +133,7 @@ async def chat_completions(
     if chat.stream:
         job, _ = submit(queue, generation, JobApi.CHAT, temp_files)
         return StreamingResponse(
-            stream_completion(queue, job.id, chat.model, settings.generation_timeout),
+            stream_completion(queue, outputs, job.id, chat.model, settings.generation_timeout),
             media_type="text/event-stream",
             # Proxies must pass each event on at once, not buffer the stream.
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
@@ -137,5 +143,5 @@ async def chat_completions(
                              connection=request)
     if ended.status is not JobStatus.SUCCEEDED:
         raise HTTPException(status_code=500, detail=dialect.failure_reason(ended))
-    audio = await run_in_threadpool(dialect.first_audio, ended)
+    audio = await run_in_threadpool(first_audio, outputs, ended)
     return JSONResponse(dialect.render(ended, chat.model, audio))

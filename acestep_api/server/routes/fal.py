@@ -17,11 +17,12 @@ from acestep_api.engine.served import ServedModels
 from acestep_api.jobs.models import JobApi, JobStatus
 from acestep_api.jobs.queue import JobQueue
 from acestep_api.server.auth import require_api_key
-from acestep_api.server.dependencies import get_queue, get_served, get_settings
+from acestep_api.server.dependencies import get_outputs, get_queue, get_served, get_settings
 from acestep_api.server.openapi.route_docs import answers, key_required
 from acestep_api.server.services.audio_files import cut_wav, served_file
 from acestep_api.server.services.sync_jobs import refuse_if_full, run_to_end
 from acestep_api.settings import Settings
+from acestep_api.storage import OutputStore
 
 router = APIRouter(tags=["fal"])
 
@@ -37,6 +38,7 @@ async def prompt_to_audio(
     settings: Annotated[Settings, Depends(get_settings)],
     queue: Annotated[JobQueue, Depends(get_queue)],
     served: Annotated[ServedModels, Depends(get_served)],
+    outputs: Annotated[OutputStore, Depends(get_outputs)],
 ) -> FalPromptOutput:
     refuse_if_full(queue)
     seed = random.randint(0, SEED_MAX) if fal.seed in (None, RANDOM_SEED) else fal.seed
@@ -46,5 +48,5 @@ async def prompt_to_audio(
         raise HTTPException(status_code=500, detail=job.error or "Generation failed")
     path = job.result.audio_paths[0]
     if fal_dialect.needs_cut(fal):
-        await run_in_threadpool(cut_wav, path, fal.duration)
-    return fal_dialect.render(job.result, served_file(request, settings, path))
+        await run_in_threadpool(cut_wav, outputs, path, fal.duration)
+    return fal_dialect.render(job.result, await run_in_threadpool(served_file, request, settings, outputs, path))

@@ -18,7 +18,7 @@ from acestep_api.engine.served import ServedModels
 from acestep_api.jobs.queue import JobQueue
 from acestep_api.server.auth import authorized_fields, require_api_key, verify_body_token
 from acestep_api.server.bodies import read_request_body
-from acestep_api.server.dependencies import get_served, get_queue, get_settings
+from acestep_api.server.dependencies import get_outputs, get_served, get_queue, get_settings
 from acestep_api.server.services.cancel import NOT_FOUND, cancel_job
 from acestep_api.server.services.task_lookup import client_job
 from acestep_api.server.services.generation import accept_generation, submit_generation
@@ -27,6 +27,7 @@ from acestep_api.server.services.replay import replay_from_body, replay_request
 from acestep_api.server.services.sync_jobs import submit
 from acestep_api.server.services.uploads import discarded_on_failure
 from acestep_api.settings import Settings
+from acestep_api.storage import OutputStore
 from acestep_api.server.openapi.answers import LegacyCancelled, LegacyJob, LegacyQueued
 from acestep_api.server.openapi.request_bodies import AuthOnlyBody, MusicRandomBody, ReplayBody, ReleaseTaskForm, ReleaseTaskJson, ReleaseTaskMultipart
 from acestep_api.server.openapi.route_docs import THINKING_QUERY, answers, body, key_required, merged
@@ -51,6 +52,7 @@ async def generate(
     settings: Annotated[Settings, Depends(get_settings)],
     queue: Annotated[JobQueue, Depends(get_queue)],
     served: Annotated[ServedModels, Depends(get_served)],
+    outputs: Annotated[OutputStore, Depends(get_outputs)],
 ) -> dict:
     """Same bodies, fields and checks as /release_task; only the answer's shape differs."""
     body = await read_request_body(request, strict=True)
@@ -61,7 +63,7 @@ async def generate(
             job, position = submit(queue, replay, JobApi.LEGACY)
             return legacy.queued(job, position)
         generation = legacy.parse_generate(body.fields, settings)
-    generation = await accept_generation(generation, body, settings, queue, served)
+    generation = await accept_generation(generation, body, settings, queue, served, outputs)
     job, position = submit_generation(queue, generation, body, JobApi.LEGACY)
     return legacy.queued(job, position)
 

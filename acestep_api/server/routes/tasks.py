@@ -12,13 +12,14 @@ from acestep_api.engine.served import ServedModels
 from acestep_api.jobs.queue import JobQueue
 from acestep_api.server.auth import authorized_fields, verify_body_token
 from acestep_api.server.bodies import read_request_body
-from acestep_api.server.dependencies import get_served, get_queue, get_settings
+from acestep_api.server.dependencies import get_outputs, get_served, get_queue, get_settings
 from acestep_api.server.services.task_lookup import client_job
 from acestep_api.server.services.generation import accept_generation, submit_generation
 from acestep_api.server.services.replay import replay_from_body
 from acestep_api.server.services.sync_jobs import submit
 from acestep_api.server.services.uploads import discarded_on_failure
 from acestep_api.settings import Settings
+from acestep_api.storage import OutputStore
 from acestep_api.server.openapi.answers import Envelope, QueryResultItem, Queued
 from acestep_api.server.openapi.request_bodies import QueryResultBody, ReleaseTaskForm, ReleaseTaskJson, ReleaseTaskMultipart
 from acestep_api.server.openapi.route_docs import answers, body, key_required, merged
@@ -41,6 +42,7 @@ async def release_task(
     settings: Annotated[Settings, Depends(get_settings)],
     queue: Annotated[JobQueue, Depends(get_queue)],
     served: Annotated[ServedModels, Depends(get_served)],
+    outputs: Annotated[OutputStore, Depends(get_outputs)],
 ) -> dict:
     body = await read_request_body(request, strict=True)
     with discarded_on_failure(body):
@@ -50,7 +52,7 @@ async def release_task(
             job, position = submit(queue, replay, JobApi.RELEASE_TASK)
             return official.queued(job, position)
         generation = official.parse_release_task(body.fields, settings)
-    generation = await accept_generation(generation, body, settings, queue, served)
+    generation = await accept_generation(generation, body, settings, queue, served, outputs)
     job, position = submit_generation(queue, generation, body, JobApi.RELEASE_TASK)
     return official.queued(job, position)
 

@@ -20,6 +20,7 @@ from acestep_api.server.bodies import RequestBody
 from acestep_api.server.services.uploads import discarded_on_failure, resolve_own_audio
 from acestep_api.server.services.sync_jobs import refuse_if_full, submit
 from acestep_api.settings import Settings
+from acestep_api.storage import OutputStore
 
 
 async def check_audio_inputs(generation: GenerationRequest, body: RequestBody, settings: Settings) -> None:
@@ -29,15 +30,25 @@ async def check_audio_inputs(generation: GenerationRequest, body: RequestBody, s
 
 
 async def accept_generation(generation: GenerationRequest, body: RequestBody, settings: Settings,
-                            queue: JobQueue, served: ServedModels) -> GenerationRequest:
+                            queue: JobQueue, served: ServedModels,
+                            outputs: OutputStore | None = None) -> GenerationRequest:
     """Check a parsed request against the models, its audio and the queue: the request with
-    its audio paths resolved, or an InvalidField (or a 429). Refused, its uploads go."""
+    its audio paths resolved, or an InvalidField (or a 429). Refused, its uploads go.
+    Accepted, its uploads are put where the worker that runs it reads them (`outputs`)."""
     with discarded_on_failure(body):
         check_task(generation, served)
         generation = resolve_own_audio(generation, body, settings)
         refuse_if_full(queue)
         await check_audio_inputs(generation, body, settings)
+        if outputs is not None and body.temp_files:
+            await run_in_threadpool(publish_uploads, outputs, body.temp_files)
     return generation
+
+
+def publish_uploads(outputs: OutputStore, paths) -> None:
+    """Each upload where every worker can read it (blocking)."""
+    for path in paths:
+        outputs.publish_upload(path)
 
 
 def submit_generation(queue: JobQueue, generation: GenerationRequest, body: RequestBody, api: JobApi) -> tuple[Job, int]:
