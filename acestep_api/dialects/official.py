@@ -29,7 +29,9 @@ from acestep_api.engine.limits import (
 )
 from acestep_api.engine.request import (
     AUDIO_FORMATS,
+    CHUNK_MASK_MODES,
     INFER_METHODS,
+    REPAINT_MODES,
     TASK_TYPES,
     GenerationRequest,
     GenerationResult,
@@ -94,8 +96,6 @@ ALIASES: dict[str, tuple[str, ...]] = {
 
 METADATA_KEYS = ("metas", "meta", "metadata", "user_metadata", "userMetadata")
 LM_BACKENDS = ("vllm", "pt", "mlx")
-CHUNK_MASK_MODES = ("explicit", "auto")
-REPAINT_MODES = ("conservative", "balanced", "aggressive")
 # Every default is GenerationRequest's own: a field the body leaves out gets what the model says.
 DEFAULTS: dict[str, Any] = {
     name: field.get_default(call_default_factory=True) for name, field in GenerationRequest.model_fields.items()
@@ -175,10 +175,6 @@ def _batch_size(value: Any, batch_max: int) -> int:
 def _check_unused(fields: ReleaseTaskFields) -> None:
     """Validate the accepted fields the engine does not use yet, so bad values still fail."""
     to_choice("lm_backend", fields.raw("lm_backend"), None, LM_BACKENDS)
-    to_choice("chunk_mask_mode", fields.raw("chunk_mask_mode"), None, CHUNK_MASK_MODES)
-    to_choice("repaint_mode", fields.raw("repaint_mode"), None, REPAINT_MODES)
-    to_float("repaint_strength", fields.raw("repaint_strength"), None, minimum=0.0, maximum=1.0)
-    to_float("repaint_wav_crossfade_sec", fields.raw("repaint_wav_crossfade_sec"), None, minimum=0.0)
 
 
 def parse_release_task(body: dict, settings: Settings) -> GenerationRequest:
@@ -208,6 +204,7 @@ def parse_release_task(body: dict, settings: Settings) -> GenerationRequest:
 
     values = dict(
         prompt=text("prompt"),
+        global_caption=text("global_caption"),
         lyrics=lyrics,
         instruction=instruction if instruction.strip() else DEFAULTS["instruction"],
         vocal_language=text("vocal_language"),
@@ -236,7 +233,11 @@ def parse_release_task(body: dict, settings: Settings) -> GenerationRequest:
         repainting_end=repainting_end if repainting_end and repainting_end > 0 else None,
         audio_cover_strength=number("audio_cover_strength"),
         cover_noise_strength=number("cover_noise_strength"),
-        repaint_latent_crossfade_frames=number("repaint_latent_crossfade_frames"),
+        repaint_latent_crossfade_frames=_int_field(fields, "repaint_latent_crossfade_frames", None),
+        repaint_wav_crossfade_sec=_float_field(fields, "repaint_wav_crossfade_sec", None),
+        repaint_mode=choice("repaint_mode", REPAINT_MODES),
+        repaint_strength=number("repaint_strength"),
+        chunk_mask_mode=choice("chunk_mask_mode", CHUNK_MASK_MODES),
         audio_code_string=text("audio_code_string"),
         track_name=text("track_name"),
         track_classes=to_text_list("track_classes", fields.raw("track_classes"), max_items=TRACK_CLASSES_MAX_ITEMS,
@@ -249,6 +250,7 @@ def parse_release_task(body: dict, settings: Settings) -> GenerationRequest:
         use_format=flag("use_format"),
         use_cot_caption=flag("use_cot_caption"),
         use_cot_language=flag("use_cot_language"),
+        use_cot_metas=flag("use_cot_metas"),
         lm_temperature=number("lm_temperature"),
         lm_cfg_scale=number("lm_cfg_scale"),
         lm_top_k=lm_top_k if lm_top_k and lm_top_k > 0 else None,

@@ -29,8 +29,10 @@ def task_instruction(request: GenerationRequest) -> str:
     """The request's own instruction, or the task's template when it was left at the default."""
     instruction = request.instruction.strip()
     if not instruction or instruction == DEFAULT_INSTRUCTION:
+        # cover-nofsq is told the cover instruction (it differs in its source, not its text).
+        task_type = "cover" if request.task_type == "cover-nofsq" else request.task_type
         instruction = AceStepPipeline._get_task_instruction(
-            task_type=request.task_type,
+            task_type=task_type,
             track_name=request.track_name or None,
             complete_track_classes=request.track_classes,
         )
@@ -47,8 +49,22 @@ def metas_text(request: GenerationRequest, duration: float) -> str:
     )
 
 
-def caption_prompt(request: GenerationRequest, duration: float) -> str:
-    return SFT_GEN_PROMPT.format(task_instruction(request), request.prompt, metas_text(request, duration))
+def lego_sft_caption(request: GenerationRequest, instruction: str) -> str:
+    """The caption block a lego-SFT checkpoint was trained on: the song (``global_caption``)
+    and the track (``prompt``), and whether the chunk mask is explicit. A segment
+    instruction ("Generate a segment of ...") has no global line."""
+    mask_control = "Mask Control: false" if request.chunk_mask_mode == "auto" else "Mask Control: true"
+    if "a segment" in instruction.lower():
+        return f"Local: {request.prompt}\n{mask_control}"
+    return f"Global: {request.global_caption}\nLocal: {request.prompt}\n{mask_control}"
+
+
+def caption_prompt(request: GenerationRequest, duration: float, lego_sft: bool = False) -> str:
+    """The caption prompt; ``lego_sft`` (the checkpoint's config says ``is_lego_sft``) wraps the
+    caption in the Global/Local block, the only place ``global_caption`` is read."""
+    instruction = task_instruction(request)
+    caption = lego_sft_caption(request, instruction) if lego_sft else request.prompt
+    return SFT_GEN_PROMPT.format(instruction, caption, metas_text(request, duration))
 
 
 def lyrics_prompt(request: GenerationRequest) -> str:

@@ -52,6 +52,7 @@ from acestep_api.engine.sampler import (
     start_from_source,
 )
 from acestep_api.engine.tasks import TaskBuilder, item_codes, resolve_task
+from acestep_api.engine.repaint import repaint_settings, splice_source
 from acestep_api.engine.lm.planner import DEMO_TEXT_LIMITS, LMPlanner, Plan, TextLimits, load_planner
 from acestep_api.engine.lm.vocab import format_audio_codes
 
@@ -291,7 +292,7 @@ class MusicEngine:
         clock.lap("diffusion")
 
         # 9. Checks, VAE decode, crop to the output length, peak guard.
-        waves = self._decode(latents, inputs, report)
+        waves = self._decode(request, latents, inputs, report)
         clock.lap("decoding")
 
         # 10. The encode plan: each item's file name and waveform (written by Rendered.write).
@@ -349,7 +350,9 @@ class MusicEngine:
         lyrics = conditioning.lyrics_prompt(request)
 
         def encode(task_request: GenerationRequest) -> conditioning.TextEncoding:
-            caption = conditioning.caption_prompt(task_request, inputs.caption_duration)
+            caption = conditioning.caption_prompt(
+                task_request, inputs.caption_duration, lego_sft=bool(dit.config.get("is_lego_sft", False))
+            )
             return conditioning.encode_texts(self.tokenizer, self.text_encoder, [caption], [lyrics]).repeat(batch_size)
 
         conditions = conditioning.build_conditions(
@@ -364,7 +367,10 @@ class MusicEngine:
             switch = ConditionSwitch(request.audio_cover_strength, second.encoder_hidden_states, second.context_latents)
         repaint = None
         if inputs.repaint_mask is not None:
-            repaint = RepaintGuide(inputs.repaint_mask, inputs.target_latents, request.repaint_latent_crossfade_frames)
+            settings = repaint_settings(request)
+            repaint = RepaintGuide(
+                inputs.repaint_mask, inputs.target_latents, settings.crossfade_frames, settings.injection_ratio
+            )
         return conditions, switch, repaint
 
     def _denoise(self, request: GenerationRequest, dit: DitCheckpoint, noise: torch.Tensor, inputs, conditions,
@@ -400,11 +406,16 @@ class MusicEngine:
         )
         return latents, len(schedule)
 
-    def _decode(self, latents: torch.Tensor, inputs, report: Progress) -> torch.Tensor:
+    def _decode(self, request: GenerationRequest, latents: torch.Tensor, inputs, report: Progress) -> torch.Tensor:
         report(PROGRESS_DECODING, "decoding")
         audio.check_latents(latents)
-        waves = audio.decode_latents(self.vae, latents)
-        return audio.peak_guard(waves[..., : inputs.output_samples])
+        waves = audio.decode_latents(self.vae, latents)[..., : inputs.output_samples]
+        settings = repaint_settings(request)
+        if inputs.window_seconds is not None and settings.splice:
+            # Outside a repaint window the source recording itself, not its VAE reconstruction.
+            waves = splice_source(waves, inputs.source_wave, inputs.window_seconds, self.sample_rate,
+                                  settings.wav_crossfade_sec)
+        return audio.peak_guard(waves)
 
     def _encode_plan(self, request: GenerationRequest, seeds_used: list[int], waves: torch.Tensor) -> EncodePlan:
         self.output_dir.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ TAG_MAX_CHARS = 64  # a key, a time signature, a language code
 # GenerationRequest's text fields (canonical names) -> their limit in characters.
 TEXT_MAX_CHARS: dict[str, int] = {
     "prompt": PROMPT_MAX_CHARS,
+    "global_caption": PROMPT_MAX_CHARS,
     "lyrics": LYRICS_MAX_CHARS,
     "instruction": 1024,
     "vocal_language": TAG_MAX_CHARS,

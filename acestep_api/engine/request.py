@@ -21,12 +21,20 @@ from acestep_api.engine.limits import (
     text_problem,
 )
 # The one vocabulary of each choice: GenerationRequest's fields and every dialect read these.
-TaskType = Literal["text2music", "repaint", "cover", "extract", "lego", "complete"]
+TaskType = Literal["text2music", "repaint", "cover", "cover-nofsq", "extract", "lego", "complete"]
 AudioFormat = Literal["mp3", "wav", "flac", "opus", "wav32", "aac"]
 InferMethod = Literal["ode", "sde"]
+# "explicit": the chunk mask is 1 where the DiT generates, 0 where it keeps the source;
+# "auto": every frame carries 2.0, the value by which the model decides for itself.
+ChunkMaskMode = Literal["explicit", "auto"]
+RepaintMode = Literal["conservative", "balanced", "aggressive"]
 TASK_TYPES: tuple[str, ...] = get_args(TaskType)
-TURBO_TASK_TYPES = ("text2music", "repaint", "cover")
-SOURCE_TASK_TYPES = ("repaint", "lego", "extract", "complete")  # they rework a source recording
+TURBO_TASK_TYPES = ("text2music", "repaint", "cover", "cover-nofsq")
+# They rework a source recording (or audio codes in its place).
+SOURCE_TASK_TYPES = ("repaint", "lego", "extract", "complete", "cover-nofsq")
+CHUNK_MASK_MODES: tuple[str, ...] = get_args(ChunkMaskMode)
+REPAINT_MODES: tuple[str, ...] = get_args(RepaintMode)
+REPAINT_WAV_CROSSFADE_MAX = 10.0  # seconds on each side of a repaint window
 AUDIO_FORMATS: tuple[str, ...] = get_args(AudioFormat)
 INFER_METHODS: tuple[str, ...] = get_args(InferMethod)
 TIME_SIGNATURES = ("2", "3", "4", "6")
@@ -59,6 +67,8 @@ class GenerationRequest(BaseModel):
 
     # Text
     prompt: str = ""
+    # The whole song's description beside the per-track prompt; read by lego-SFT checkpoints only.
+    global_caption: str = ""
     lyrics: str = ""
     instruction: str = DEFAULT_INSTRUCTION
     vocal_language: str = "en"
@@ -101,7 +111,15 @@ class GenerationRequest(BaseModel):
     repainting_end: float | None = Field(default=None, ge=-DURATION_MAX, le=DURATION_MAX)
     audio_cover_strength: float = Field(default=1.0, ge=0.0, le=1.0)
     cover_noise_strength: float = Field(default=0.0, ge=0.0, le=1.0)
-    repaint_latent_crossfade_frames: int = Field(default=10, ge=0, le=250)
+    # How much of the source a repaint keeps (docs/pipeline.md#repaint-modes): the mode and,
+    # in "balanced", the strength (0 keeps the most, 1 lets diffusion run free) set the
+    # re-injection, the latent crossfade and the waveform splice; the two crossfade fields,
+    # when given, replace what the mode set.
+    repaint_mode: RepaintMode = "balanced"
+    repaint_strength: float = Field(default=0.5, ge=0.0, le=1.0)
+    repaint_latent_crossfade_frames: int | None = Field(default=None, ge=0, le=250)
+    repaint_wav_crossfade_sec: float | None = Field(default=None, ge=0.0, le=REPAINT_WAV_CROSSFADE_MAX)
+    chunk_mask_mode: ChunkMaskMode = "explicit"
     audio_code_string: str = ""
     track_name: str = ""
     track_classes: list[str] | None = Field(default=None, max_length=TRACK_CLASSES_MAX_ITEMS)
@@ -121,6 +139,7 @@ class GenerationRequest(BaseModel):
     use_format: bool = False
     use_cot_caption: bool = True
     use_cot_language: bool = True
+    use_cot_metas: bool = True  # False: the LM writes no metadata (phase 1 does not run)
     lm_temperature: float = Field(default=0.85, ge=0.0, le=2.0)
     lm_cfg_scale: float = Field(default=2.5, ge=0.0, le=100.0)
     lm_top_k: int | None = Field(default=None, le=LM_TOP_K_MAX)

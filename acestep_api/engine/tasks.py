@@ -26,6 +26,7 @@ FRAMES_PER_CODE = 5  # one 5 Hz code per 5 latent frames
 REFERENCE_SECONDS = 30
 REFERENCE_WINDOW_SECONDS = 10
 WINDOWED_TASKS = ("repaint", "lego")  # tasks whose repainting_start/end make a window
+AUTO_CHUNK_MASK = 2.0  # chunk_mask_mode "auto": the value by which the model decides where to generate
 
 
 def has_codes(request: GenerationRequest) -> bool:
@@ -137,13 +138,17 @@ class TaskInputs:
 
     target_latents: torch.Tensor  # [B, T, C] the clean source latents (padded with silence)
     source_latents: torch.Tensor  # [B, T, C] the DiT's source: target with a repaint window silenced
-    chunk_mask: torch.Tensor  # [B, T] bool, True = generate
+    chunk_mask: torch.Tensor  # [B, T] bool, True = generate; float 2.0 everywhere for chunk_mask_mode "auto"
     is_cover: torch.Tensor  # [B] bool
     timbre: torch.Tensor  # [B, 750, C] reference latents, or silence
     hints: torch.Tensor | None  # [B, T, C] decoded audio codes; None = tokenize the source for covers
     repaint_mask: torch.Tensor | None  # [B, T] bool where a window exists, else None
     output_samples: int  # samples kept after decoding
     caption_duration: float  # the duration the caption's metas state
+    # A repaint/lego window over a source recording: the recording [2, samples] (padded for
+    # outpainting) and the window in its seconds, for the splice after decoding.
+    source_wave: torch.Tensor | None = None
+    window_seconds: tuple[float, float] | None = None
 
     @property
     def latent_length(self) -> int:
@@ -266,8 +271,13 @@ class TaskBuilder:
                 source_latents[:, start:end] = self.silence_frames(latent_length)[start:end]
             is_cover = torch.zeros(batch_size, dtype=torch.bool, device=self.device)
         else:
+            # cover-nofsq is not a cover here: its source reaches the DiT as clean VAE latents,
+            # not through the FSQ bottleneck; audio codes are always a cover's hints.
             covering = task == "cover" or bool(codes)
             is_cover = torch.full((batch_size,), covering, dtype=torch.bool, device=self.device)
+        if request.chunk_mask_mode == "auto":
+            chunk_mask = torch.full((batch_size, latent_length), AUTO_CHUNK_MASK, device=self.device)
+        spliceable = window is not None and has_audio and source is not None and not codes
 
         return TaskInputs(
             target_latents=target_latents,
@@ -279,6 +289,8 @@ class TaskBuilder:
             repaint_mask=repaint_mask,
             output_samples=output_samples,
             caption_duration=caption_duration,
+            source_wave=source if spliceable else None,
+            window_seconds=(plan.start, plan.end) if spliceable else None,
         )
 
     def cover_source(self, inputs: TaskInputs) -> torch.Tensor:

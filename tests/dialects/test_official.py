@@ -71,7 +71,12 @@ def test_every_aliased_request_field_has_a_case():
 
 def test_defaults_match_the_official_server():
     request = parse({})
-    assert request.cover_noise_strength == 0.0 and request.repaint_latent_crossfade_frames == 10
+    assert request.cover_noise_strength == 0.0
+    # The repaint numbers come from the mode and strength unless given (official defaults).
+    assert request.repaint_mode == "balanced" and request.repaint_strength == 0.5
+    assert request.repaint_latent_crossfade_frames is None and request.repaint_wav_crossfade_sec is None
+    assert request.global_caption == "" and request.use_cot_metas is True
+    assert request.chunk_mask_mode == "explicit"  # official: "auto" (docs/api.md says why not)
     assert request.prompt == "" and request.lyrics == ""
     assert request.batch_size == 2
     assert request.inference_steps == 8 and request.guidance_scale == 7.0 and request.shift == 3.0
@@ -211,12 +216,19 @@ def test_repainting_end_zero_or_negative_means_the_end():
     ({"bpm": True}, "bpm", "bpm must be an integer"),
     ({"audio_format": "ogg"}, "audio_format", "audio_format must be one of mp3, wav, flac, opus, wav32, aac"),
     ({"task_type": "remix"}, "task_type",
-     "task_type must be one of text2music, repaint, cover, extract, lego, complete"),
+     "task_type must be one of text2music, repaint, cover, cover-nofsq, extract, lego, complete"),
     ({"infer_method": "euler"}, "infer_method", "infer_method must be one of ode, sde"),
     ({"lm_backend": "onnx"}, "lm_backend", "lm_backend must be one of vllm, pt, mlx"),
     ({"chunk_mask_mode": "x"}, "chunk_mask_mode", "chunk_mask_mode must be one of explicit, auto"),
     ({"repaint_mode": "x"}, "repaint_mode", "repaint_mode must be one of conservative, balanced, aggressive"),
     ({"repaint_strength": 2}, "repaint_strength", "repaint_strength must be between 0 and 1"),
+    ({"repaint_strength": "most"}, "repaint_strength", "repaint_strength must be a number"),
+    ({"repaint_wav_crossfade_sec": -1}, "repaint_wav_crossfade_sec",
+     "repaint_wav_crossfade_sec must be between 0 and 10"),
+    ({"repaint_wav_crossfade_sec": 11}, "repaint_wav_crossfade_sec",
+     "repaint_wav_crossfade_sec must be between 0 and 10"),
+    ({"global_caption": "x" * 5000}, "global_caption", "global_caption must be at most 4096 characters"),
+    ({"global_caption": ["a"]}, "global_caption", "global_caption must be a string"),
     ({"inference_steps": 0}, "inference_steps", "inference_steps must be an integer between 1 and 200"),
     ({"guidance_scale": "nan"}, "guidance_scale", "guidance_scale must be a number"),
     ({"shift": 0}, "shift", "shift must be greater than 0 and at most 10"),
@@ -239,3 +251,15 @@ def test_impossible_values_name_the_field_and_what_is_allowed(body, field, words
         parse(body)
     assert caught.value.field == field
     assert words in str(caught.value)
+
+
+def test_the_newer_official_fields_reach_the_request():
+    request = parse({
+        "task_type": "cover-nofsq", "global_caption": "a whole song", "chunk_mask_mode": "auto",
+        "repaint_mode": "conservative", "repaint_strength": "0.25", "repaint_wav_crossfade_sec": 0.5,
+        "repaint_latent_crossfade_frames": 3, "use_cot_metas": "false",
+    })
+    assert request.task_type == "cover-nofsq" and request.global_caption == "a whole song"
+    assert request.chunk_mask_mode == "auto" and request.repaint_mode == "conservative"
+    assert request.repaint_strength == 0.25 and request.repaint_wav_crossfade_sec == 0.5
+    assert request.repaint_latent_crossfade_frames == 3 and request.use_cot_metas is False

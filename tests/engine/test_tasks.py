@@ -303,11 +303,12 @@ def test_repaint_keeps_the_source_latents_outside_the_window(tiny_engine, source
                                  repainting_end=4.0, seeds=[9]))
     latents = spy.calls[-1]["result"]
     source = independent_encode(tiny_engine, source_wave, 9)
-    # Window 50..100, crossfade 10 frames on each side: frames before 40 and from 110 on are the source.
-    assert torch.allclose(latents[0, :40], source[:40], atol=1e-6)
-    assert torch.allclose(latents[0, 110:], source[110:], atol=1e-6)
+    # Window 50..100; balanced at strength 0.5 blends round(25 * 0.5) = 12 frames on each side:
+    # frames before 38 and from 112 on are the source.
+    assert torch.allclose(latents[0, :38], source[:38], atol=1e-6)
+    assert torch.allclose(latents[0, 112:], source[112:], atol=1e-6)
     assert not torch.allclose(latents[0, 50:100], source[50:100], atol=1e-2)
-    assert spy.calls[-1]["kwargs"]["repaint"].crossfade_frames == 10
+    assert spy.calls[-1]["kwargs"]["repaint"].crossfade_frames == 12
 
 
 def test_repaint_crossfade_frames_come_from_the_request(tiny_engine, source_path, source_wave, monkeypatch):

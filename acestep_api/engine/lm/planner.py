@@ -42,7 +42,7 @@ from acestep_api.engine.request import (
 
 log = logging.getLogger(__name__)
 
-LM_SKIPPED_TASKS = ("cover", "repaint")  # they follow their source audio, not a plan
+LM_SKIPPED_TASKS = ("cover", "cover-nofsq", "repaint")  # they follow their source audio, not a plan
 CODES_PER_SECOND = 5
 UNDERSTAND_TEMPERATURE = 0.3  # the official value for describing existing audio
 PHASE1_MAX_TOKENS = 1024  # metadata with the longest caption fits well within this
@@ -180,7 +180,7 @@ class LMPlanner:
             # 3. Phase 1: metadata by chain of thought, the user's values forced.
             given = user_metadata(request)
             cot_metas: dict[str, Any] = dict(given)
-            want_metas = not metas_from_sample and not format_gave_duration
+            want_metas = not metas_from_sample and not format_gave_duration and request.use_cot_metas
             if want_metas and not {"bpm", "keyscale", "timesignature", "duration"} <= given.keys():
                 report("LM phase 1: metadata")
                 started = time.perf_counter()

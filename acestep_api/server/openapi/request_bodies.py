@@ -14,7 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from acestep_api.engine.request import (
     AUDIO_FORMATS,
+    CHUNK_MASK_MODES,
     INFER_METHODS,
+    REPAINT_MODES,
     SEED_MAX,
     TASK_TYPES,
     TIME_SIGNATURES,
@@ -28,10 +30,8 @@ from acestep_api.engine.limits import (
 )
 from acestep_api.dialects.official import (
     ALIASES,
-    CHUNK_MASK_MODES,
     LM_BACKENDS,
     METADATA_KEYS,
-    REPAINT_MODES,
 )
 from acestep_api.server.uploads import UPLOAD_FIELDS
 
@@ -118,7 +118,18 @@ class ReleaseTaskFields(_Body):
     repainting_end: like("repainting_end", float) | None = Field(default=None, description="null, 0 or negative: the end.")
     audio_cover_strength: like("audio_cover_strength", float) = 1.0
     cover_noise_strength: like("cover_noise_strength", float) = 0.0
-    repaint_latent_crossfade_frames: like("repaint_latent_crossfade_frames", int) = 10
+    repaint_mode: str = Field(default="balanced", json_schema_extra=_choice(REPAINT_MODES),
+                              description="How much of the source a repaint keeps.")
+    repaint_strength: like("repaint_strength", float) = Field(
+        default=0.5, description="balanced only: 0 keeps the most of the source, 1 the least.")
+    repaint_latent_crossfade_frames: like("repaint_latent_crossfade_frames", int | None) = Field(
+        default=None, description="null: set by repaint_mode and repaint_strength (0-25).")
+    repaint_wav_crossfade_sec: like("repaint_wav_crossfade_sec", float | None) = Field(
+        default=None, description="null: set by repaint_mode and repaint_strength (0-0.05 s).")
+    chunk_mask_mode: str = Field(default="explicit", json_schema_extra=_choice(CHUNK_MASK_MODES),
+                                 description="auto: the model decides where to generate (chunk mask 2.0).")
+    global_caption: like("global_caption", str) = Field(
+        default="", description="The whole song's description; read by lego-SFT checkpoints only.")
     audio_code_string: like("audio_code_string", str) = ""
     track_name: like("track_name", str) = ""
     track_classes: ShortText | Annotated[list[ShortText], Field(max_length=TRACK_CLASSES_MAX_ITEMS)] | None = None
@@ -130,6 +141,7 @@ class ReleaseTaskFields(_Body):
     use_format: bool = False
     use_cot_caption: bool = True
     use_cot_language: bool = True
+    use_cot_metas: bool = Field(default=True, description="false: the LM writes no metadata.")
     lm_temperature: like("lm_temperature", float) = 0.85
     lm_cfg_scale: like("lm_cfg_scale", float) = 2.5
     lm_top_k: like("lm_top_k", int) | None = Field(default=None, description="null or <= 0: off.")
@@ -142,10 +154,6 @@ class ReleaseTaskFields(_Body):
     full_analysis_only: bool = False
     extract_codes_only: bool = False
     lm_backend: str | None = Field(default=None, description=IGNORED, json_schema_extra=_choice(LM_BACKENDS))
-    chunk_mask_mode: str | None = Field(default=None, description=IGNORED, json_schema_extra=_choice(CHUNK_MASK_MODES))
-    repaint_mode: str | None = Field(default=None, description=IGNORED, json_schema_extra=_choice(REPAINT_MODES))
-    repaint_strength: Annotated[float, Field(ge=0, le=1)] | None = Field(default=None, description=IGNORED)
-    repaint_wav_crossfade_sec: Annotated[float, Field(ge=0)] | None = Field(default=None, description=IGNORED)
     # Official fields this server accepts under their aliases and does not use.
     constrained_decoding_debug: Any = Field(default=None, description=IGNORED)
     is_format_caption: Any = Field(default=None, description=IGNORED)

@@ -134,3 +134,17 @@ def test_load_planner_modes(tiny_checkpoints, tmp_path):
     # "auto" serves the LM that is there when the named one is missing.
     planner, error = load_planner(tiny_checkpoints, "acestep-5Hz-lm-1.7B", mode="auto")
     assert error is None and planner.model_name == "acestep-5Hz-lm-0.6B"
+
+
+def test_use_cot_metas_false_writes_no_metadata(planner):
+    request = GenerationRequest(prompt="my caption", audio_duration=10, use_cot_metas=False)
+    plan = planner.plan(request, seeds=[0])
+    assert "phase1" not in plan.seconds and plan.lm_metas == {}
+    assert plan.request.bpm is None and plan.request.key_scale == "" and plan.request.prompt == "my caption"
+    assert "phase1" in planner.plan(request.model_copy(update={"use_cot_metas": True}), seeds=[0]).seconds
+
+
+def test_cover_nofsq_skips_the_lm(planner):
+    request = GenerationRequest(prompt="x", thinking=True, task_type="cover-nofsq", src_audio_path="/tmp/x.wav")
+    plan = planner.plan(request, seeds=[0])
+    assert not plan.used and plan.request is request
