@@ -355,8 +355,8 @@ def test_partial_cover_second_set_uses_the_text2music_instruction(tiny_engine, s
     captions: list[str] = []
     original = conditioning.caption_prompt
 
-    def recording(req, duration):
-        captions.append(original(req, duration))
+    def recording(req, duration, **options):
+        captions.append(original(req, duration, **options))
         return captions[-1]
 
     monkeypatch.setattr(conditioning, "caption_prompt", recording)
