@@ -4,20 +4,21 @@
 Request bodies follow the shape the official ACE-Step adapter speaks. Unknown request fields
 are accepted (OpenAI clients send `n`, `user`, `response_format`, ...) and ignored.
 
-The text of the user messages becomes the caption, the lyrics or a sample query, following
-the official adapter's rules: `<prompt>...</prompt>` and `<lyrics>...</lyrics>` tags win;
-untagged text that reads like lyrics is lyrics, other text the caption; with no tags and no
-lyrics the text is a sample query for the 5 Hz LM. The `lyrics` and `sample_mode` fields
-override that guess. `input_audio` parts are decoded here; the server writes them into its
+Only the last user message with content is read (its text and its audio), following the
+newer official adapter: `<prompt>...</prompt>` and `<lyrics>...</lyrics>` tags win, and text
+outside them is the caption only when there is no `<prompt>`; untagged text that reads like
+lyrics is lyrics, any other text the caption (the DiT alone can make it). The `lyrics` and
+`sample_mode` fields override that guess. `input_audio` parts are decoded here; the server writes them into its
 upload folder (`server/services/chat_audio.py`), where the job owns them from submission on.
 
 Unlike the official adapter, values it cannot use are refused with an `InvalidField` naming
 the field (it dropped undecodable audio silently and failed the job later on out-of-range
 values).
 
-The answer without `stream` is the song's details as markdown and the first audio file as a
-data URL (`render`); with `stream` it is server-sent events (`ChunkWriter`): a first delta,
-a heartbeat "." while the job runs, then the details, the audio, and the finish.
+The answer without `stream` is the song's details as markdown, the first audio file as a
+data URL and the audio codes the song followed (`render`); with `stream` it is server-sent
+events (`ChunkWriter`): an empty first delta, a heartbeat "." while the job runs, then the
+details, the audio, the codes, and the finish.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ import base64
 import binascii
 import json
 import re
+import secrets
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -48,6 +49,7 @@ from acestep_api.audio_formats import mime_type
 from acestep_api.dialects.coercion import InvalidField, show, to_choice, to_float, to_int, to_seeds
 from acestep_api.dialects.official import NOT_AVAILABLE, invalid_field_from
 from acestep_api.engine.limits import (
+    AUDIO_CODES_MAX_CHARS,
     CHAT_MAX_MESSAGES,
     CHAT_MAX_PARTS,
     CHAT_TEXT_MAX_CHARS,
@@ -58,6 +60,7 @@ from acestep_api.engine.limits import (
 from acestep_api.engine.request import (
     AUDIO_FORMATS,
     BPM_MAX,
+    INFER_METHODS,
     BPM_MIN,
     DURATION_MAX,
     DURATION_MIN,
@@ -196,6 +199,13 @@ class ChatCompletionRequest(BaseModel):
     repainting_start: float | None = None
     repainting_end: float | None = None
     audio_cover_strength: float | None = None
+    # The newer official adapter's fields (docs/chat-completions.md#request)
+    inference_steps: int | None = None
+    infer_method: TagText | None = None
+    lm_cfg_scale: float | None = None
+    audio_codes: Annotated[str, Field(max_length=AUDIO_CODES_MAX_CHARS)] | None = None
+    cover_noise_strength: float | None = None
+    use_cot_metas: bool | None = None
 
 
 # --- protocol: the answer -----------------------------------------------------------------
@@ -220,6 +230,7 @@ class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str
     audio: list[AudioOutput] | None = None
+    audio_codes: str | None = None  # the 5 Hz codes the first song followed, when it had any
 
 
 class Choice(BaseModel):
@@ -307,6 +318,7 @@ NOTHING_USABLE = "No valid prompt, lyrics, sample query, or input audio found in
 # Official defaults of the chat adapter where they differ from /release_task.
 CHAT_INFERENCE_STEPS = 8
 CHAT_BATCH_SIZE = 1
+CHAT_LM_CFG_SCALE = 2.0
 # The official adapter's name for text2music with a reference recording; it is text2music here.
 CONTINUATION_TASK = "music_continuation"
 # Tasks whose first audio part is the recording to work on (the second, if any, the reference).
@@ -332,9 +344,10 @@ CHAT_FIELD_NAMES = {
     "lm_temperature": "temperature",
     "lm_top_p": "top_p",
     "lm_top_k": "top_k",
+    "audio_code_string": "audio_codes",
     # Read from the messages: say so, since the client sent no field of that name.
-    "prompt": "the caption (the user messages' text)",
-    "sample_query": "the sample query (the user messages' text)",
+    "prompt": "the caption (the last user message's text)",
+    "sample_query": "the sample query (the last user message's text)",
 }
 
 
@@ -359,7 +372,6 @@ class MessageInput:
     lyrics: str = ""
     sample_query: str = ""
     audio: list[AudioAttachment] = field(default_factory=list)
-    has_tags: bool = False
 
 
 # --- parse: the messages ------------------------------------------------------------------
@@ -388,46 +400,47 @@ def looks_like_lyrics(text: str) -> bool:
     return len(lines) >= LYRICS_MIN_LINES and sum(map(len, lines)) / len(lines) < LYRICS_MAX_AVERAGE_LINE
 
 
-def _read_text(text: str, found: MessageInput, prompt_parts: list[str]) -> None:
-    text = text.strip()
-    if not text:
-        return
+def _read_text(text: str, found: MessageInput) -> None:
+    """The message's text as caption and lyrics: tags first (text outside them is the caption
+    only when there is no <prompt>), else lyrics if it reads like lyrics, else the caption."""
     tagged_prompt, tagged_lyrics, remaining = split_tags(text)
     if tagged_prompt is not None or tagged_lyrics is not None:
-        found.has_tags = True
-        if tagged_prompt:
-            prompt_parts.append(tagged_prompt)
-        if tagged_lyrics:
-            found.lyrics = tagged_lyrics
-        if remaining:
-            prompt_parts.append(remaining)
+        found.prompt = tagged_prompt or remaining
+        found.lyrics = tagged_lyrics or ""
     elif looks_like_lyrics(text):
-        found.lyrics = text  # the last lyrics-like text wins, as official
+        found.lyrics = text
     else:
-        prompt_parts.append(text)
+        found.prompt = text
+
+
+def _has_content(message: ChatMessage) -> bool:
+    if isinstance(message.content, str):
+        return bool(message.content.strip())
+    return bool(message.content)
 
 
 def read_messages(messages: list[ChatMessage]) -> MessageInput:
-    """Only user messages count; system and assistant messages are accepted and ignored."""
+    """Only the last user message with content counts (its text parts joined by new lines, and
+    its audio parts); earlier turns, system and assistant messages are accepted and ignored."""
     found = MessageInput()
-    prompt_parts: list[str] = []
-    for index, message in enumerate(messages):
-        if message.role != "user" or message.content is None:
-            continue
-        if isinstance(message.content, str):
-            _read_text(message.content, found, prompt_parts)
-            continue
-        for part_index, part in enumerate(message.content):
+    index = next((i for i in range(len(messages) - 1, -1, -1)
+                  if messages[i].role == "user" and _has_content(messages[i])), None)
+    if index is None:
+        return found
+    content = messages[index].content
+    texts: list[str] = []
+    if isinstance(content, str):
+        texts.append(content)
+    else:
+        for part_index, part in enumerate(content):
             if isinstance(part, TextPart):
-                _read_text(part.text, found, prompt_parts)
+                texts.append(part.text.strip())
             elif isinstance(part, AudioPart) and part.input_audio.data.strip():
                 where = f"messages[{index}].content[{part_index}].input_audio"
                 found.audio.append(AudioAttachment(where, part.input_audio.data, part.input_audio.format))
-    text = " ".join(prompt_parts).strip()
-    if not found.has_tags and not found.lyrics and text:
-        found.sample_query = text  # plain description: the LM writes caption, lyrics and metas
-    else:
-        found.prompt = text
+    text = "\n".join(texts).strip()
+    if text:
+        _read_text(text, found)
     return found
 
 
@@ -436,7 +449,7 @@ def message_input(chat: ChatCompletionRequest) -> MessageInput:
     when nothing in the request can be made into music."""
     found = read_messages(chat.messages)
     if chat.lyrics or chat.sample_mode:
-        text = found.prompt or found.sample_query
+        text = found.prompt
         if chat.lyrics:  # the lyrics are given: the message text is the caption
             found.prompt, found.lyrics, found.sample_query = text, chat.lyrics, ""
         else:  # sample mode asked for: the message text is the query
@@ -486,11 +499,16 @@ def to_generation_request(chat: ChatCompletionRequest, found: MessageInput, sett
         lm_temperature=0.85 if chat.temperature is None else chat.temperature,
         lm_top_p=0.9 if chat.top_p is None else chat.top_p,
         lm_top_k=chat.top_k or None,  # 0 = no top-k cut
+        lm_cfg_scale=CHAT_LM_CFG_SCALE if chat.lm_cfg_scale is None else chat.lm_cfg_scale,
         thinking=bool(chat.thinking),
         use_format=bool(chat.use_format),
         use_cot_caption=chat.use_cot_caption is not False,
         use_cot_language=chat.use_cot_language is not False,
-        inference_steps=CHAT_INFERENCE_STEPS,
+        use_cot_metas=chat.use_cot_metas is not False,
+        inference_steps=CHAT_INFERENCE_STEPS if chat.inference_steps is None else chat.inference_steps,
+        infer_method=to_choice("infer_method", chat.infer_method, "ode", INFER_METHODS),
+        audio_code_string=chat.audio_codes or "",
+        cover_noise_strength=0.0 if chat.cover_noise_strength is None else chat.cover_noise_strength,
         guidance_scale=to_float("guidance_scale", chat.guidance_scale, 7.0, minimum=0.0, maximum=200.0),
         use_random_seed=chat.seed is None,
         seeds=to_seeds(chat.seed),
@@ -516,7 +534,7 @@ def to_generation_request(chat: ChatCompletionRequest, found: MessageInput, sett
 def lm_need(generation: GenerationRequest) -> str | None:
     """What in the request needs the 5 Hz LM, in the client's terms; None when nothing does."""
     if generation.sample_mode or generation.sample_query.strip():
-        return "sample mode (a plain description without <prompt> or <lyrics> tags, or sample_mode)"
+        return "sample_mode"
     if generation.thinking:
         return "thinking"
     if generation.use_format:
@@ -622,7 +640,7 @@ def decode_attachment(attachment: AudioAttachment, max_bytes: int, max_mb: float
 
 # --- render -------------------------------------------------------------------------------
 
-FIRST_DELTA = "Generating music"
+FIRST_DELTA = ""  # the first chunk only opens the assistant's turn, as the newer official adapter
 HEARTBEAT = "."
 NO_DETAILS = "Music generated successfully."
 GENERATION_FAILED = "Generation failed"
@@ -669,13 +687,23 @@ def first_audio(job: Job) -> list[AudioOutput] | None:
     return [AudioOutput(audio_url=AudioUrl(url=data_url(paths[0])))]
 
 
+def song_codes(job: Job) -> str | None:
+    """The 5 Hz audio codes the first song followed (the LM's, else the client's); None when
+    it had none or its result predates the stored request."""
+    resolved = job.result.resolved
+    if resolved is None:
+        return None
+    codes = resolved.lm_audio_codes[0] if resolved.lm_audio_codes else resolved.audio_code_string
+    return codes.strip() or None
+
+
 def completion_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex[:24]}"
+    return f"chatcmpl-{secrets.token_hex(8)}"  # 16 hex digits, as the official adapter
 
 
 def render(job: Job, model: str, audio: list[AudioOutput] | None) -> dict:
     """The answer without `stream` to a job that succeeded; `audio` is `first_audio(job)`."""
-    message = AssistantMessage(content=describe_result(job), audio=audio)
+    message = AssistantMessage(content=describe_result(job), audio=audio, audio_codes=song_codes(job))
     answer = ChatCompletion(id=completion_id(), created=int(time.time()), model=model,
                             choices=[Choice(message=message)])
     return answer.model_dump()
@@ -715,6 +743,11 @@ class ChunkWriter:
     def audio(self, audio: list[AudioOutput]) -> str:
         """The audio (`first_audio(job)`) after the details."""
         return self.event(audio=audio)
+
+    def codes(self, job: Job) -> str | None:
+        """The song's audio codes as their own content chunk, after the audio; None without codes."""
+        codes = song_codes(job)
+        return self.event(content=f"\n\n[audio_codes]{codes}[/audio_codes]") if codes else None
 
     def finish(self) -> str:
         return self.event(finish_reason="stop")

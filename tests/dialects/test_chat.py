@@ -82,17 +82,30 @@ SHORT_LINES = "Sunlight on the water\nA brand new day begins\nWe hold the mornin
     (user("<prompt>Lo-fi hip hop</prompt>"), "Lo-fi hip hop", "", ""),
     (user("<PROMPT>Jazz trio</Prompt>\n<Lyrics>[verse]\nla la la</LYRICS>"), "Jazz trio", "[verse]\nla la la", ""),
     (user("<lyrics>[chorus]\nhey</lyrics> with brass"), "with brass", "[chorus]\nhey", ""),
+    # Text outside the tags counts only when there is no <prompt>.
+    (user("<prompt>Funk</prompt> with slap bass <lyrics>la</lyrics>"), "Funk", "la", ""),
+    (user("<prompt></prompt> with slap bass"), "with slap bass", "", ""),
     (user(VERSE), "", VERSE, ""),
     (user(SHORT_LINES), "", SHORT_LINES, ""),
-    (user("An upbeat pop song about summer and travel"), "", "", "An upbeat pop song about summer and travel"),
-    (user([{"type": "text", "text": "Energetic EDM"}, {"type": "image_url", "image_url": {"url": "x"}},
-           {"type": "text", "text": VERSE}]), "Energetic EDM", VERSE, ""),
+    # Plain text is the caption: the DiT alone can make it.
+    (user("An upbeat pop song about summer and travel"), "An upbeat pop song about summer and travel", "", ""),
+    # The message's text parts are one text, joined by new lines.
+    (user([{"type": "text", "text": "<prompt>Energetic EDM</prompt>"}, {"type": "image_url", "image_url": {"url": "x"}},
+           {"type": "text", "text": f"<lyrics>{VERSE}</lyrics>"}]), "Energetic EDM", VERSE, ""),
+    (user([{"type": "text", "text": "Energetic EDM"}, {"type": "text", "text": VERSE}]), "",
+     "Energetic EDM\n" + VERSE, ""),
     ({**user("Energetic EDM with heavy drops"), "lyrics": "[Drop]\nbass"}, "Energetic EDM with heavy drops",
      "[Drop]\nbass", ""),
     ({**user("<prompt>Ambient drones</prompt>"), "sample_mode": True}, "", "", "Ambient drones"),
     ({"model": MODEL, "messages": [{"role": "system", "content": "<prompt>ignored</prompt>"},
                                    {"role": "assistant", "content": "<prompt>ignored too</prompt>"},
                                    {"role": "user", "content": "<prompt>kept</prompt>"}]}, "kept", "", ""),
+    # Only the last user message with content is read; empty ones after it do not count.
+    ({"model": MODEL, "messages": [{"role": "user", "content": "<prompt>first</prompt><lyrics>old</lyrics>"},
+                                   {"role": "assistant", "content": "done"},
+                                   {"role": "user", "content": "<prompt>second</prompt>"},
+                                   {"role": "user", "content": "  "}, {"role": "user", "content": []}]},
+     "second", "", ""),
 ])
 def test_messages_become_caption_lyrics_or_sample_query(body, prompt, lyrics, query):
     request = parsed(body)
@@ -121,7 +134,8 @@ def test_the_batch_is_clamped_to_the_server_maximum():
 
 def test_what_needs_the_lm_is_named_in_the_clients_terms():
     assert chat.lm_need(parsed(user("<prompt>x</prompt>"))) is None
-    assert chat.lm_need(parsed(user("a plain description"))).startswith("sample mode")
+    assert chat.lm_need(parsed(user("a plain description"))) is None
+    assert chat.lm_need(parsed({**user("a plain description"), "sample_mode": True})) == "sample_mode"
     assert chat.lm_need(parsed({**user("<prompt>x</prompt>"), "thinking": True})) == "thinking"
     assert chat.lm_missing_message("thinking", None).startswith(
         "Model not initialized. init_error=the 5Hz LM is not loaded; thinking needs it.")
@@ -210,7 +224,8 @@ def test_the_audio_is_a_data_url_of_its_type(tmp_path, name, mime):
 def test_the_completion_has_the_openai_shape(tmp_path):
     job = finished_job(tmp_path)
     answer = chat.render(job, MODEL, chat.first_audio(job))
-    assert re.fullmatch(r"chatcmpl-[0-9a-f]{24}", answer["id"])
+    assert re.fullmatch(r"chatcmpl-[0-9a-f]{16}", answer["id"])
+    assert answer["choices"][0]["message"]["audio_codes"] is None  # no codes: present, null
     assert (answer["object"], answer["model"], answer["usage"]["total_tokens"]) == ("chat.completion", MODEL, 0)
     [choice] = answer["choices"]
     assert (choice["index"], choice["finish_reason"], choice["message"]["role"]) == (0, "stop", "assistant")
@@ -227,7 +242,7 @@ def test_chunks_carry_only_what_changed_under_one_id(tmp_path):
     assert {chunk["id"] for chunk in chunks} == {writer.id}
     assert [(chunk["choices"][0]["delta"], chunk["choices"][0]["finish_reason"]) for chunk in chunks if
             "audio" not in chunk["choices"][0]["delta"]] == [
-        ({"role": "assistant", "content": "Generating music"}, None), ({"content": "."}, None),
+        ({"role": "assistant", "content": ""}, None), ({"content": "."}, None),
         ({"content": "\n\n## Metadata\n**Caption:** Lo-fi beat\n**Duration:** 30s"}, None), ({}, "stop"),
         ({"content": "\n\nError: boom"}, None), ({}, "error"),
     ]
@@ -240,3 +255,53 @@ def test_a_job_that_did_not_succeed_is_answered_with_its_error():
     assert chat.failure_reason(Job(id="x", request=GenerationRequest(prompt="x"), status=JobStatus.FAILED)) == (
         "Generation failed")
     assert chat.failure_reason(None) == "Job not found"
+
+
+def test_the_newer_official_fields_map_to_the_generation_request():
+    request = parsed({
+        **user("<prompt>x</prompt>"), "inference_steps": 30, "infer_method": "sde", "lm_cfg_scale": 3.5,
+        "audio_codes": "<|audio_code_5|><|audio_code_9|>", "cover_noise_strength": 0.4, "use_cot_metas": False,
+        "task_type": "cover-nofsq",
+    })
+    assert (request.inference_steps, request.infer_method, request.lm_cfg_scale) == (30, "sde", 3.5)
+    assert request.audio_code_string == "<|audio_code_5|><|audio_code_9|>"
+    assert (request.cover_noise_strength, request.use_cot_metas, request.task_type) == (0.4, False, "cover-nofsq")
+    defaults = parsed(user("<prompt>x</prompt>"))
+    assert (defaults.inference_steps, defaults.infer_method, defaults.lm_cfg_scale) == (8, "ode", 2.0)
+    assert (defaults.audio_code_string, defaults.cover_noise_strength, defaults.use_cot_metas) == ("", 0.0, True)
+
+
+@pytest.mark.parametrize(("extra", "field", "words"), [
+    ({"inference_steps": 0}, "inference_steps", "inference_steps must be"),
+    ({"inference_steps": 500}, "inference_steps", "200"),
+    ({"infer_method": "euler"}, "infer_method", "infer_method must be one of ode, sde"),
+    ({"lm_cfg_scale": -1}, "lm_cfg_scale", "lm_cfg_scale must be"),
+    ({"cover_noise_strength": 2}, "cover_noise_strength", "cover_noise_strength must be"),
+    ({"audio_codes": "<|audio_code_1|>" * 3001}, "audio_codes", "audio_codes must hold at most 3000 audio codes"),
+    ({"task_type": "remix"}, "task_type", "cover-nofsq"),
+])
+def test_the_newer_fields_are_bounded(extra, field, words):
+    with pytest.raises(InvalidField) as refused:
+        parsed({**user("<prompt>x</prompt>"), **extra})
+    assert refused.value.field == field and words in str(refused.value)
+
+
+def test_cover_nofsq_takes_its_source_from_the_audio_and_needs_it():
+    call = chat.parse(chat.read_request(audio_body({"data": "QQ=="}, task_type="cover-nofsq")), SETTINGS)
+    assert [name for name, _ in chat.audio_targets(call)] == ["src_audio_path"]
+    bare = chat.parse(chat.read_request({**user("<prompt>x</prompt>"), "task_type": "cover-nofsq"}), SETTINGS)
+    with pytest.raises(InvalidField, match="needs source audio"):
+        chat.check_source_audio(bare.found, bare.generation)
+
+
+def test_the_answer_carries_the_codes_the_song_followed(tmp_path):
+    job = finished_job(tmp_path)
+    job.result.resolved = GenerationRequest(prompt="x", lm_audio_codes=["<|audio_code_3|>", "<|audio_code_4|>"])
+    assert chat.render(job, MODEL, None)["choices"][0]["message"]["audio_codes"] == "<|audio_code_3|>"
+    writer = chat.ChunkWriter(MODEL)
+    chunk = json.loads(writer.codes(job).removeprefix("data: "))
+    assert chunk["choices"][0]["delta"] == {"content": "\n\n[audio_codes]<|audio_code_3|>[/audio_codes]"}
+    job.result.resolved = GenerationRequest(prompt="x", audio_code_string="<|audio_code_8|>")
+    assert chat.song_codes(job) == "<|audio_code_8|>"
+    job.result.resolved = None
+    assert chat.song_codes(job) is None and writer.codes(job) is None

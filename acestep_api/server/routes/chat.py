@@ -87,6 +87,9 @@ async def stream_completion(queue: JobQueue, outputs: OutputStore, job_id: str, 
             audio = await run_in_threadpool(first_audio, outputs, job)
             if audio is not None:
                 yield writer.audio(audio)
+            codes = writer.codes(job)
+            if codes is not None:
+                yield codes
             yield writer.finish()
         else:
             for event in writer.failure(GENERATION_TIMEOUT if timed_out else dialect.failure_reason(job)):
