@@ -113,7 +113,7 @@ def test_engine_attributes(tiny_engine: MusicEngine):
     inventory = {m.name: m for m in served.models}
     assert served.default_model == "acestep-v15-turbo" and inventory["acestep-v15-turbo"].is_turbo
     assert inventory["acestep-v15-base"].supported_task_types == (
-        "text2music", "repaint", "cover", "extract", "lego", "complete"
+        "text2music", "repaint", "cover", "cover-nofsq", "extract", "lego", "complete"
     )
     assert not inventory["acestep-v15-base"].is_turbo
     assert (served.lm_available, served.is_demo, served.device) == (False, True, "cpu")

@@ -83,7 +83,7 @@ def deltas(payloads: list[str], model: str = MODEL) -> list[tuple[dict, str | No
     """(delta, finish_reason) per chunk; checks the chunk envelope and the closing [DONE]."""
     assert payloads[-1] == "[DONE]"
     chunks = [json.loads(payload) for payload in payloads[:-1]]
-    assert len({chunk["id"] for chunk in chunks}) == 1 and re.fullmatch(r"chatcmpl-[0-9a-f]{24}", chunks[0]["id"])
+    assert len({chunk["id"] for chunk in chunks}) == 1 and re.fullmatch(r"chatcmpl-[0-9a-f]{16}", chunks[0]["id"])
     for chunk in chunks:
         assert chunk["object"] == "chat.completion.chunk" and chunk["model"] == model
         assert isinstance(chunk["created"], int) and len(chunk["choices"]) == 1 and chunk["choices"][0]["index"] == 0
@@ -203,7 +203,7 @@ async def test_e20_answers_an_openrouter_completion_with_the_song(live, tmp_path
     response = await client.post(URL, json=E20)
     assert response.status_code == 200, response.text
     body = response.json()
-    assert re.fullmatch(r"chatcmpl-[0-9a-f]{24}", body["id"])
+    assert re.fullmatch(r"chatcmpl-[0-9a-f]{16}", body["id"])
     assert body["object"] == "chat.completion" and body["model"] == MODEL
     assert before <= body["created"] <= int(time.time())
     assert body["usage"] == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
@@ -214,7 +214,7 @@ async def test_e20_answers_an_openrouter_completion_with_the_song(live, tmp_path
     # No LM: bpm, key and time signature are unknown and left out; an instrumental has no lyrics block.
     assert message["content"] == "## Metadata\n**Caption:** Lo-fi hip hop beat\n**Duration:** 30s"
     [audio] = message["audio"]
-    assert audio["type"] == "audio_url"
+    assert audio["type"] == "audio_url" and message["audio_codes"] is None  # no LM, no codes
     info = decoded_audio(audio["audio_url"]["url"], tmp_path)
     assert info.samplerate == 48000 and info.channels == 2
     assert abs(info.duration - 30.0) < 0.1
@@ -279,7 +279,7 @@ async def test_a_failed_job_is_a_500_with_its_error(settings, engine):
     ({**user("<prompt>x</prompt>"), "audio_config": {"format": "aiff"}}, 400,
      "audio_config.format must be one of mp3, wav, flac, opus, wav32, aac (got 'aiff')"),
     ({**user("<prompt>x</prompt>"), "task_type": "remix"}, 400,
-     "task_type must be one of text2music, repaint, cover, extract, lego, complete, music_continuation (got 'remix')"),
+     "task_type must be one of text2music, repaint, cover, cover-nofsq, extract, lego, complete, music_continuation (got 'remix')"),
     ({**user("<prompt>x</prompt>"), "seed": "4,x"}, 400,
      "seed must be an integer between 0 and 4294967295, -1 for random, or a comma-separated list of them (got '4,x')"),
     ({**user("<prompt>x</prompt>"), "task_type": "repaint"}, 400,
@@ -399,8 +399,7 @@ async def test_audio_alone_is_enough_to_make_a_request(parked):
 
 
 @pytest.mark.parametrize("body", [
-    user("An upbeat pop song about summer"),
-    {**user("<prompt>x</prompt>"), "sample_mode": True},
+    {**user("An upbeat pop song about summer"), "sample_mode": True},
     {**user("<prompt>x</prompt>"), "thinking": True},
     {**user("<prompt>x</prompt>"), "use_format": True},
 ])
@@ -416,7 +415,7 @@ async def test_a_plain_description_is_written_into_a_song_by_the_lm(settings, lm
     async with serve(settings, lm_engine) as (app, client):
         seen = record_jobs(app)
         response = await client.post(URL, json={**user("a calm piano piece for a rainy evening"),
-                                                "audio_config": {"format": "wav"}})
+                                                "sample_mode": True, "audio_config": {"format": "wav"}})
     assert response.status_code == 200, response.text
     request = seen[0]["job"].request
     assert (request.sample_query, request.prompt) == ("a calm piano piece for a rainy evening", "")
@@ -443,7 +442,7 @@ async def test_a_stream_sends_the_song_as_chunks(live, tmp_path):
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
     chunks = deltas(sse_payloads(response.text))
-    assert chunks[0] == ({"role": "assistant", "content": "Generating music"}, None)
+    assert chunks[0] == ({"role": "assistant", "content": ""}, None)
     middle, tail = chunks[1:-3], chunks[-3:]
     assert all(chunk == ({"content": "."}, None) for chunk in middle)  # heartbeats, however many
     details = "## Metadata\n**Caption:** Surf rock\n**Duration:** 10s\n\n## Lyrics\n[verse]\nwaves"
@@ -461,7 +460,7 @@ async def test_a_stream_sends_heartbeats_while_the_job_runs(settings, engine, mo
         stream = AsgiStream(app, {**user("<prompt>Drum and bass</prompt>"), "stream": True,
                                   "audio_config": {"duration": 10}})
         task = asyncio.create_task(stream.run())
-        assert await stream.next_delta() == ({"role": "assistant", "content": "Generating music"}, None)
+        assert await stream.next_delta() == ({"role": "assistant", "content": ""}, None)
         # The job is held until two heartbeats have arrived: they come while it runs.
         assert await stream.next_delta() == ({"content": "."}, None)
         assert await stream.next_delta() == ({"content": "."}, None)
@@ -482,7 +481,7 @@ async def test_a_failed_job_ends_the_stream_with_its_error(settings, engine):
         response = await client.post(URL, json={**E20, "stream": True})
     assert response.status_code == 200
     chunks = deltas(sse_payloads(response.text))
-    assert chunks[0] == ({"role": "assistant", "content": "Generating music"}, None)
+    assert chunks[0] == ({"role": "assistant", "content": ""}, None)
     assert chunks[-2:] == [({"content": "\n\nError: the tiny model is out of tunes"}, None), ({}, "error")]
     assert all(chunk == ({"content": "."}, None) for chunk in chunks[1:-2])
 
@@ -493,7 +492,7 @@ async def test_hanging_up_mid_stream_cancels_the_job(settings, engine):
         seen = record_jobs(app)
         stream = AsgiStream(app, {**E20, "stream": True})
         task = asyncio.create_task(stream.run())
-        assert await stream.next_delta() == ({"role": "assistant", "content": "Generating music"}, None)
+        assert await stream.next_delta() == ({"role": "assistant", "content": ""}, None)
         assert await asyncio.to_thread(gated.started.wait, 60)
         stream.hang_up.set()
         await asyncio.wait_for(task, 60)

@@ -65,7 +65,7 @@ async def test_model_inventory(idle):
     assert data["default_model"] == "acestep-v15-turbo"
     turbo, base = data["models"]
     assert turbo["name"] == "acestep-v15-turbo" and turbo["is_default"] is True and turbo["is_loaded"] is True
-    assert turbo["supported_task_types"] == ["text2music", "repaint", "cover"]
+    assert turbo["supported_task_types"] == ["text2music", "repaint", "cover", "cover-nofsq"]
     assert base["is_default"] is False and "lego" in base["supported_task_types"]
     assert data["llm_initialized"] is False and data["loaded_lm_model"] is None
     assert data["lm_models"] == [{"name": "acestep-5Hz-lm-0.6B", "is_loaded": False}]
