@@ -8,8 +8,9 @@ Only the last user message with content is read (its text and its audio), follow
 newer official adapter: `<prompt>...</prompt>` and `<lyrics>...</lyrics>` tags win, and text
 outside them is the caption only when there is no `<prompt>`; untagged text that reads like
 lyrics is lyrics, any other text the caption (the DiT alone can make it). The `lyrics` and
-`sample_mode` fields override that guess. `input_audio` parts are decoded here; the server writes them into its
-upload folder (`server/services/chat_audio.py`), where the job owns them from submission on.
+`sample_mode` fields override that guess. `input_audio` parts are decoded here; the server
+writes them into its upload folder (`server/services/chat_audio.py`), where the job owns them
+from submission on.
 
 Unlike the official adapter, values it cannot use are refused with an `InvalidField` naming
 the field (it dropped undecodable audio silently and failed the job later on out-of-range
@@ -60,10 +61,10 @@ from acestep_api.engine.limits import (
 from acestep_api.engine.request import (
     AUDIO_FORMATS,
     BPM_MAX,
-    INFER_METHODS,
     BPM_MIN,
     DURATION_MAX,
     DURATION_MIN,
+    INFER_METHODS,
     SOURCE_TASK_TYPES,
     TASK_TYPES,
     GenerationRequest,

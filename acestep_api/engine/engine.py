@@ -4,7 +4,7 @@ The engine knows nothing about HTTP or jobs. ``generate`` blocks until the files
 ``render`` stops once the audio is decoded and returns it with its encode plan
 (engine/encoding.py): the job worker runs ``render`` on its engine thread and hands the
 encoding to a CPU pool. Its steps follow the official handler without the 5 Hz LM (docs/pipeline.md#overview,
-"pure dit mode"), for every task: text2music, cover, repaint, lego, extract, complete,
+"pure dit mode"), for every task: text2music, cover, cover-nofsq, repaint, lego, extract, complete,
 reference timbre and audio codes (docs/pipeline.md#audio-tasks).
 """
 
@@ -291,7 +291,7 @@ class MusicEngine:
         latents, steps = self._denoise(request, dit, noise, inputs, conditions, switch, repaint, generators, report)
         clock.lap("diffusion")
 
-        # 9. Checks, VAE decode, crop to the output length, peak guard.
+        # 9. Checks, VAE decode, crop to the output length, a repaint's source spliced back, peak guard.
         waves = self._decode(request, latents, inputs, report)
         clock.lap("decoding")
 
@@ -349,17 +349,17 @@ class MusicEngine:
         report(PROGRESS_TEXT, "text encoding")
         lyrics = conditioning.lyrics_prompt(request)
 
-        def encode(task_request: GenerationRequest) -> conditioning.TextEncoding:
-            caption = conditioning.caption_prompt(
-                task_request, inputs.caption_duration, lego_sft=bool(dit.config.get("is_lego_sft", False))
-            )
+        def encode(task_request: GenerationRequest, lego_sft: bool = False) -> conditioning.TextEncoding:
+            caption = conditioning.caption_prompt(task_request, inputs.caption_duration, lego_sft=lego_sft)
             return conditioning.encode_texts(self.tokenizer, self.text_encoder, [caption], [lyrics]).repeat(batch_size)
 
         conditions = conditioning.build_conditions(
-            dit.condition_encoder, encode(request), inputs.timbre, builder.cover_source(inputs), inputs.chunk_mask
+            dit.condition_encoder, encode(request, lego_sft=bool(dit.config.get("is_lego_sft", False))),
+            inputs.timbre, builder.cover_source(inputs), inputs.chunk_mask,
         )
         switch = None
         if request.audio_cover_strength < 1.0:
+            # The second set has the plain caption, also on a lego-SFT checkpoint (as official).
             plain = request.model_copy(update={"task_type": "text2music", "instruction": DEFAULT_INSTRUCTION})
             second = conditioning.build_conditions(
                 dit.condition_encoder, encode(plain), inputs.timbre, builder.non_cover_source(inputs), inputs.chunk_mask
