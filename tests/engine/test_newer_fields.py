@@ -194,3 +194,20 @@ def test_lego_sft_caption_block():
     assert "Local: fuzzy bass\nMask Control: true" in conditioning.caption_prompt(segment, 30.0, lego_sft=True)
     assert "Global:" not in conditioning.caption_prompt(segment, 30.0, lego_sft=True)
     assert "a garage rock song" not in conditioning.caption_prompt(lego, 30.0)
+
+
+def test_a_partial_cover_on_a_lego_sft_checkpoint_switches_to_the_plain_caption(tiny_engine, source_path,
+                                                                                  monkeypatch):
+    captions: list[str] = []
+    original = conditioning.caption_prompt
+
+    def recording(req, duration, **options):
+        captions.append(original(req, duration, **options))
+        return captions[-1]
+
+    monkeypatch.setattr(conditioning, "caption_prompt", recording)
+    monkeypatch.setitem(tiny_engine.dits[TURBO].config, "is_lego_sft", True)
+    tiny_engine.generate(request(task_type="cover", src_audio_path=str(source_path), audio_cover_strength=0.5,
+                                 global_caption="a whole song"))
+    assert "Global: a whole song\nLocal: warm synths" in captions[0]
+    assert "Global:" not in captions[1] and "warm synths" in captions[1]
