@@ -1,5 +1,5 @@
 """How much of its source a repaint keeps: the mode and strength as numbers, and the
-waveform splice after decoding (docs/pipeline.md#repaint-modes).
+waveform splice after decoding (docs/pipeline.md#audio-tasks).
 
 The official handler turns ``repaint_mode`` / ``repaint_strength`` into three numbers: how
 long the clean source is re-injected outside the window during sampling, how wide the

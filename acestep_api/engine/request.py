@@ -111,7 +111,7 @@ class GenerationRequest(BaseModel):
     repainting_end: float | None = Field(default=None, ge=-DURATION_MAX, le=DURATION_MAX)
     audio_cover_strength: float = Field(default=1.0, ge=0.0, le=1.0)
     cover_noise_strength: float = Field(default=0.0, ge=0.0, le=1.0)
-    # How much of the source a repaint keeps (docs/pipeline.md#repaint-modes): the mode and,
+    # How much of the source a repaint keeps (docs/pipeline.md#audio-tasks): the mode and,
     # in "balanced", the strength (0 keeps the most, 1 lets diffusion run free) set the
     # re-injection, the latent crossfade and the waveform splice; the two crossfade fields,
     # when given, replace what the mode set.

@@ -1,5 +1,5 @@
 """The 2026 request fields on the tiny checkpoints: cover-nofsq, chunk_mask_mode, global_caption,
-repaint_mode / repaint_strength and the two repaint crossfades (docs/pipeline.md#repaint-modes)."""
+repaint_mode / repaint_strength and the two repaint crossfades (docs/pipeline.md#audio-tasks)."""
 
 from __future__ import annotations
 
