@@ -107,3 +107,58 @@ def test_entrypoint_runs_the_serverless_worker_and_the_demo(recorder, tmp_path):
     assert calls == ["python3 -m acestep_api.serverless.handler"]
     result, calls = recorder(tmp_path / "ckpt", ACESTEP_DEMO="1")
     assert calls == ["acestep-api serve --demo"]
+
+
+def test_entrypoint_runs_a_distributed_worker_and_a_replica_that_loads_no_model(recorder, tmp_path):
+    database = {"ACESTEP_DATABASE_URL": "postgresql://u:p@db/acestep"}
+    # A replica: no weights needed, so nothing is downloaded and --demo does not apply.
+    result, calls = recorder(tmp_path / "ckpt", "--port", "8000", ACESTEP_DEMO="1", **database)
+    assert result.returncode == 0, result.stderr
+    assert calls == ["acestep-api serve --port 8000"]
+    result, calls = recorder(tmp_path / "ckpt", ACESTEP_MODE="api", ACESTEP_DOWNLOAD_ON_START="0", **database)
+    assert result.returncode == 0, result.stderr
+    assert calls == ["acestep-api serve"]
+    # A worker loads the models: missing weights are fetched first.
+    result, calls = recorder(tmp_path / "ckpt", "--name", "gpu0", ACESTEP_MODE="worker", **database)
+    assert result.returncode == 0, result.stderr
+    assert calls == [f"acestep-api download --dir {tmp_path / 'ckpt'}", "acestep-api worker --name gpu0"]
+    result, calls = recorder(tmp_path / "ckpt", ACESTEP_MODE="worker", ACESTEP_DEMO="1", **database)
+    assert calls == ["acestep-api worker --demo"]
+    result, calls = recorder(tmp_path / "ckpt", ACESTEP_MODE="migrate", **database)
+    assert result.returncode == 0, result.stderr
+    assert calls == ["acestep-api db migrate"]
+
+
+def test_entrypoint_refuses_an_unknown_mode(recorder, tmp_path):
+    result, calls = recorder(tmp_path / "ckpt", ACESTEP_MODE="wroker")
+    assert result.returncode == 2
+    assert "ACESTEP_MODE must be api, worker, migrate or serverless" in result.stderr
+    assert calls == []
+
+
+def test_compose_file_runs_replicas_and_gpu_workers_on_one_database():
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"postgres", "migrate", "api", "worker", "proxy"} <= set(services)
+    acestep = {name: services[name] for name in ("migrate", "api", "worker")}
+    for name, service in acestep.items():
+        env = service["environment"]
+        assert env["ACESTEP_DATABASE_URL"].startswith("postgresql://") and "@postgres:5432/" in env["ACESTEP_DATABASE_URL"], name
+        assert env["ACESTEP_MODE"] == name
+        assert "outputs:/app/outputs" in service["volumes"], name  # every node sees every file
+    assert services["api"]["deploy"]["replicas"] >= 2
+    for name in ("api", "worker"):
+        assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    [gpu] = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert gpu["driver"] == "nvidia" and gpu["capabilities"] == ["gpu"]
+    assert "checkpoints:/app/checkpoints" in services["worker"]["volumes"]
+    assert services["postgres"]["healthcheck"]["test"]
+    # The proxy in front spreads requests over the replicas it resolves by the service name.
+    assert services["proxy"]["ports"] == ["8000:8000"]
+    nginx = (ROOT / "docker" / "nginx.conf").read_text()
+    assert re.search(r"server api:8000 resolve;", nginx) and "proxy_buffering off" in nginx
+    # Every volume a service mounts is declared.
+    mounted = {volume.split(":")[0] for service in services.values() for volume in service.get("volumes", [])}
+    assert {name for name in mounted if not name.startswith(".")} <= set(compose["volumes"])
