@@ -96,6 +96,7 @@ def serve(args: argparse.Namespace) -> int:
 
     from acestep_api.engine.startup import use_demo_checkpoints
     from acestep_api.server.app import create_app
+    from acestep_api.server.key_file import KeyFileError
 
     settings = settings_from_args(args)
     if args.demo_if_no_weights and not settings.demo and not primary_checkpoint_exists(settings):
@@ -110,8 +111,13 @@ def serve(args: argparse.Namespace) -> int:
 
         ui_command.start_background(settings)
     # The app object is built here with the final settings, so --api-key always takes effect.
+    try:
+        app = create_app(settings)
+    except KeyFileError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.api_host,
         port=settings.api_port,
         workers=1,

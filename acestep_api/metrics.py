@@ -82,6 +82,15 @@ class ServerMetrics:
         self.stage_seconds = Histogram(
             "acestep_job_stage_seconds", "Time a succeeded generation job spent in each stage.",
             ["stage", "model"], buckets=JOB_BUCKETS, registry=registry)
+        # Per API key name (bounded by the keys file); jobs of a server without auth are not in them.
+        self.key_jobs_submitted = Counter("acestep_key_jobs_submitted", "Jobs accepted into the queue, by API key name.",
+                                          ["key"], registry=registry)
+        self.key_audio_seconds = Counter(
+            "acestep_key_audio_seconds", "Audio seconds charged to an API key's daily quota by its accepted jobs.",
+            ["key"], registry=registry)
+        self.key_refusals = Counter(
+            "acestep_key_refusals", "Requests refused for an API key's limit: requests_per_minute, jobs_per_day, "
+            "audio_seconds_per_day, max_waiting (429), models or routes (403).", ["key", "limit"], registry=registry)
         registry.register(QueueCollector(self))
         registry.register(GpuMemoryCollector())
 
@@ -113,8 +122,14 @@ class ServerMetrics:
     def _labels(self, job: Job) -> tuple[str, str, str]:
         return job.api.value, job.kind.value, self.model_of(job)
 
+    def key_refused(self, key: str, limit: str) -> None:
+        self.key_refusals.labels(key, limit).inc()
+
     def job_submitted(self, job: Job) -> None:
         self.jobs_submitted.labels(*self._labels(job)).inc()
+        if job.key_name is not None:
+            self.key_jobs_submitted.labels(job.key_name).inc()
+            self.key_audio_seconds.labels(job.key_name).inc(job.audio_seconds)
 
     def job_started(self, job: Job) -> None:
         if job.started_at is not None and job.created_at:

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8001
     api_key: str | None = Field(default=None, description="Enables auth when set (an empty string counts as set).")
+    # More keys, each with its own name, quotas and rate limits (docs/operations.md#keys-and-quotas);
+    # read again when it changes. Auth is on when this or api_key is set.
+    api_keys_file: Path | None = Field(default=None, description="TOML file of named API keys with their limits.")
     # With a key set, /openapi.json, /docs and /redoc need it too (the API's map stays private).
     protect_docs: bool = True
     # With a key set, GET /metrics needs it too; false leaves it open to a scraper without one.
@@ -149,6 +152,15 @@ class Settings(BaseSettings):
         if value is not None and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?", value):
             raise ValueError("ACESTEP_OUTPUT_URL must look like s3://bucket/prefix (a valid bucket name)")
         return value
+
+    @field_validator("api_keys_file", mode="before")
+    @classmethod
+    def _blank_keys_file_is_none(cls, value):
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.api_key is not None or self.api_keys_file is not None
 
     @field_validator("input_dir", mode="before")
     @classmethod

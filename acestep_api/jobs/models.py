@@ -74,6 +74,11 @@ class Job:
     # Recorded as the job starts running (jobs/crash_evidence.py): lets the next server start
     # tell whether the process died under this job (a crash, an OOM kill) or was merely stopped.
     run_marker: dict | None = None
+    # The name (never the secret) of the API key that submitted it, None without auth, and
+    # the seconds of audio it asked for (duration x batch size), which count against that
+    # key's daily quota (docs/operations.md#keys-and-quotas).
+    key_name: str | None = None
+    audio_seconds: float = 0.0
 
     @property
     def kind(self) -> JobKind:

@@ -149,6 +149,8 @@ class JobQueue:
         request: JobRequest,
         api: JobApi = JobApi.RELEASE_TASK,
         temp_files: Sequence[str] = (),
+        key_name: str | None = None,
+        audio_seconds: float = 0.0,
     ) -> tuple[Job, int]:
         job = Job(
             id=str(uuid.uuid4()),
@@ -156,6 +158,8 @@ class JobQueue:
             api=api,
             created_at=time.time(),
             temp_files=list(temp_files),
+            key_name=key_name,
+            audio_seconds=audio_seconds,
         )
         with self._lock:
             if len(self._waiting) >= self.maxsize:

@@ -43,7 +43,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     -- boot, the OOM-kill counters), so the next start can tell if it died under this job.
     run_marker   TEXT,
     -- generation, format or sample (jobs/models.py JobKind): how request and result read
-    kind         TEXT NOT NULL DEFAULT 'generation'
+    kind         TEXT NOT NULL DEFAULT 'generation',
+    -- the name of the API key that submitted it, and the audio seconds charged to that key
+    key_name     TEXT,
+    audio_seconds REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
@@ -52,13 +55,20 @@ CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
 _FIELDS = (
     "id", "api", "status", "created_at", "started_at", "finished_at", "progress", "stage",
     "request", "result", "error", "attempts", "temp_files", "run_marker", "kind",
+    "key_name", "audio_seconds",
 )
 # Columns added after the first release: a database written before them gains them on open.
 _ADDED_COLUMNS = {
     "interrupted": "INTEGER NOT NULL DEFAULT 0",
     "run_marker": "TEXT",
     "kind": "TEXT NOT NULL DEFAULT 'generation'",
+    "key_name": "TEXT",
+    "audio_seconds": "REAL NOT NULL DEFAULT 0",
 }
+# Made once the columns they index exist (a database from before them gains those on open).
+_LATER_INDEXES = """
+CREATE INDEX IF NOT EXISTS jobs_key ON jobs (key_name, created_at);
+"""
 _COLUMNS = ", ".join(_FIELDS)
 _ASSIGNMENTS = ", ".join(f"{name} = ?" for name in _FIELDS[1:])  # every field but the id
 
@@ -123,6 +133,20 @@ def interrupted_error(attempt: int, max_attempts: int) -> str:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class KeyUsage:
+    jobs_since: int
+    audio_seconds_since: float
+    waiting: int
+
+
+@dataclasses.dataclass
+class KeyCounts:
+    jobs: dict[str, int]
+    jobs_since: int = 0
+    audio_seconds_since: float = 0.0
+
+
 # A cancelled job is failed at this stage; its partial run time is no job duration.
 CANCELLED_STAGE = "cancelled"
 UPLOAD_FOLDER = "uploads"  # next to the database by default, as Settings.upload_dir places it
@@ -143,6 +167,7 @@ class JobStore:
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
         self._add_missing_columns()
+        self._db.executescript(_LATER_INDEXES)
 
     def _add_missing_columns(self) -> None:
         present = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
@@ -170,12 +195,14 @@ class JobStore:
             json.dumps(list(job.temp_files)),
             json.dumps(job.run_marker) if job.run_marker is not None else None,
             job.kind.value,
+            job.key_name,
+            job.audio_seconds,
         )
 
     @staticmethod
     def _job(row: tuple) -> Job:
         (job_id, api, status, created_at, started_at, finished_at, progress, stage,
-         request, result, error, attempts, temp_files, run_marker, kind) = row
+         request, result, error, attempts, temp_files, run_marker, kind, key_name, audio_seconds) = row
         request_type, result_type = _TYPES[JobKind(kind)]
         return Job(
             id=job_id,
@@ -192,6 +219,8 @@ class JobStore:
             attempts=attempts,
             temp_files=json.loads(temp_files),
             run_marker=json.loads(run_marker) if run_marker is not None else None,
+            key_name=key_name,
+            audio_seconds=audio_seconds,
         )
 
     def _select(self, where: str, params: tuple = ()) -> list[Job]:
@@ -224,6 +253,36 @@ class JobStore:
         counts = {status.value: 0 for status in JobStatus}
         counts.update({status: n for status, n in rows})
         return {"total": sum(counts.values()), **counts}
+
+    def key_usage(self, key_name: str, since: float) -> KeyUsage:
+        """What a key has used: jobs and audio seconds submitted since `since` (epoch seconds),
+        and its jobs waiting now. The one question the key quotas ask of a backend."""
+        with self._lock:
+            jobs, seconds, waiting = self._db.execute(
+                "SELECT COALESCE(SUM(created_at >= ?), 0), "
+                "COALESCE(SUM(CASE WHEN created_at >= ? THEN audio_seconds ELSE 0 END), 0), "
+                "COALESCE(SUM(status = ?), 0) FROM jobs WHERE key_name = ?",
+                (since, since, JobStatus.QUEUED.value, key_name),
+            ).fetchone()
+        return KeyUsage(jobs_since=int(jobs), audio_seconds_since=float(seconds), waiting=int(waiting))
+
+    def key_counts(self, since: float) -> dict[str, KeyCounts]:
+        """Per key name: its stored jobs by status, and the jobs and audio seconds submitted
+        since `since` (for /v1/stats)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key_name, status, COUNT(*), COALESCE(SUM(created_at >= ?), 0), "
+                "COALESCE(SUM(CASE WHEN created_at >= ? THEN audio_seconds ELSE 0 END), 0) "
+                "FROM jobs WHERE key_name IS NOT NULL GROUP BY key_name, status ORDER BY key_name",
+                (since, since),
+            ).fetchall()
+        counts: dict[str, KeyCounts] = {}
+        for key_name, status, n, jobs_since, seconds_since in rows:
+            entry = counts.setdefault(key_name, KeyCounts(jobs={status.value: 0 for status in JobStatus}))
+            entry.jobs[status] = n
+            entry.jobs_since += int(jobs_since)
+            entry.audio_seconds_since += float(seconds_since)
+        return counts
 
     def recent_durations(self, n: int) -> list[float]:
         """Run times of the last `n` finished generation jobs, newest first (an LM-only job

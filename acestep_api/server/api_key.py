@@ -1,11 +1,15 @@
-"""Comparing a credential with the configured key; shared by the route dependencies
-(auth.py), the request guard that checks the header before any body is read, and the
-multipart reader that wants a valid ai_token before it writes a file."""
+"""Reading a credential from a request and finding the key it is (key_ring.py holds the keys);
+shared by the route dependencies (auth.py), the request guard that checks the header before
+any body is read, and the multipart reader that wants a valid ai_token before it writes a file."""
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Mapping
+
+from starlette.types import Scope
+
+from acestep_api.server.key_file import KeySpec
+from acestep_api.server.key_ring import KeyRing
 
 INVALID_API_KEY = "Invalid API key"
 INVALID_AI_TOKEN = "Invalid ai_token"
@@ -13,10 +17,8 @@ INVALID_AI_TOKEN = "Invalid ai_token"
 HEADER_SCHEMES = ("Bearer ", "Key ")
 
 
-def matches(given: str, key: str) -> bool:
-    # Constant time, so the answer's timing tells no one how much of a guess was right;
-    # surrogatepass so that no text, however broken, makes the comparison raise.
-    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), key.encode("utf-8", "surrogatepass"))
+def key_ring(scope: Scope) -> KeyRing:
+    return scope["app"].state.keys
 
 
 def header_token(headers: Mapping[str, str]) -> str:
@@ -24,6 +26,8 @@ def header_token(headers: Mapping[str, str]) -> str:
     return next((header[len(scheme):] for scheme in HEADER_SCHEMES if header.startswith(scheme)), header)
 
 
-def header_matches(headers: Mapping[str, str], key: str) -> bool:
-    """Whether the request carries an Authorization header holding the key."""
-    return bool(headers.get("authorization")) and matches(header_token(headers), key)
+def header_key(headers: Mapping[str, str], ring: KeyRing) -> KeySpec | None:
+    """The key the request's Authorization header holds; None without one or for a wrong one."""
+    if not headers.get("authorization"):
+        return None
+    return ring.identify(header_token(headers))

@@ -20,6 +20,8 @@ from acestep_api.jobs.store import JobStore
 from acestep_api.jobs.worker import JobWorker
 from acestep_api.metrics import ServerMetrics
 from acestep_api.server.errors import install_error_handlers
+from acestep_api.server.key_limits import RequestLimits
+from acestep_api.server.key_ring import KeyRing
 from acestep_api.server.request_guard import RequestGuard
 from acestep_api.server.request_metrics import RequestMetrics
 from acestep_api.server.openapi.document import install_docs, operation_id
@@ -76,7 +78,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings, engine=None, *, start_worker: bool = True) -> FastAPI:
     """`engine` None loads the configured checkpoints at startup; `start_worker` False leaves
-    submitted jobs waiting (for tests of the queue itself)."""
+    submitted jobs waiting (for tests of the queue itself). A keys file that cannot be used
+    raises KeyFileError (its message names the file and the problem)."""
     # The document and its viewers are served by install_docs, guarded by the key when set.
     app = FastAPI(title="ACE-Step API", version=__version__, lifespan=lifespan,
                   openapi_url=None, docs_url=None, redoc_url=None, generate_unique_id_function=operation_id)
@@ -85,6 +88,10 @@ def create_app(settings: Settings, engine=None, *, start_worker: bool = True) ->
     app.state.start_worker = start_worker
     # This app's own registry: the process's global one would collide between apps (tests).
     app.state.metrics = ServerMetrics()
+    # The accepted keys, read now so that a broken keys file stops the start, and the
+    # per-request limits of each (key_limits.py).
+    app.state.keys = KeyRing(settings)
+    app.state.request_limits = RequestLimits(app.state.metrics)
     # Middleware added later wraps what came before: the request metrics, CORS, then the 500
     # handler, then the guard of request bodies (key and size before any body is read).
     app.add_middleware(RequestGuard)

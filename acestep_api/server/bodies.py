@@ -16,7 +16,8 @@ from typing import Any
 from fastapi import HTTPException, Request
 
 from acestep_api.jobs.retention import remove_files
-from acestep_api.server.api_key import header_matches
+from acestep_api.server.api_key import header_key, key_ring
+from acestep_api.server.key_limits import admit
 from acestep_api.server.uploads import SavedUpload, read_multipart
 from acestep_api.settings import Settings
 
@@ -71,11 +72,19 @@ def _query_string(raw: bytes, *, collapse_repeats: bool = False) -> dict:
 
 async def _read_multipart(request: Request, body: RequestBody) -> None:
     settings: Settings = request.app.state.settings
-    key = settings.api_key
+    ring = key_ring(request.scope)
+
+    def token_is_a_key(token: str) -> bool:
+        key = ring.identify(token)
+        if key is not None:
+            admit(request.scope, key)  # its routes and rate, before any file is written
+        return key is not None
+
     # Without the right header, files wait for the body's own ai_token (uploads.py).
-    token_key = key if key is not None and not header_matches(request.headers, key) else None
+    needs_token = ring.enabled and header_key(request.headers, ring) is None
     body.fields, body.uploads = await read_multipart(
-        request, settings.upload_dir, settings.max_upload_mb, token_key=token_key, max_text_kb=settings.max_body_kb
+        request, settings.upload_dir, settings.max_upload_mb, token_check=token_is_a_key if needs_token else None,
+        max_text_kb=settings.max_body_kb,
     )
     for upload in body.uploads:
         body.fields[upload.path_field] = upload.path  # an upload overrides the path field

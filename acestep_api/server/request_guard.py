@@ -2,7 +2,8 @@
 bodies and the API key"):
 
 - With a key set, a POST/PUT/PATCH whose Authorization header is wrong is a 401 at once,
-  before a byte of its body is read.
+  before a byte of its body is read; a right one is held to its key's routes (403) and
+  requests_per_minute (429) just as early (key_limits.py).
 - A body has a size limit by kind: JSON, form and other bodies ACESTEP_MAX_BODY_KB; chat
   completions, whose JSON carries base64 audio, that plus two parts at ACESTEP_MAX_UPLOAD_MB;
   multipart ACESTEP_MAX_REQUEST_MB in all. A Content-Length past it is a 413 without reading;
@@ -24,8 +25,9 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from acestep_api.server.answer_started import WatchedSend
-from acestep_api.server.api_key import INVALID_API_KEY, header_matches
+from acestep_api.server.api_key import INVALID_API_KEY, header_key, key_ring
 from acestep_api.dialects.chat import max_body_bytes as chat_max_body_bytes
+from acestep_api.server.key_limits import admit
 from acestep_api.server.text_validity import invalid_unicode, may_hold_surrogates
 from acestep_api.settings import Settings
 
@@ -80,8 +82,9 @@ def _content_length(headers: Headers) -> int | None:
         return None
 
 
-async def _answer(scope: Scope, receive: Receive, send: Send, status_code: int, detail: str) -> None:
-    await JSONResponse({"detail": detail}, status_code=status_code)(scope, receive, send)
+async def _answer(scope: Scope, receive: Receive, send: Send, status_code: int, detail: str,
+                  headers: dict[str, str] | None = None) -> None:
+    await JSONResponse({"detail": detail}, status_code=status_code, headers=headers)(scope, receive, send)
 
 
 class _GuardedReceive:
@@ -136,11 +139,17 @@ class RequestGuard:
         # Read per request: the app's settings, as the routes see them.
         settings: Settings = scope["app"].state.settings
         headers = Headers(scope=scope)
-        key = settings.api_key
-        if (key is not None and scope["method"] in BODY_METHODS and headers.get("authorization")
-                and not header_matches(headers, key)):
-            await _answer(scope, receive, send, 401, INVALID_API_KEY)
-            return
+        ring = key_ring(scope)
+        if ring.enabled and scope["method"] in BODY_METHODS and headers.get("authorization"):
+            key = header_key(headers, ring)
+            if key is None:
+                await _answer(scope, receive, send, 401, INVALID_API_KEY)
+                return
+            try:
+                admit(scope, key)  # its routes and requests_per_minute, before the body is read
+            except HTTPException as refusal:
+                await _answer(scope, receive, send, refusal.status_code, refusal.detail, refusal.headers)
+                return
         media_type = _media_type(headers)
         limit = body_limit(settings, scope["path"], media_type)
         length = _content_length(headers)

@@ -20,6 +20,7 @@ import tempfile
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import BinaryIO
 
 from fastapi import HTTPException, Request
@@ -27,7 +28,7 @@ from python_multipart.multipart import MultipartParseError, MultipartParser, par
 from starlette.concurrency import run_in_threadpool
 
 from acestep_api.jobs.retention import remove_files
-from acestep_api.server.api_key import INVALID_AI_TOKEN, matches
+from acestep_api.server.api_key import INVALID_AI_TOKEN
 
 # Upload field -> (the request field it fills, file name prefix). Both official spellings.
 UPLOAD_FIELDS = {
@@ -95,15 +96,15 @@ class MultipartReader:
     loop; they only queue the file writes, which `read_multipart` runs in a worker thread."""
 
     def __init__(self, upload_dir: Path, max_upload_mb: float, charset: str, *,
-                 token_key: str | None = None, max_text_kb: int = MAX_TEXT_FIELD_BYTES // 1024):
-        """`token_key`: the key an `ai_token` field must hold before a file part may come
-        (None: the caller is authorised already, or no key is set). `max_text_kb`: all text
-        fields together (ACESTEP_MAX_BODY_KB)."""
+                 token_check: Callable[[str], bool] | None = None, max_text_kb: int = MAX_TEXT_FIELD_BYTES // 1024):
+        """`token_check`: whether an `ai_token` field holds a key, which it must before a file
+        part may come (None: the caller is authorised already, or no key is set). `max_text_kb`:
+        all text fields together (ACESTEP_MAX_BODY_KB)."""
         self.upload_dir = Path(upload_dir).absolute()  # jobs record absolute paths
         self.max_upload_mb = max_upload_mb
         self.max_bytes = int(max_upload_mb * 1024 * 1024)
         self.charset = charset
-        self.token_key = token_key
+        self.token_check = token_check
         self.max_text_kb = max_text_kb
         self._text_bytes = 0
         self._token_seen = False
@@ -146,7 +147,7 @@ class MultipartReader:
         part = self._part
         part.name = options[b"name"].decode(self.charset, errors="replace")
         part.filename = _filename(self._disposition, options, self.charset)
-        if part.filename is not None and self.token_key is not None:
+        if part.filename is not None and self.token_check is not None:
             raise HTTPException(status_code=401, detail=FILE_BEFORE_TOKEN)
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
@@ -185,10 +186,10 @@ class MultipartReader:
         if self._token_seen or not token:
             return
         self._token_seen = True
-        if self.token_key is not None:
-            if not matches(token, self.token_key):
+        if self.token_check is not None:
+            if not self.token_check(token):
                 raise HTTPException(status_code=401, detail=INVALID_AI_TOKEN)
-            self.token_key = None  # authorised: files may come now
+            self.token_check = None  # authorised: files may come now
 
     def _saving(self, part: _Part) -> bool:
         """Whether this file part is saved, opening its upload file the first time it is.
@@ -249,13 +250,13 @@ def _boundary_and_charset(content_type: str) -> tuple[bytes, str]:
 
 async def read_multipart(
     request: Request, upload_dir: Path, max_upload_mb: float, *,
-    token_key: str | None = None, max_text_kb: int = MAX_TEXT_FIELD_BYTES // 1024,
+    token_check: Callable[[str], bool] | None = None, max_text_kb: int = MAX_TEXT_FIELD_BYTES // 1024,
 ) -> tuple[dict, list[SavedUpload]]:
     """The text fields (repeated keys as lists) and the saved audio uploads of a multipart
-    body (`token_key` and `max_text_kb` as MultipartReader takes them). On any error nothing
+    body (`token_check` and `max_text_kb` as MultipartReader takes them). On any error nothing
     is left in the upload folder."""
     boundary, charset = _boundary_and_charset(request.headers.get("content-type", ""))
-    reader = MultipartReader(upload_dir, max_upload_mb, charset, token_key=token_key, max_text_kb=max_text_kb)
+    reader = MultipartReader(upload_dir, max_upload_mb, charset, token_check=token_check, max_text_kb=max_text_kb)
     callbacks = {name: getattr(reader, name) for name in (
         "on_part_begin", "on_header_field", "on_header_value", "on_header_end", "on_headers_finished",
         "on_part_data", "on_part_end", "on_end",

@@ -119,11 +119,20 @@ class ModelInventory(_Answer):
     device_map: dict[str, str]
 
 
+class KeyStats(_Answer):
+    jobs: dict[str, int] = Field(description="The key's stored jobs by status.")
+    jobs_today: int = Field(description="Jobs the key submitted since 00:00 UTC.")
+    audio_seconds_today: float = Field(description="Audio seconds charged to the key since 00:00 UTC.")
+
+
 class Stats(_Answer):
     jobs: dict[str, int] = Field(description="Jobs by status.")
     queue_size: int
     queue_maxsize: int
     avg_job_seconds: float
+    keys: dict[str, KeyStats] | None = Field(
+        default=None, description="With auth on: per API key name (ACESTEP_API_KEY sees every key, a key of "
+                                  "ACESTEP_API_KEYS_FILE its own).")
 
 
 class FormattedInput(_Answer):

@@ -60,7 +60,7 @@ def _body_schemas() -> dict[str, dict]:
 
 
 def build_document(app: FastAPI, settings: Settings) -> dict:
-    auth_on = settings.api_key is not None
+    auth_on = settings.auth_enabled
     document = get_openapi(
         title=app.title,
         version=app.version,

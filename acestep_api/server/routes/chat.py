@@ -30,6 +30,7 @@ from acestep_api.server.openapi.route_docs import EVENT_STREAM, answers, json_bo
 from acestep_api.server.request_guard import chat_body_limit
 from acestep_api.server.services.chat_audio import save_audio
 from acestep_api.server.services.generation import publish_uploads
+from acestep_api.server.services.key_quotas import key_quota
 from acestep_api.admission.task_check import check_model_supports
 from acestep_api.server.services.sync_jobs import GENERATION_TIMEOUT, refuse_if_full, run_to_end, submit
 from acestep_api.server.text_validity import invalid_unicode
@@ -134,7 +135,7 @@ async def chat_completions(
     temp_files = list(paths.values())
 
     if chat.stream:
-        job, _ = submit(queue, generation, JobApi.CHAT, temp_files)
+        job, _ = submit(queue, generation, JobApi.CHAT, temp_files, key_quota(request))
         return StreamingResponse(
             stream_completion(queue, outputs, job.id, chat.model, settings.generation_timeout),
             media_type="text/event-stream",
@@ -143,7 +144,7 @@ async def chat_completions(
         )
 
     ended = await run_to_end(queue, generation, JobApi.CHAT, settings.generation_timeout, temp_files=temp_files,
-                             connection=request)
+                             connection=request, quota=key_quota(request))
     if ended.status is not JobStatus.SUCCEEDED:
         raise HTTPException(status_code=500, detail=dialect.failure_reason(ended))
     audio = await run_in_threadpool(first_audio, outputs, ended)

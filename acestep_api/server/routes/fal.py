@@ -20,6 +20,7 @@ from acestep_api.server.auth import require_api_key
 from acestep_api.server.dependencies import get_outputs, get_queue, get_served, get_settings
 from acestep_api.server.openapi.route_docs import answers, key_required
 from acestep_api.server.services.audio_files import cut_wav, served_file
+from acestep_api.server.services.key_quotas import key_quota
 from acestep_api.server.services.sync_jobs import refuse_if_full, run_to_end
 from acestep_api.settings import Settings
 from acestep_api.storage import OutputStore
@@ -43,7 +44,8 @@ async def prompt_to_audio(
     refuse_if_full(queue)
     seed = random.randint(0, SEED_MAX) if fal.seed in (None, RANDOM_SEED) else fal.seed
     generation = fal_dialect.parse(fal, seed, lm_available=served.lm_available)
-    job = await run_to_end(queue, generation, JobApi.FAL, settings.generation_timeout, connection=request)
+    job = await run_to_end(queue, generation, JobApi.FAL, settings.generation_timeout, connection=request,
+                           quota=key_quota(request))
     if job.status is not JobStatus.SUCCEEDED or job.result is None or not job.result.audio_paths:
         raise HTTPException(status_code=500, detail=job.error or "Generation failed")
     path = job.result.audio_paths[0]

@@ -22,6 +22,7 @@ from acestep_api.server.dependencies import get_outputs, get_served, get_queue, 
 from acestep_api.server.services.cancel import NOT_FOUND, cancel_job
 from acestep_api.server.services.task_lookup import client_job
 from acestep_api.server.services.generation import accept_generation, submit_generation
+from acestep_api.server.services.key_quotas import key_quota
 from acestep_api.server.services.lm import require_lm
 from acestep_api.server.services.replay import replay_from_body, replay_request
 from acestep_api.server.services.sync_jobs import submit
@@ -60,11 +61,11 @@ async def generate(
         verify_body_token(body.fields, request, settings)
         replay = replay_from_body(body, queue)
         if replay is not None:
-            job, position = submit(queue, replay, JobApi.LEGACY)
+            job, position = submit(queue, replay, JobApi.LEGACY, quota=key_quota(request))
             return legacy.queued(job, position)
         generation = legacy.parse_generate(body.fields, settings)
     generation = await accept_generation(generation, body, settings, queue, served, outputs)
-    job, position = submit_generation(queue, generation, body, JobApi.LEGACY)
+    job, position = submit_generation(queue, generation, body, JobApi.LEGACY, key_quota(request))
     return legacy.queued(job, position)
 
 
@@ -87,7 +88,7 @@ async def random_song(
     # Without the LM the job could only fail: say so now, as the other LM routes do.
     require_lm(served)
     generation = legacy.parse_random(body.fields or dict(request.query_params), settings)
-    job, position = submit_generation(queue, generation, body, JobApi.LEGACY)
+    job, position = submit_generation(queue, generation, body, JobApi.LEGACY, key_quota(request))
     return legacy.queued(job, position)
 
 
@@ -120,11 +121,11 @@ async def cancel(job_id: str, queue: Annotated[JobQueue, Depends(get_queue)]) ->
              summary="Queue a finished song again: the same audio, without the LM",
              responses=answers(LegacyQueued, 400, 401, 404, 409, 413, 429),
              openapi_extra=merged(body(ReplayBody), key_required(body_token=True)))
-async def replay(job_id: str, fields: Annotated[dict, Depends(authorized_fields)],
+async def replay(job_id: str, request: Request, fields: Annotated[dict, Depends(authorized_fields)],
                  queue: Annotated[JobQueue, Depends(get_queue)]) -> dict:
     """A new job that runs the stored, fully resolved request of `job_id` (its seeds, length,
     caption, lyrics and audio codes as they were settled), optionally in another
     `audio_format`. On the same device and versions its files are bit-identical."""
     generation = replay_request(queue, job_id, fields.get("audio_format"))
-    job, position = submit(queue, generation, JobApi.LEGACY)
+    job, position = submit(queue, generation, JobApi.LEGACY, quota=key_quota(request))
     return legacy.queued(job, position)

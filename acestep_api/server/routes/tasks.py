@@ -15,6 +15,7 @@ from acestep_api.server.bodies import read_request_body
 from acestep_api.server.dependencies import get_outputs, get_served, get_queue, get_settings
 from acestep_api.server.services.task_lookup import client_job
 from acestep_api.server.services.generation import accept_generation, submit_generation
+from acestep_api.server.services.key_quotas import key_quota
 from acestep_api.server.services.replay import replay_from_body
 from acestep_api.server.services.sync_jobs import submit
 from acestep_api.server.services.uploads import discarded_on_failure
@@ -49,11 +50,11 @@ async def release_task(
         verify_body_token(body.fields, request, settings)
         replay = replay_from_body(body, queue)
         if replay is not None:
-            job, position = submit(queue, replay, JobApi.RELEASE_TASK)
+            job, position = submit(queue, replay, JobApi.RELEASE_TASK, quota=key_quota(request))
             return official.queued(job, position)
         generation = official.parse_release_task(body.fields, settings)
     generation = await accept_generation(generation, body, settings, queue, served, outputs)
-    job, position = submit_generation(queue, generation, body, JobApi.RELEASE_TASK)
+    job, position = submit_generation(queue, generation, body, JobApi.RELEASE_TASK, key_quota(request))
     return official.queued(job, position)
 
 

@@ -17,6 +17,7 @@ from acestep_api.engine.served import ServedModels
 from acestep_api.jobs.models import Job, JobApi
 from acestep_api.jobs.queue import JobQueue
 from acestep_api.server.bodies import RequestBody
+from acestep_api.server.services.key_quotas import KeyQuota
 from acestep_api.server.services.uploads import discarded_on_failure, resolve_own_audio
 from acestep_api.server.services.sync_jobs import refuse_if_full, submit
 from acestep_api.settings import Settings
@@ -51,7 +52,9 @@ def publish_uploads(outputs: OutputStore, paths) -> None:
         outputs.publish_upload(path)
 
 
-def submit_generation(queue: JobQueue, generation: GenerationRequest, body: RequestBody, api: JobApi) -> tuple[Job, int]:
-    """Queue an accepted request (the job owns its uploads from now on); on a full queue its
-    uploads go and the answer is 429."""
-    return submit(queue, generation, api, body.temp_files)
+def submit_generation(queue: JobQueue, generation: GenerationRequest, body: RequestBody, api: JobApi,
+                      quota: KeyQuota | None = None) -> tuple[Job, int]:
+    """Queue an accepted request (the job owns its uploads from now on), charged to `quota`'s
+    key; on a full queue or a key over its limits its uploads go and the answer is 429 (403
+    for a model the key may not use)."""
+    return submit(queue, generation, api, body.temp_files, quota)

@@ -8,6 +8,7 @@ from acestep_api.engine.lm_tasks import LMRequest, LMTaskResult
 from acestep_api.engine.served import ServedModels
 from acestep_api.jobs.models import JobApi, JobStatus
 from acestep_api.jobs.queue import JobQueue
+from acestep_api.server.services.key_quotas import key_quota
 from acestep_api.server.services.sync_jobs import refuse_if_full, run_to_end
 
 LLM_NOT_INITIALIZED = "LLM not initialized. Set ACESTEP_INIT_LLM=true in .env to enable."
@@ -28,7 +29,8 @@ async def run_lm_job(queue: JobQueue, task: LMRequest, timeout: float,
     (None, the job's error sentence). A full queue is a 429, the time running out a 504, and
     a client that goes away cancels the job."""
     refuse_if_full(queue)
-    job = await run_to_end(queue, task, JobApi.LM, timeout, connection=connection)
+    job = await run_to_end(queue, task, JobApi.LM, timeout, connection=connection,
+                           quota=key_quota(connection) if connection is not None else None)
     if job.status is JobStatus.SUCCEEDED and isinstance(job.result, LMTaskResult):
         return job.result, None
     return None, job.error or "The 5 Hz LM failed"

@@ -13,6 +13,7 @@ from fastapi import HTTPException, Request
 from acestep_api.jobs.models import Job, JobApi, JobRequest
 from acestep_api.jobs.queue import JobQueue, QueueFullError
 from acestep_api.jobs.retention import remove_files
+from acestep_api.server.services.key_quotas import JobCharge, KeyQuota
 
 QUEUE_FULL = "Server busy: queue is full"
 GENERATION_TIMEOUT = "Generation timeout"
@@ -35,12 +36,17 @@ def refuse_if_full(queue: JobQueue) -> None:
 
 
 def submit(
-    queue: JobQueue, request: JobRequest, api: JobApi, temp_files: Sequence[str] = ()
+    queue: JobQueue, request: JobRequest, api: JobApi, temp_files: Sequence[str] = (),
+    quota: KeyQuota | None = None,
 ) -> tuple[Job, int]:
-    """Queue a request (job and its 1-based position). Refused (a full queue is a 429), its
-    temp files go: no job owns them."""
+    """Queue a request (job and its 1-based position), charged to the key of `quota` if its
+    limits allow (key_quotas.py). Refused (a full queue is a 429, a key over its limits a 429
+    or 403), its temp files go: no job owns them."""
     try:
-        return queue.submit(request, api=api, temp_files=temp_files)
+        # No await between the key's check and the store's insert: the check holds.
+        charge = quota.charge(request) if quota is not None else JobCharge(None, 0.0)
+        return queue.submit(request, api=api, temp_files=temp_files, key_name=charge.key_name,
+                            audio_seconds=charge.audio_seconds)
     except BaseException as error:
         remove_files(temp_files)
         if isinstance(error, QueueFullError):
@@ -66,11 +72,12 @@ async def run_to_end(
     temp_files: Sequence[str] = (),
     *,
     connection: Request | None = None,
+    quota: KeyQuota | None = None,
 ) -> Job:
     """The ended job (succeeded or failed). A full queue is a 429; past `timeout` seconds the
     job is cancelled and the answer is a 504; a client that goes away (the handler is
     cancelled, or `connection` reports the disconnect) cancels it too."""
-    job, _ = submit(queue, request, api, temp_files)
+    job, _ = submit(queue, request, api, temp_files, quota)
     waiting = asyncio.ensure_future(queue.wait_finished(job.id, timeout))
     watching = asyncio.ensure_future(_client_gone(connection)) if connection is not None else None
     try:
