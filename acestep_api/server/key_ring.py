@@ -10,10 +10,10 @@ set, and says why in the log once per change.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 import threading
+from hmac import compare_digest
 from pathlib import Path
 
 from acestep_api.server.key_file import SINGLE_KEY_NAME, KeyFileError, KeySpec, digest_of, load_key_file
@@ -79,7 +79,7 @@ class KeyRing:
         found = None
         for stored, spec in self._single + self._file_keys:
             # No early exit: every digest is compared whichever one matches.
-            if hmac.compare_digest(digest, stored) and found is None:
+            if compare_digest(digest, stored) and found is None:
                 found = spec
         return found
 
