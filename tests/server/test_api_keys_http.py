@@ -12,13 +12,14 @@ import logging
 import os
 import re
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from acestep_api.server import key_ring
 from acestep_api.server.app import create_app
-from acestep_api.server.key_file import KeyFileError
+from acestep_api.server.key_file import KeyFileError, parse_keys
 from acestep_api.server.services.key_quotas import SECONDS_PER_DAY
 from acestep_api.settings import Settings
 from tests.server.conftest import serve
@@ -276,3 +277,12 @@ def test_a_broken_file_stops_the_start(settings, tmp_path, text, problem):
 def test_a_missing_file_stops_the_start(settings, tmp_path):
     with pytest.raises(KeyFileError, match="keys.toml: no such file"):
         create_app(keyed(settings, tmp_path / "keys.toml"))
+
+
+def test_the_documented_sample_file_reads():
+    text = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text(encoding="utf-8")
+    sample = text.split("## Keys and quotas", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    keys = parse_keys(tomllib.loads(sample))
+    assert [key.name for key in keys] == ["alice", "batch-tool"]
+    assert keys[1].digest == hashlib.sha256(b"the-secret").digest()
+    assert keys[0].may_use_route("/v1/jobs/123/cancel") and not keys[0].may_use_route("/v1/stats")
