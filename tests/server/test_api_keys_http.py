@@ -22,7 +22,7 @@ from acestep_api.server.app import create_app
 from acestep_api.server.key_file import KeyFileError, parse_keys
 from acestep_api.server.services.key_quotas import SECONDS_PER_DAY
 from acestep_api.settings import Settings
-from tests.server.conftest import serve
+from tests.server.conftest import serve, wait_finished
 
 pytestmark = pytest.mark.anyio
 
@@ -163,6 +163,20 @@ async def test_every_submit_route_counts_against_the_key(settings, lm_engine, tm
         response = await client.post(route, json=body, headers=bearer("d-secret"))
         assert_refused(response, 429, r"jobs_per_day limit of 0 reached for key 'dora'; retry after \d+ seconds")
         assert app.state.store.counts()["total"] == 0
+
+
+async def test_replays_count_against_the_key(settings, engine, tmp_path):
+    path = write_keys(tmp_path / "keys.toml", '[[keys]]\nname = "alice"\nkey = "a-secret"\njobs_per_day = 2\n')
+    song = {"prompt": "x", "audio_duration": 10, "batch_size": 1, "inference_steps": 2, "audio_format": "wav"}
+    async with serve(keyed(settings, path), engine) as (app, client):
+        first = (await client.post("/release_task", json=song, headers=bearer("a-secret"))).json()["data"]["task_id"]
+        await wait_finished(app, first)
+        replay = await client.post(f"/v1/jobs/{first}/replay", json={}, headers=bearer("a-secret"))
+        assert replay.status_code == 200
+        assert app.state.store.get(replay.json()["job_id"]).key_name == "alice"
+        assert app.state.store.get(replay.json()["job_id"]).audio_seconds == 10
+        again = await client.post("/release_task", json={"replay_of": first}, headers=bearer("a-secret"))
+        assert_refused(again, 429, r"jobs_per_day limit of 2 reached for key 'alice'.*")
 
 
 async def test_reloaded_when_the_file_changes(settings, engine, tmp_path, caplog):
