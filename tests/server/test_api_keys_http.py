@@ -300,3 +300,19 @@ def test_the_documented_sample_file_reads():
     assert [key.name for key in keys] == ["alice", "batch-tool"]
     assert keys[1].digest == hashlib.sha256(b"the-secret").digest()
     assert keys[0].may_use_route("/v1/jobs/123/cancel") and not keys[0].may_use_route("/v1/stats")
+
+
+async def test_the_document_names_the_key_limit_answers(settings, engine, tmp_path):
+    path = write_keys(tmp_path / "keys.toml", '[[keys]]\nname = "alice"\nkey = "a-secret"\n')
+    async with serve(keyed(settings, path), engine, start_worker=False) as (_, client):
+        spec = (await client.get("/openapi.json", headers=bearer("a-secret"))).json()
+    query_result = spec["paths"]["/query_result"]["post"]["responses"]
+    assert query_result["429"]["headers"]["Retry-After"] and "requests_per_minute" in query_result["429"]["description"]
+    assert "may not use this route" in query_result["403"]["description"]
+    release_task = spec["paths"]["/release_task"]["post"]["responses"]
+    assert release_task["403"]["description"].startswith("An audio path")  # its own 403, then the key's
+    assert "DiT model" in release_task["403"]["description"]
+    assert "403" not in spec["paths"]["/health"]["get"]["responses"]  # open: no key, no key limits
+    async with serve(settings.model_copy(update={"api_key": "single"}), engine, start_worker=False) as (_, client):
+        spec = (await client.get("/openapi.json", headers=bearer("single"))).json()
+    assert "403" not in spec["paths"]["/query_result"]["post"]["responses"]  # the single key has no limits

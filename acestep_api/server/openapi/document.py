@@ -19,7 +19,7 @@ from pydantic.json_schema import models_json_schema
 
 from acestep_api.server.auth import require_api_key
 from acestep_api.server.openapi.request_bodies import with_aliases
-from acestep_api.server.openapi.route_docs import AUTHORIZATION_HEADER, BEARER, BODY_MODELS, GUARDED_BY
+from acestep_api.server.openapi.route_docs import AUTHORIZATION_HEADER, BEARER, BODY_MODELS, GUARDED_BY, RETRY_AFTER
 from acestep_api.settings import Settings
 
 OPENAPI_PATH, DOCS_PATH, REDOC_PATH = "/openapi.json", "/docs", "/redoc"
@@ -32,7 +32,14 @@ is allowed. The request-body routes take JSON, urlencoded and multipart bodies a
 official aliases of each field. {auth}"""
 AUTH_ON = ("Auth is on: send the key as `Authorization: Bearer <key>`, `Authorization: Key <key>` or the "
            "bare key; operations marked `x-acestep-body-token` also take it as the body field `ai_token`.")
-AUTH_OFF = "Auth is off on this server (ACESTEP_API_KEY is not set)."
+AUTH_OFF = "Auth is off on this server (neither ACESTEP_API_KEY nor ACESTEP_API_KEYS_FILE is set)."
+# What a key of ACESTEP_API_KEYS_FILE adds to every operation that needs a key.
+KEY_LIMIT_ANSWERS = {
+    "403": "This key may not use this route, or the DiT model the request names; the message names it.",
+    "429": "This key is over one of its limits (requests_per_minute, jobs_per_day, audio_seconds_per_day, "
+           "max_waiting); the message names it, Retry-After says when to try again.",
+}
+ERROR_SCHEMA = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorDetail"}}}
 SECURITY_SCHEMES = {
     BEARER: {"type": "http", "scheme": "bearer", "description": "`Authorization: Bearer <key>`."},
     AUTHORIZATION_HEADER: {
@@ -78,7 +85,20 @@ def build_document(app: FastAPI, settings: Settings) -> dict:
             if not auth_on or (guard and not getattr(settings, guard)):
                 operation.pop("security", None)
                 operation.pop("x-acestep-body-token", None)
+            elif settings.api_keys_file is not None and "security" in operation:
+                _add_key_limit_answers(operation)
     return document
+
+
+def _add_key_limit_answers(operation: dict) -> None:
+    """The 403 and 429 a key's limits may give, on an operation that needs a key."""
+    responses = operation.setdefault("responses", {})
+    for status, description in KEY_LIMIT_ANSWERS.items():
+        if status in responses:
+            responses[status]["description"] += f" Or: {description}"
+        else:
+            responses[status] = {"description": description, "content": ERROR_SCHEMA,
+                                 **({"headers": RETRY_AFTER} if status == "429" else {})}
 
 
 def install_docs(app: FastAPI, settings: Settings) -> None:

@@ -22,7 +22,7 @@ KEY_REQUIRED = [{BEARER: []}, {AUTHORIZATION_HEADER: []}]
 
 ERROR_DESCRIPTIONS = {
     400: "Bad input (or a body that cannot be read): the message names the field and what is allowed.",
-    401: "Missing or wrong API key (only when ACESTEP_API_KEY is set).",
+    401: "Missing or wrong API key (only when ACESTEP_API_KEY or ACESTEP_API_KEYS_FILE is set).",
     403: "An audio path that leads outside the allowed folders, or names another request's upload.",
     404: "Not found.",
     409: "The job has already ended.",
