@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import tomllib
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -20,6 +21,7 @@ SINGLE_KEY_NAME = "default"
 MAX_KEYS = 10_000
 MAX_LIST_ITEMS = 100
 MAX_FILE_BYTES = 4 << 20
+ListItem = Annotated[str, Field(min_length=1, max_length=256)]
 
 
 class KeyFileError(ValueError):
@@ -44,9 +46,9 @@ class KeySpec(BaseModel):
     audio_seconds_per_day: float | None = Field(default=None, ge=0, le=1e9, allow_inf_nan=False)
     max_waiting: int | None = Field(default=None, ge=0, le=1_000_000)
     # DiT model names (as /v1/models lists them); None: every served model.
-    models: tuple[str, ...] | None = Field(default=None, max_length=MAX_LIST_ITEMS)
+    models: list[ListItem] | None = Field(default=None, max_length=MAX_LIST_ITEMS)
     # Route paths, or prefixes ("/v1" allows every /v1/... path); None: every route.
-    routes: tuple[str, ...] | None = Field(default=None, max_length=MAX_LIST_ITEMS)
+    routes: list[ListItem] | None = Field(default=None, max_length=MAX_LIST_ITEMS)
 
     @model_validator(mode="after")
     def _one_secret(self) -> "KeySpec":

@@ -316,3 +316,13 @@ async def test_the_document_names_the_key_limit_answers(settings, engine, tmp_pa
     async with serve(settings.model_copy(update={"api_key": "single"}), engine, start_worker=False) as (_, client):
         spec = (await client.get("/openapi.json", headers=bearer("single"))).json()
     assert "403" not in spec["paths"]["/query_result"]["post"]["responses"]  # the single key has no limits
+
+
+def test_serve_with_a_broken_file_says_why_and_stops(tmp_path, monkeypatch, capsys):
+    from acestep_api.cli import main
+
+    path = write_keys(tmp_path / "keys.toml", '[[keys]]\nname = "alice"\nkey = "a"\nmodels = "turbo"\n')
+    monkeypatch.setenv("ACESTEP_API_KEYS_FILE", str(path))
+    assert main(["serve", "--output-dir", str(tmp_path / "outputs"), "--checkpoint-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"error: ACESTEP_API_KEYS_FILE {path}: keys[0] (alice): models: "
+                                       "Input should be a valid list\n")
