@@ -142,9 +142,13 @@ class KeyUsage:
 
 @dataclasses.dataclass
 class KeyCounts:
-    jobs: dict[str, int]
+    jobs: dict[str, int]  # by status
     jobs_since: int = 0
     audio_seconds_since: float = 0.0
+
+    @classmethod
+    def empty(cls) -> "KeyCounts":
+        return cls(jobs={status.value: 0 for status in JobStatus})
 
 
 # A cancelled job is failed at this stage; its partial run time is no job duration.
@@ -278,7 +282,7 @@ class JobStore:
             ).fetchall()
         counts: dict[str, KeyCounts] = {}
         for key_name, status, n, jobs_since, seconds_since in rows:
-            entry = counts.setdefault(key_name, KeyCounts(jobs={status.value: 0 for status in JobStatus}))
+            entry = counts.setdefault(key_name, KeyCounts.empty())
             entry.jobs[status] = n
             entry.jobs_since += int(jobs_since)
             entry.audio_seconds_since += float(seconds_since)

@@ -262,6 +262,9 @@ async def test_the_single_key_alone_and_beside_the_file(settings, engine, tmp_pa
 async def test_the_file_alone_turns_auth_on(settings, engine, tmp_path):
     path = write_keys(tmp_path / "keys.toml", '[[keys]]\nname = "alice"\nkey = "a-secret"\n')
     async with serve(keyed(settings, path), engine, start_worker=False) as (app, client):
+        stats = (await client.get("/v1/stats", headers=bearer("a-secret"))).json()["data"]
+        assert stats["keys"] == {"alice": {"jobs": {"queued": 0, "running": 0, "succeeded": 0, "failed": 0},
+                                           "jobs_today": 0, "audio_seconds_today": 0}}
         assert (await client.post("/release_task", json=SONG)).json() == {"detail": "Missing ai_token or Authorization header"}
         assert (await client.get("/v1/stats")).status_code == 401
         assert (await client.post("/release_task", json=SONG, headers=bearer("a-secret"))).status_code == 200

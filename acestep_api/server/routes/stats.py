@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 
 from acestep_api.jobs.queue import JobQueue
+from acestep_api.jobs.store import KeyCounts
 from acestep_api.server.auth import require_api_key
 from acestep_api.server.dependencies import get_queue
 from acestep_api.server.key_file import SINGLE_KEY_NAME
@@ -24,9 +25,10 @@ def key_stats(queue: JobQueue, shown_to: str) -> dict:
     """Per key name: its jobs by status, and its jobs and audio seconds today (UTC). The
     single ACESTEP_API_KEY sees every key; a key of the keys file sees its own only."""
     counts = queue.store.key_counts(day_start(time.time()))
+    counts.setdefault(shown_to, KeyCounts.empty())  # the caller's own, even before its first job
     return {name: {"jobs": entry.jobs, "jobs_today": entry.jobs_since,
                    "audio_seconds_today": round(entry.audio_seconds_since, 3)}
-            for name, entry in counts.items() if shown_to in (SINGLE_KEY_NAME, name)}
+            for name, entry in sorted(counts.items()) if shown_to in (SINGLE_KEY_NAME, name)}
 
 
 @router.get("/v1/stats", response_model=None, summary="Job counts and queue figures",
