@@ -245,6 +245,10 @@ async def test_the_single_key_alone_and_beside_the_file(settings, engine, tmp_pa
     async with serve(keyed(settings, path, api_key="single"), engine, start_worker=False) as (app, client):
         assert (await client.post("/release_task", json={**SONG, "ai_token": "single"})).status_code == 200
         assert (await client.post("/release_task", json={**SONG, "ai_token": "a-secret"})).status_code == 200
+        # A multipart body's ai_token, before its file parts, is a key of the file too (and spends its day).
+        multipart = await client.post("/release_task", data={"prompt": "x", "ai_token": "a-secret"},
+                                      files={"notes": ("notes.txt", b"not audio", "text/plain")})
+        assert multipart.status_code == 429 and "jobs_per_day" in multipart.json()["detail"]
         assert (await client.post("/release_task", json=SONG, headers={"Authorization": "a-secret"})).status_code == 429
         assert (await client.post("/release_task", json=SONG, headers={"Authorization": "Key single"})).status_code == 200
         assert (await client.post("/release_task", json=SONG, headers=bearer("wrong"))).status_code == 401
@@ -256,7 +260,7 @@ async def test_the_single_key_alone_and_beside_the_file(settings, engine, tmp_pa
         metrics = (await client.get("/metrics", headers=bearer("single"))).text
         assert 'acestep_key_jobs_submitted_total{key="alice"} 1.0' in metrics
         assert 'acestep_key_audio_seconds_total{key="alice"} 60.0' in metrics
-        assert 'acestep_key_refusals_total{key="alice",limit="jobs_per_day"} 1.0' in metrics
+        assert 'acestep_key_refusals_total{key="alice",limit="jobs_per_day"} 2.0' in metrics
 
 
 async def test_the_file_alone_turns_auth_on(settings, engine, tmp_path):
