@@ -14,6 +14,7 @@ layer reads the published ``AdapterStatus`` from the ``AdapterLedger``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import warnings
@@ -77,6 +78,17 @@ def _stamp(files: AdapterFiles) -> tuple[int, int]:
 def _official_name(ours: str) -> str:
     """Our saved-format adapter key in the official trainer's names (for messages)."""
     return "base_model.model." + diffusers_to_official_key("transformer", ours).removeprefix("decoder.")
+
+
+def _plain_tensors(method):
+    """Run ``method`` outside inference mode (and without autograd): adapter weights made inside
+    a job's inference mode would be inference tensors, which peft's later switches (flags on
+    their requires_grad) may not touch outside it."""
+    @functools.wraps(method)
+    def run(*args, **kwargs):
+        with torch.inference_mode(False), torch.no_grad():
+            return method(*args, **kwargs)
+    return run
 
 
 def _tuner_layers(transformer: nn.Module):
@@ -236,6 +248,7 @@ class AdapterManager:
             self._remove(transformer, held.pop(name))
             log.info("Adapter %s unloaded from the DiT (least recently used)", name)
 
+    @_plain_tensors
     def _inject(self, transformer: nn.Module, files: AdapterFiles, internal: str) -> None:
         """Map the stored keys, build the peft config for exactly those modules, inject, check
         the shapes and load the tensors; any failure leaves the transformer as it was."""
@@ -347,6 +360,7 @@ class AdapterManager:
             raise AdapterError(f"adapter {files.name!r} does not fit this DiT; " + "; ".join(problems))
 
     @staticmethod
+    @_plain_tensors
     def _switch(transformer: nn.Module, internal: str | None, scale: float) -> None:
         for _, layer in _tuner_layers(transformer):
             if internal is None:
@@ -357,11 +371,14 @@ class AdapterManager:
                 layer.set_scale(internal, scale)
 
     @staticmethod
+    @_plain_tensors
     def _remove(transformer: nn.Module, held: _Held) -> None:
         """Delete one adapter from every layer; a layer left with none becomes its plain module again."""
         for name, layer in _tuner_layers(transformer):
             if held.internal in layer._all_available_adapter_names():
-                layer.delete_adapter(held.internal)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # peft notes the active adapter it picks next
+                    layer.delete_adapter(held.internal)
             if not layer._all_available_adapter_names():
                 parent_name, _, child = name.rpartition(".")
                 parent = transformer.get_submodule(parent_name) if parent_name else transformer
