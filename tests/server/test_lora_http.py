@@ -197,15 +197,16 @@ async def test_a_bad_adapter_folder_is_a_400_naming_the_problem(two, lora_dir, h
     answer = await client.post("/v1/lora/load", json={"lora_path": "broken"})
     assert answer.status_code == 400 and words in answer.json()["detail"], answer.text
     assert (await client.get("/v1/lora/status")).json()["data"]["adapters"] == []
-    # Named by a job: the job fails with the same reason, and the worker goes on.
-    failed = (await client.post("/query_result", json={"task_id_list": [await submit(client, lora_name="broken")]}))
-    task_id = failed.json()["data"][0]["task_id"]
+    # Named by a job: the job fails with the same reason (before any model work), and the
+    # worker goes on to the next job.
+    task_id = await submit(client, lora_name="broken")
+    following = await submit(client, inference_steps=1)
     deadline = time.monotonic() + 60
     while (item := (await client.post("/query_result", json={"task_id_list": [task_id]})).json()["data"][0])["status"] == 0:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
     assert item["status"] == 2 and words in json.dumps(item)
-    assert await song(client, lora_name="first") != await song(client)
+    await result(client, following)
 
 
 async def test_paths_and_names_outside_the_adapters_folder_are_refused(two, tmp_path):
@@ -273,3 +274,30 @@ async def test_a_lokr_adapter_in_peft_format_loads_and_changes_the_song(two, lor
     assert await song(client, lora_name="kron") == kron
     loaded = await client.post("/v1/lora/load", json={"lora_path": "kron"})
     assert loaded.status_code == 200 and (await client.get("/v1/lora/status")).json()["data"]["adapter_type"] == "lokr"
+
+
+async def test_the_legacy_and_chat_dialects_take_lora_name_too(two):
+    app, client = two
+    legacy = await client.post("/v1/music/generate", json={**SONG, "duration": 10, "lora_name": "first",
+                                                           "lora_scale": 0.25})
+    assert legacy.status_code == 200, legacy.text
+    job_id = legacy.json()["job_id"]
+    deadline = time.monotonic() + 60
+    while not (job := app.state.queue.get(job_id)).status.ended:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    assert (job.result.resolved.lora_name, job.result.resolved.lora_scale) == ("first", 0.25)
+    assert (await client.post("/v1/music/generate", json={"lora_name": "nope"})).status_code == 400
+
+    chat = {"model": "acestep/acestep-v15-turbo", "batch_size": 1, "seed": 3,
+            "messages": [{"role": "user", "content": "<prompt>Lo-fi</prompt>"}],
+            "audio_config": {"instrumental": True, "duration": 10, "format": "wav"}}
+    unknown = await client.post("/v1/chat/completions", json={**chat, "lora_name": "nope"})
+    assert unknown.status_code == 400 and "first" in unknown.json()["detail"]
+
+    async def audio(**fields) -> str:
+        answer = await client.post("/v1/chat/completions", json={**chat, **fields})
+        assert answer.status_code == 200, answer.text
+        return answer.json()["choices"][0]["message"]["audio"][0]["audio_url"]["url"]
+
+    assert await audio(lora_name="second") != await audio()
