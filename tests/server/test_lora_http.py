@@ -301,3 +301,17 @@ async def test_the_legacy_and_chat_dialects_take_lora_name_too(two):
         return answer.json()["choices"][0]["message"]["audio"][0]["audio_url"]["url"]
 
     assert await audio(lora_name="second") != await audio()
+
+
+async def test_the_answers_match_the_openapi_document(two):
+    from tests.server.test_openapi import assert_documented
+
+    app, client = two
+    spec = (await client.get("/openapi.json")).json()
+    for method, path, body in [("post", "/v1/lora/toggle", {"use_lora": True}),  # 200, code 400
+                               ("post", "/v1/lora/load", {"lora_path": "first", "adapter_name": "main"}),
+                               ("post", "/v1/lora/load", {"lora_path": "first", "adapter_name": "main"}),  # 400
+                               ("get", "/v1/lora/status", None), ("post", "/v1/lora/scale", {"scale": 0.5}),
+                               ("post", "/v1/lora/toggle", {"use_lora": False}), ("post", "/v1/lora/unload", {})]:
+        answer = await client.request(method.upper(), path, json=body)
+        assert_documented(spec, method, path, answer)
