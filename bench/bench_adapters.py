@@ -1,6 +1,6 @@
-"""What an adapter costs the worker: its first load into the DiT, and the switch each job
-makes with it cached (on for the denoising loop, off after it, with the folder's header read
-again to notice a rewrite).
+"""What an adapter costs the worker: its first load into the DiT, and what each job spends on
+it once cached (the folder's header read again to notice a rewrite, then the adapter switched
+on for the denoising loop and off after it).
 
 The DiT is the random mid-size one (``MID_SIZE_DIT``, real proportions at a quarter of the
 width) and the adapter a LoRA of every attention projection in the official format, written
@@ -42,6 +42,7 @@ def main() -> None:
             load = time.perf_counter() - start
             start = time.perf_counter()
             for _ in range(args.repeats):
+                adapters.prepare(dit.transformer, "bench")
                 with adapters.applied(dit.transformer, "bench", 1.0):
                     pass
             switch = (time.perf_counter() - start) / args.repeats

@@ -133,7 +133,9 @@ class AdapterManager:
     @contextmanager
     def applied(self, transformer: nn.Module, name: str | None, scale: float) -> Iterator[None]:
         """Adapter ``name`` on at ``scale`` (none, or scale 0: every adapter off) for the block."""
-        held = self._ensure(transformer, name) if name and scale > 0 else None
+        held = None
+        if name and scale > 0:  # loaded by prepare() as a rule; loaded here otherwise
+            held = self._held.get(transformer, {}).get(name) or self._ensure(transformer, name)
         self._switch(transformer, held.internal if held else None, scale)
         try:
             yield
