@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from acestep_api.engine.layout import DEFAULT_DIT_FOLDER, DEFAULT_LM_FOLDER
+from acestep_api.engine.layout import DEFAULT_DIT_FOLDER, DEFAULT_LM_FOLDER, LORA_FOLDER
 from acestep_api.engine.request import DURATION_MAX, DURATION_MIN
 
 
@@ -123,6 +123,13 @@ class Settings(BaseSettings):
         default=600.0, ge=10, le=600, description="Longest song (s) the LM may choose when the client gives no duration."
     )
     demo: bool = False
+    # Adapters (LoRA / LoKr folders as the official trainer writes them): requests name them by
+    # folder name (lora_name); POST /v1/lora/load loads one from there. Unset: <checkpoint_dir>/loras.
+    lora_dir: Path | None = None
+    lora_cache_size: int = Field(
+        default=4, ge=1, le=64,
+        description="Adapters kept loaded for requests (least recently used go first), besides the defaults.",
+    )
 
     @property
     def llm_mode(self) -> Literal["auto", "on", "off"]:
@@ -162,10 +169,10 @@ class Settings(BaseSettings):
     def auth_enabled(self) -> bool:
         return self.api_key is not None or self.api_keys_file is not None
 
-    @field_validator("input_dir", mode="before")
+    @field_validator("input_dir", "lora_dir", mode="before")
     @classmethod
     def _blank_input_dir_is_none(cls, value):
-        # An empty ACESTEP_INPUT_DIR= must not become Path("."), the working folder.
+        # An empty ACESTEP_INPUT_DIR= (or LORA_DIR=) must not become Path("."), the working folder.
         return None if isinstance(value, str) and not value.strip() else value
 
     @property
@@ -181,6 +188,10 @@ class Settings(BaseSettings):
         """Files no request may name as audio, whatever folder holds them: the job database."""
         database = self.database_path
         return (database,) + tuple(database.with_name(database.name + end) for end in ("-wal", "-shm", "-journal"))
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.lora_dir if self.lora_dir is not None else self.checkpoint_dir / LORA_FOLDER
 
     @property
     def audio_dir(self) -> Path:

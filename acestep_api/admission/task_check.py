@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from acestep_api.admission.adapter_check import check_adapter
 from acestep_api.dialects.coercion import InvalidField
 from acestep_api.engine.request import SOURCE_TASK_TYPES, GenerationRequest
 from acestep_api.engine.served import ServedModels
@@ -15,8 +16,10 @@ def check_model_supports(generation: GenerationRequest, served: ServedModels) ->
 
 
 def check_task(generation: GenerationRequest, served: ServedModels) -> None:
-    """Refuse at once what the chosen model cannot run, or what lacks its source audio."""
+    """Refuse at once what the chosen model cannot run, what lacks its source audio, or an
+    adapter that is not there."""
     check_model_supports(generation, served)
+    check_adapter(generation, served)
     task = generation.task_type
     # A cover without a source falls back to text2music (official); the others cannot run.
     if task in SOURCE_TASK_TYPES and not generation.src_audio_path:

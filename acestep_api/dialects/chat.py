@@ -48,7 +48,7 @@ from pydantic import (
 
 from acestep_api.audio_formats import mime_type
 from acestep_api.dialects.coercion import InvalidField, show, to_choice, to_float, to_int, to_seeds
-from acestep_api.dialects.official import NOT_AVAILABLE, invalid_field_from
+from acestep_api.dialects.official import NOT_AVAILABLE, invalid_field_from, lora_name
 from acestep_api.engine.limits import (
     AUDIO_CODES_MAX_CHARS,
     CHAT_MAX_MESSAGES,
@@ -207,6 +207,9 @@ class ChatCompletionRequest(BaseModel):
     audio_codes: Annotated[str, Field(max_length=AUDIO_CODES_MAX_CHARS)] | None = None
     cover_noise_strength: float | None = None
     use_cot_metas: bool | None = None
+    # This server's: an adapter for the DiT, by folder name in the adapters folder, and its strength.
+    lora_name: Annotated[str, Field(max_length=128)] | None = None
+    lora_scale: float | None = Field(default=None, ge=0, le=1)
 
 
 # --- protocol: the answer -----------------------------------------------------------------
@@ -520,6 +523,8 @@ def to_generation_request(chat: ChatCompletionRequest, found: MessageInput, sett
         repainting_end=repainting_end if repainting_end and repainting_end > 0 else None,
         audio_cover_strength=to_float("audio_cover_strength", chat.audio_cover_strength, 1.0, minimum=0.0, maximum=1.0),
         model=_model_name(chat.model),
+        lora_name=lora_name(chat.lora_name),
+        lora_scale=chat.lora_scale,
     )
     try:
         return GenerationRequest(**values)

@@ -51,6 +51,8 @@ from acestep_api.dialects.coercion import (
     to_text,
     to_text_list,
 )
+from acestep_api.engine.adapter_folders import NAME_RULE as ADAPTER_NAME_RULE
+from acestep_api.engine.adapter_folders import is_valid_name as is_valid_adapter_name
 from acestep_api.jobs.models import Job, JobStatus
 from acestep_api.settings import Settings
 
@@ -92,6 +94,8 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "velocity_ema_factor": ("velocity_ema_factor", "velocityEmaFactor"),
     "latent_shift": ("latent_shift", "latentShift"),
     "latent_rescale": ("latent_rescale", "latentRescale"),
+    "lora_name": ("lora_name", "loraName"),
+    "lora_scale": ("lora_scale", "loraScale"),
 }
 
 METADATA_KEYS = ("metas", "meta", "metadata", "user_metadata", "userMetadata")
@@ -101,6 +105,7 @@ DEFAULTS: dict[str, Any] = {
     name: field.get_default(call_default_factory=True) for name, field in GenerationRequest.model_fields.items()
 }
 DEFAULT_BATCH_SIZE = DEFAULTS["batch_size"]
+LORA_NAME_MAX_CHARS = 128
 
 
 class ReleaseTaskFields:
@@ -170,6 +175,14 @@ def _bpm(value: Any) -> int | None:
 def _batch_size(value: Any, batch_max: int) -> int:
     size = to_int("batch_size", value, DEFAULT_BATCH_SIZE, **_bounds("batch_size"))
     return min(size, batch_max)  # the official server clamps to what the hardware allows
+
+
+def lora_name(value: Any) -> str | None:
+    """An adapter's folder name (its existence is checked at admission); blank: none."""
+    name = to_text("lora_name", value, "", max_chars=LORA_NAME_MAX_CHARS).strip()
+    if name and not is_valid_adapter_name(name):
+        raise InvalidField("lora_name", f"lora_name must be {ADAPTER_NAME_RULE}; got {show(name)}")
+    return name or None
 
 
 def _check_unused(fields: ReleaseTaskFields) -> None:
@@ -262,6 +275,8 @@ def parse_release_task(body: dict, settings: Settings) -> GenerationRequest:
         analysis_only=flag("analysis_only"),
         full_analysis_only=flag("full_analysis_only"),
         extract_codes_only=flag("extract_codes_only"),
+        lora_name=lora_name(fields.raw("lora_name")),
+        lora_scale=_float_field(fields, "lora_scale", None),
     )
     try:
         return GenerationRequest(**values)

@@ -24,13 +24,15 @@ from typing import Any, Callable
 import torch
 
 from acestep_api.engine import audio, conditioning, seeds
+from acestep_api.engine.adapter_tasks import AdapterAnswer, AdapterTask
+from acestep_api.engine.adapters import DEFAULT_CACHE_SIZE, AdapterManager
 from acestep_api.engine.encoding import FILE_EXTENSIONS, PROGRESS_ENCODING, EncodePlan, Rendered
 from acestep_api.engine.audio_input import AudioInputError, load_audio
 from acestep_api.engine.loading.dit import DitCheckpoint, load_dit_checkpoint
 from acestep_api.engine.loading.folders import resolve_dit_folder
 from acestep_api.engine.loading.text_encoder import load_text_encoder
 from acestep_api.engine.loading.vae import load_vae
-from acestep_api.engine.layout import DEFAULT_LM_FOLDER, TEXT_ENCODER_FOLDER, VAE_FOLDER, is_demo_folder
+from acestep_api.engine.layout import DEFAULT_LM_FOLDER, LORA_FOLDER, TEXT_ENCODER_FOLDER, VAE_FOLDER, is_demo_folder
 from acestep_api.engine.lm_tasks import LMRequest, LMTaskResult, run_lm_task
 from acestep_api.engine.served import ServedModel, ServedModels
 from acestep_api.engine.request import (
@@ -147,6 +149,7 @@ class MusicEngine:
         is_demo: bool = False,
         planner: LMPlanner | None = None,
         lm_error: str | None = None,
+        adapters: AdapterManager | None = None,
     ):
         if not dits:
             raise ValueError("MusicEngine needs at least one DiT checkpoint")
@@ -166,6 +169,7 @@ class MusicEngine:
         self.lm_error = lm_error  # why the LM is not available, when it was asked for and failed
         self.sample_rate = int(vae.config.sampling_rate)
         self.hop_length = math.prod(vae.config.downsampling_ratios)
+        self.adapters = adapters or AdapterManager(None)  # LoRA / LoKr on the DiT
 
     @classmethod
     def from_checkpoints(
@@ -181,6 +185,8 @@ class MusicEngine:
         lm_backend: str = "transformers",
         lm_device: str = "auto",
         lm_max_duration: float = 600.0,
+        lora_dir: str | Path | None = None,
+        lora_cache_size: int = DEFAULT_CACHE_SIZE,
     ) -> "MusicEngine":
         """Load the shared text encoder and VAE, each DiT in ``config_paths`` (primary first), and
         the 5 Hz LM (``init_llm``: "auto" when its folder exists, "on", or "off")."""
@@ -212,6 +218,7 @@ class MusicEngine:
             is_demo=is_demo,
             planner=planner,
             lm_error=lm_error,
+            adapters=AdapterManager(Path(lora_dir) if lora_dir else checkpoint_dir / LORA_FOLDER, lora_cache_size),
         )
 
     @property
@@ -226,7 +233,7 @@ class MusicEngine:
             models=tuple(ServedModel(name, self.dits[name].is_turbo, tuple(self.dits[name].supported_task_types))
                          for name in self.model_names),
             lm_model=self.lm_model, lm_available=self.lm_available, lm_error=self.lm_error,
-            is_demo=self.is_demo, device=str(self.device),
+            is_demo=self.is_demo, device=str(self.device), lora_dir=self.adapters.lora_dir,
         )
 
     def select_model(self, requested: str | None) -> DitCheckpoint:
@@ -242,6 +249,10 @@ class MusicEngine:
         if self.planner is None:
             raise GenerationError(f"LLM init failed: {self.lm_error}" if self.lm_error else LM_NOT_LOADED)
         return run_lm_task(self.planner, task)
+
+    def run_adapter_task(self, task: AdapterTask) -> AdapterAnswer:
+        """A change to the default adapters (the /v1/lora/* routes), checked on the primary DiT."""
+        return self.adapters.run(task, self.dits[self.default_model].transformer)
 
     # --- Generation ---------------------------------------------------------------------
 
@@ -266,6 +277,9 @@ class MusicEngine:
         if request.extract_codes_only or request.full_analysis_only:
             return Rendered(self._analyse_source(request, dit, seeds_used, report))
 
+        # The adapter: the one named, else the default; loaded now, recorded in the request.
+        request = self._with_adapter(request, dit)
+
         # 2. The 5 Hz LM plans: sample / format, metadata, and with thinking the audio codes.
         plan = self._plan(request, seeds_used, report, clock)
         if plan.request.analysis_only:
@@ -287,8 +301,9 @@ class MusicEngine:
         conditions, switch, repaint = self._conditions(request, dit, builder, inputs, batch_size, report)
         clock.lap("text_encoding")
 
-        # 8. Denoising loop.
-        latents, steps = self._denoise(request, dit, noise, inputs, conditions, switch, repaint, generators, report)
+        # 8. Denoising loop, with the job's adapter on (and every adapter off after it).
+        with self.adapters.applied(dit.transformer, request.lora_name, request.lora_scale or 0.0):
+            latents, steps = self._denoise(request, dit, noise, inputs, conditions, switch, repaint, generators, report)
         clock.lap("diffusion")
 
         # 9. Checks, VAE decode, crop to the output length, a repaint's source spliced back, peak guard.
@@ -305,6 +320,11 @@ class MusicEngine:
         return Rendered(result, encode_plan)
 
     # --- The steps of generate -------------------------------------------------------------
+
+    def _with_adapter(self, request: GenerationRequest, dit: DitCheckpoint) -> GenerationRequest:
+        name, scale = self.adapters.choose(request.lora_name, request.lora_scale)
+        self.adapters.prepare(dit.transformer, name)
+        return request.model_copy(update={"lora_name": name, "lora_scale": scale})
 
     def _plan(self, request: GenerationRequest, seeds_used: list[int], report: Progress, clock: StageClock) -> Plan:
         """The LM's plan, or the request unchanged without an LM (analysis_only never thinks)."""

@@ -54,3 +54,10 @@ DEMO_MARKER = "DEMO_CHECKPOINTS"
 def is_demo_folder(checkpoint_dir: str | Path) -> bool:
     """Whether ``checkpoint_dir`` holds demo checkpoints (random weights)."""
     return (Path(checkpoint_dir) / DEMO_MARKER).is_file()
+
+# Adapters (LoRA / LoKr, as the official trainer writes them with PEFT): one folder each,
+# directly inside the adapters folder (ACESTEP_LORA_DIR, by default <checkpoints>/loras).
+LORA_FOLDER = "loras"
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
+DEMO_ADAPTER = "demo-lora"  # the tiny LoRA the demo checkpoints include

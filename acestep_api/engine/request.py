@@ -159,6 +159,12 @@ class GenerationRequest(BaseModel):
     skip_lm: bool = False
     replay_of: str | None = Field(default=None, max_length=64)  # the job it replays
 
+    # An adapter of the DiT (engine/adapters.py): a folder name in the adapters folder, and its
+    # strength. No name: the server's default adapter, when one is loaded and on. The engine
+    # records the adapter it used (or none, scale 0) in the resolved request.
+    lora_name: str | None = Field(default=None, max_length=128)
+    lora_scale: float | None = Field(default=None, ge=0.0, le=1.0)
+
     @field_validator(*TEXT_MAX_CHARS)
     @classmethod
     def _text_bounds(cls, value: str | None, info) -> str | None:

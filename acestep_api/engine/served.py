@@ -25,6 +25,7 @@ class ServedModels:
     lm_error: str | None = None  # why the LM is not there, when it was asked for and failed
     is_demo: bool = False
     device: str = "cpu"
+    lora_dir: Path | None = None  # the adapters folder: names a request may give as lora_name
 
     @property
     def default_model(self) -> str:

@@ -67,4 +67,6 @@ def build_engine(settings: Settings) -> MusicEngine:
         lm_backend=settings.lm_backend,
         lm_device=settings.lm_device,
         lm_max_duration=settings.lm_max_duration,
+        lora_dir=settings.adapters_dir,
+        lora_cache_size=settings.lora_cache_size,
     )

@@ -13,6 +13,7 @@ Layout written under ``root`` (same names as the real ``checkpoints/`` folder)::
     Qwen3-Embedding-0.6B/   tiny Qwen3Model + an offline byte-level BPE tokenizer
     acestep-5Hz-lm-0.6B/    tiny Qwen3ForCausalLM 5 Hz LM with all 64,000 audio-code tokens
                             and a Qwen3-style chat template (see :mod:`acestep_api.engine.tiny_lm`)
+    loras/demo-lora/        a tiny LoRA for the DiT, as the official trainer saves one with PEFT
     DEMO_CHECKPOINTS        marker
 """
 
@@ -26,15 +27,19 @@ from typing import Any
 import torch
 
 from acestep_api.engine.loading.config import alternating_layer_types, complete_official_config
-from acestep_api.engine.loading.keys import official_state_dict
-from acestep_api.engine.loading.modules import build_dit_modules
+from acestep_api.engine.loading.keys import diffusers_to_official_key, official_state_dict
+from acestep_api.engine.loading.modules import build_dit_modules, parameters_on_meta
 from acestep_api.engine.demo_tokenizer import BPE_TRAINING_TEXT, ENDOFTEXT, train_byte_level_bpe
 from acestep_api.engine.demo_weights import randomize_parameters
 from acestep_api.engine.layout import (
+    ADAPTER_CONFIG_FILE,
+    ADAPTER_WEIGHTS_FILE,
     BASE_FOLDER,
     CONFIG_FILE,
     DEFAULT_LM_FOLDER,
+    DEMO_ADAPTER,
     DEMO_MARKER,
+    LORA_FOLDER,
     OFFICIAL_WEIGHTS,
     SILENCE_LATENT_FILE,
     TEXT_ENCODER_FOLDER,
@@ -150,12 +155,56 @@ def write_tiny_checkpoints(root: Path, seed: int = 0, *, dit_overrides: dict[str
     _write_vae(root / VAE_FOLDER, seed)
     _write_dit(root / TURBO_FOLDER, {**overrides, "is_turbo": True, "model_version": "turbo"}, seed)
     _write_dit(root / BASE_FOLDER, {**overrides, "is_turbo": False, "model_version": "base"}, seed + 1)
+    write_tiny_adapter(root / LORA_FOLDER / DEMO_ADAPTER, seed + 2, dit_overrides=overrides)
     (root / DEMO_MARKER).write_text(
         "Tiny random-weight ACE-Step 1.5 checkpoints written by acestep_api.engine.tiny "
         f"(seed {seed}). They produce noise, not music: for demos and tests only.\n",
         encoding="utf-8",
     )
     return root
+
+
+# The official trainer's default LoRA targets: every attention projection of the decoder.
+OFFICIAL_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def write_tiny_adapter(folder: Path, seed: int, *, rank: int = 4, alpha: int = 8, strength: float = 1.0,
+                       dit_overrides: dict[str, Any] | None = None) -> Path:
+    """A LoRA for the tiny DiT in the official trainer's format: PEFT's adapter_config.json and
+    adapter_model.safetensors with the official decoder's key names
+    (``base_model.model.layers.0.self_attn.q_proj.lora_A.weight``), random but not zero, so
+    the adapter changes the song. ``strength`` scales lora_B (two seeds or strengths make two
+    different adapters)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    raw_config = {**TINY_DIT_CONFIG, **(dit_overrides or {})}
+    if "layer_types" not in (dit_overrides or {}):  # as _write_dit: one entry per DiT layer
+        raw_config["layer_types"] = alternating_layer_types(raw_config["num_hidden_layers"])
+    with parameters_on_meta():
+        transformer = build_dit_modules(complete_official_config(raw_config))["transformer"]
+    generator = torch.Generator().manual_seed(seed)
+    state: dict[str, torch.Tensor] = {}
+    for name, module in sorted(transformer.named_modules()):
+        official = diffusers_to_official_key("transformer", f"{name}.weight").removeprefix("decoder.")
+        if not isinstance(module, torch.nn.Linear) or official.split(".")[-2] not in OFFICIAL_LORA_TARGETS:
+            continue
+        path = "base_model.model." + official.removesuffix(".weight")
+        down = torch.randn(rank, module.in_features, generator=generator) / math.sqrt(module.in_features)
+        up = strength * torch.randn(module.out_features, rank, generator=generator) / math.sqrt(rank)
+        state[f"{path}.lora_A.weight"] = down.contiguous()
+        state[f"{path}.lora_B.weight"] = up.contiguous()
+    save_file(state, str(folder / ADAPTER_WEIGHTS_FILE), metadata={"format": "pt"})
+    config = {
+        "peft_type": "LORA", "task_type": "FEATURE_EXTRACTION", "r": rank, "lora_alpha": alpha,
+        "lora_dropout": 0.0, "target_modules": OFFICIAL_LORA_TARGETS, "bias": "none", "use_rslora": False,
+        "use_dora": False, "fan_in_fan_out": False, "init_lora_weights": True, "inference_mode": True,
+        "modules_to_save": None, "rank_pattern": {}, "alpha_pattern": {}, "layers_to_transform": None,
+        "layers_pattern": None, "base_model_name_or_path": None, "revision": None,
+    }
+    (folder / ADAPTER_CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return folder
 
 
 def is_demo_checkpoint(path: Path) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from acestep_api.engine.adapter_tasks import AdapterAnswer, AdapterTask
 from acestep_api.engine.lm_tasks import FormatRequest, LMRequest, LMTaskResult, SampleRequest
 from acestep_api.engine.request import GenerationRequest, GenerationResult
 
@@ -31,6 +32,7 @@ class JobKind(str, enum.Enum):
     GENERATION = "generation"  # GenerationRequest -> GenerationResult (audio)
     FORMAT = "format"  # FormatRequest -> LMTaskResult (the 5 Hz LM only)
     SAMPLE = "sample"  # SampleRequest -> LMTaskResult (the 5 Hz LM only)
+    ADAPTER = "adapter"  # AdapterTask -> AdapterAnswer (the DiT's default adapters)
 
     @classmethod
     def of(cls, request: "JobRequest") -> "JobKind":
@@ -38,11 +40,13 @@ class JobKind(str, enum.Enum):
             return cls.FORMAT
         if isinstance(request, SampleRequest):
             return cls.SAMPLE
+        if isinstance(request, AdapterTask):
+            return cls.ADAPTER
         return cls.GENERATION
 
 
-JobRequest = GenerationRequest | LMRequest
-JobResult = GenerationResult | LMTaskResult
+JobRequest = GenerationRequest | LMRequest | AdapterTask
+JobResult = GenerationResult | LMTaskResult | AdapterAnswer
 
 
 class JobApi(str, enum.Enum):
@@ -53,6 +57,7 @@ class JobApi(str, enum.Enum):
     CHAT = "chat"  # POST /v1/chat/completions
     FAL = "fal"  # POST /fal-ai/ace-step/prompt-to-audio
     LM = "lm"  # POST /format_input, /v1/create_sample: answered by their route, never queried
+    LORA = "lora"  # POST /v1/lora/*: answered by their route, never queried
 
 
 @dataclass

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from acestep_api.engine.request import Analysis, GenerationRequest, GenerationResult, Timings
+from acestep_api.engine.adapter_tasks import AdapterAnswer, AdapterTask
 from acestep_api.engine.lm_tasks import FormatRequest, LMTaskResult, SampleRequest
 from acestep_api.jobs.models import Job, JobApi, JobKind, JobStatus
 
@@ -78,6 +79,7 @@ _TYPES = {
     JobKind.GENERATION: (GenerationRequest, GenerationResult),
     JobKind.FORMAT: (FormatRequest, LMTaskResult),
     JobKind.SAMPLE: (SampleRequest, LMTaskResult),
+    JobKind.ADAPTER: (AdapterTask, AdapterAnswer),
 }
 
 

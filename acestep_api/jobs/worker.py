@@ -21,6 +21,7 @@ import re
 from typing import Callable, Protocol
 
 from acestep_api.engine.encoding import PROGRESS_ENCODING, Rendered, default_workers
+from acestep_api.engine.adapter_tasks import AdapterAnswer, AdapterTask
 from acestep_api.engine.lm_tasks import LMRequest, LMTaskResult
 from acestep_api.engine.request import GenerationError, GenerationRequest, GenerationResult
 from acestep_api.jobs.events import Outcome
@@ -42,6 +43,8 @@ class Engine(Protocol):
 
     def run_lm_task(self, request: LMRequest) -> LMTaskResult: ...
 
+    def run_adapter_task(self, request: AdapterTask) -> AdapterAnswer: ...
+
     # Optional, defined by the class (MusicEngine has it): generate up to the decoded audio,
     # the worker writes the files. def render(self, request, progress) -> Rendered: ...
 
@@ -51,7 +54,8 @@ class _Stopped(Exception):
 
 
 # What the engine must hand back for each kind of job.
-_RESULT_TYPES = {JobKind.GENERATION: GenerationResult, JobKind.FORMAT: LMTaskResult, JobKind.SAMPLE: LMTaskResult}
+_RESULT_TYPES = {JobKind.GENERATION: GenerationResult, JobKind.FORMAT: LMTaskResult, JobKind.SAMPLE: LMTaskResult,
+                 JobKind.ADAPTER: AdapterAnswer}
 
 
 INTERNAL_FAILURE = "an internal error occurred; the server log has the details"
@@ -236,6 +240,9 @@ class JobWorker:
             return rendered
         if kind is JobKind.GENERATION:
             result = self._published(self.engine.generate(job.request, progress))
+        elif kind is JobKind.ADAPTER:
+            progress(0.1, f"adapter: {job.request.op}")  # a cancel asked for while it waited ends it here
+            result = self.engine.run_adapter_task(job.request)
         else:
             # One LM call: no steps to report between; a cancel asked for while it waited
             # in line ends it here, before the LM starts.

@@ -25,7 +25,9 @@ from acestep_api.server.key_ring import KeyRing
 from acestep_api.server.request_guard import RequestGuard
 from acestep_api.server.request_metrics import RequestMetrics
 from acestep_api.server.openapi.document import install_docs, operation_id
-from acestep_api.server.routes import audio, cancel, chat, fal, health, legacy, metrics, models, samples, stats, tasks
+from acestep_api.server.routes import (
+    audio, cancel, chat, fal, health, legacy, lora, metrics, models, samples, stats, tasks,
+)
 from acestep_api.settings import Settings
 from acestep_api.storage import build_output_store
 
@@ -59,6 +61,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if app.state.engine is None:
             app.state.engine = await asyncio.to_thread(build_engine, settings)
         app.state.served = app.state.engine.served()
+        app.state.adapters = getattr(getattr(app.state.engine, "adapters", None), "ledger", None)
         app.state.metrics.attach(queue, app.state.served)
         worker = JobWorker(queue, app.state.engine, retention_seconds=settings.retention_days * SECONDS_PER_DAY,
                            encode_workers=settings.encode_workers or None, encode_backlog=settings.encode_backlog,
@@ -105,6 +108,6 @@ def create_app(settings: Settings, engine=None, *, start_worker: bool = True) ->
         allow_headers=["Content-Type", "Authorization"],
     )
     app.add_middleware(RequestMetrics)
-    for module in (health, tasks, cancel, audio, models, stats, samples, legacy, chat, fal, metrics):
+    for module in (health, tasks, cancel, audio, models, stats, samples, legacy, chat, fal, metrics, lora):
         app.include_router(module.router)
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from acestep_api.engine.adapter_tasks import AdapterLedger
 from acestep_api.engine.served import ServedModels
 from acestep_api.jobs.queue import JobQueue
 from acestep_api.metrics import ServerMetrics
@@ -27,6 +28,11 @@ def get_metrics(request: Request) -> ServerMetrics:
 def get_outputs(request: Request) -> OutputStore:
     """Where generated audio lives (the audio folder or a bucket)."""
     return request.app.state.outputs
+
+
+def get_adapter_ledger(request: Request) -> AdapterLedger | None:
+    """The adapter state the worker publishes (data only), or None for an engine without adapters."""
+    return getattr(request.app.state, "adapters", None)
 
 
 def get_served(request: Request) -> ServedModels:

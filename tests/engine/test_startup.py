@@ -33,7 +33,8 @@ def test_settings_reach_the_loader(loads, tmp_path):
     (args, kwargs), = loads
     assert args == (tmp_path, [settings.config_path, "b"], tmp_path / "out" / "api_audio", "cpu", settings.batch_max,
                     settings.lm_model_path)
-    assert kwargs == {"init_llm": "off", "lm_backend": "vllm", "lm_device": "auto", "lm_max_duration": 30}
+    assert kwargs == {"init_llm": "off", "lm_backend": "vllm", "lm_device": "auto", "lm_max_duration": 30,
+                      "lora_dir": tmp_path / "loras", "lora_cache_size": 4}
 
 
 def test_demo_settings_point_at_written_demo_checkpoints(tmp_path, monkeypatch):

@@ -112,3 +112,24 @@ async def test_the_worker_runs_each_kind_on_its_engine_call(tmp_path):
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def test_adapter_jobs_round_trip_with_their_types(tmp_path):
+    from acestep_api.engine.adapter_tasks import AdapterAnswer, AdapterStatus, AdapterTask
+
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    try:
+        queue = JobQueue(store)
+        load, _ = queue.submit(AdapterTask(op="load", folder="style", adapter_name="main"), JobApi.LORA)
+        scale, _ = queue.submit(AdapterTask(op="scale", scale=0.5), JobApi.LORA)
+        answer = AdapterAnswer(message="loaded", status=AdapterStatus(lora_loaded=True, adapters=["main"]))
+        queue.finish(load, answer)
+        reopened = JobStore(tmp_path / "jobs.sqlite3")
+        try:
+            assert [reopened.get(job.id).kind for job in (load, scale)] == [JobKind.ADAPTER, JobKind.ADAPTER]
+            assert reopened.get(load.id).request == load.request and reopened.get(load.id).result == answer
+            assert [job.id for job in reopened.waiting()] == [scale.id]
+        finally:
+            reopened.close()
+    finally:
+        store.close()

@@ -224,5 +224,8 @@ async def test_answers_of_every_route_match_the_document(tmp_path, engine):
         assert audio.headers["content-type"] == "audio/wav"
         await check("post", "/v1/chat/completions", json={"model": "x"})  # 400: no messages
         await check("post", "/fal-ai/ace-step/prompt-to-audio", json={"prompt": "x", "duration": 1})  # 422
+        await check("get", "/v1/lora/status")
+        await check("post", "/v1/lora/load", json={"lora_path": "/etc"})  # 400: outside the adapters folder
+        await check("post", "/v1/lora/scale", json={"scale": 3})  # 400
     statuses = {status for _, _, status in seen}
     assert {200, 400, 403, 404, 409, 415, 422, 429, 503} <= statuses, seen

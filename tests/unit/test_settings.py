@@ -28,3 +28,13 @@ def test_keyword_overrides_environment(monkeypatch, tmp_path):
 def test_dit_slots_keep_order_and_drop_empty(monkeypatch):
     monkeypatch.setenv("ACESTEP_CONFIG_PATH2", "acestep-v15-base")
     assert Settings(_env_file=None).dit_config_paths == ["acestep-v15-turbo", "acestep-v15-base"]
+
+
+def test_the_adapters_folder_defaults_to_loras_in_the_checkpoints(monkeypatch):
+    monkeypatch.setenv("ACESTEP_CHECKPOINT_DIR", "/srv/checkpoints")
+    monkeypatch.setenv("ACESTEP_LORA_DIR", "")  # blank: the default, never the working folder
+    assert str(Settings(_env_file=None).adapters_dir) == "/srv/checkpoints/loras"
+    monkeypatch.setenv("ACESTEP_LORA_DIR", "/srv/adapters")
+    monkeypatch.setenv("ACESTEP_LORA_CACHE_SIZE", "2")
+    settings = Settings(_env_file=None)
+    assert (str(settings.adapters_dir), settings.lora_cache_size) == ("/srv/adapters", 2)

@@ -204,3 +204,27 @@ class LegacyJob(_Answer):
 
 class LegacyCancelled(LegacyJob):
     stopped: bool = Field(description="False while a running job has not yet reached the step where it stops.")
+
+
+class LoraChange(_Answer):
+    """What a /v1/lora/* change did; the fields echo the request's."""
+
+    message: str
+    lora_path: str | None = None
+    adapter_name: str | None = None
+    use_lora: bool | None = None
+    scale: float | None = None
+
+
+class LoraStatus(_Answer):
+    lora_loaded: bool
+    use_lora: bool
+    lora_scale: float = Field(description="The active default adapter's scale.")
+    adapter_type: str | None = Field(description='"lora" or "lokr": the active default adapter\'s type.')
+    scales: dict[str, float]
+    active_adapter: str | None
+    adapters: list[str] = Field(description="The default adapters' names (adapter_name, or the folder name).")
+    synthetic_default_mode: bool
+    folders: dict[str, str] = Field(description="Each default adapter's folder in the adapters folder.")
+    cached: list[str] = Field(description="Adapter folders held loaded (defaults and those requests named).")
+    available: list[str] = Field(description="The names a request may give as lora_name.")

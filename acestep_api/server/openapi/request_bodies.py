@@ -153,6 +153,11 @@ class ReleaseTaskFields(_Body):
     analysis_only: bool = False
     full_analysis_only: bool = False
     extract_codes_only: bool = False
+    lora_name: Annotated[str, Field(max_length=128)] | None = Field(default=None, description=(
+        "An adapter (LoRA / LoKr) for this job: a folder name in the adapters folder (GET /v1/lora/status lists "
+        "them as `available`). Absent: the default adapter of /v1/lora/load when on, else none."))
+    lora_scale: Annotated[float, Field(ge=0, le=1)] | None = Field(default=None, description=(
+        "The adapter's strength; absent: 1 for lora_name, the default's scale otherwise. 0: no adapter."))
     lm_backend: str | None = Field(default=None, description=IGNORED, json_schema_extra=_choice(LM_BACKENDS))
     # Official fields this server accepts under their aliases and does not use.
     constrained_decoding_debug: Any = Field(default=None, description=IGNORED)
@@ -250,6 +255,25 @@ def with_aliases(schema: dict) -> dict:
         for key in METADATA_KEYS:
             properties.setdefault(key, {**properties["metas"], "description": "Alias of `metas`."})
     return schema
+
+
+
+class LoraLoadBody(_Body):
+    lora_path: str = Field(description="An adapter folder directly inside the adapters folder (ACESTEP_LORA_DIR): "
+                                       "its name, or its path.")
+    adapter_name: str | None = Field(default=None, description="The name to load it under; default the folder name.")
+    ai_token: str | None = Field(default=None, description=AI_TOKEN)
+
+
+class LoraToggleBody(_Body):
+    use_lora: bool = Field(description="Turn the default adapter on or off for jobs that name none.")
+    ai_token: str | None = Field(default=None, description=AI_TOKEN)
+
+
+class LoraScaleBody(_Body):
+    scale: Annotated[float, Field(ge=0, le=1)] = Field(description="The default adapter's strength.")
+    adapter_name: str | None = Field(default=None, description="Which default adapter; default the active one.")
+    ai_token: str | None = Field(default=None, description=AI_TOKEN)
 
 
 def upload_encoding() -> dict:

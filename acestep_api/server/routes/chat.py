@@ -31,6 +31,7 @@ from acestep_api.server.request_guard import chat_body_limit
 from acestep_api.server.services.chat_audio import save_audio
 from acestep_api.server.services.generation import publish_uploads
 from acestep_api.server.services.key_quotas import key_quota
+from acestep_api.admission.adapter_check import check_adapter
 from acestep_api.admission.task_check import check_model_supports
 from acestep_api.server.services.sync_jobs import GENERATION_TIMEOUT, refuse_if_full, run_to_end, submit
 from acestep_api.server.text_validity import invalid_unicode
@@ -124,6 +125,7 @@ async def chat_completions(
     if need and not served.lm_available:
         raise HTTPException(status_code=503, detail=dialect.lm_missing_message(need, served.lm_error))
     check_model_supports(call.generation, served)
+    check_adapter(call.generation, served)
     dialect.check_source_audio(call.found, call.generation)
     refuse_if_full(queue)
     targets = dialect.audio_targets(call)
