@@ -8,16 +8,20 @@ RunPod worker reads, from the same environment.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from acestep_api.engine.layout import DEFAULT_DIT_FOLDER, DEFAULT_LM_FOLDER, LORA_FOLDER
 from acestep_api.engine.request import DURATION_MAX, DURATION_MIN
+
+WEBHOOK_SECRET_PREFIX = "whsec_"
+WEBHOOK_SECRET_BYTES = (24, 64)
 
 
 class Settings(BaseSettings):
@@ -105,6 +109,21 @@ class Settings(BaseSettings):
         description="Jobs whose audio may wait for or be in encoding while the next job runs; 0: none.",
     )
 
+    # Webhooks (docs/operations.md#webhooks): a job's callback URL, signed per Standard Webhooks.
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Signing secret, whsec_ followed by the base64 of 24 to 64 random bytes; "
+                    "unset: requests that name a webhook are refused.",
+    )
+    webhook_allow_private: bool = Field(
+        default=False, description="Allow callback URLs on loopback, private and other non-public addresses.",
+    )
+    webhook_timeout: float = Field(default=10.0, gt=0, le=120, description="Seconds one attempt may take.")
+    webhook_max_attempts: int = Field(default=8, ge=1, le=20, description="Attempts before a delivery fails.")
+    webhook_retry_seconds: float = Field(
+        default=10.0, gt=0, le=3600, description="Delay before the first retry; doubled after each failed attempt.",
+    )
+
     # Models
     checkpoint_dir: Path = Path("checkpoints")
     config_path: str = DEFAULT_DIT_FOLDER
@@ -168,6 +187,27 @@ class Settings(BaseSettings):
     @property
     def auth_enabled(self) -> bool:
         return self.api_key is not None or self.api_keys_file is not None
+
+    @field_validator("webhook_secret", mode="before")
+    @classmethod
+    def _webhook_secret_is_standard(cls, value):
+        # A secret the Standard Webhooks libraries read the same way on both ends (they decode
+        # loosely, so a typo would otherwise sign with a key nobody meant).
+        if value is None or isinstance(value, SecretStr):
+            return value
+        text = str(value).strip()
+        if not text:
+            return None
+        try:
+            key = base64.b64decode(text.removeprefix(WEBHOOK_SECRET_PREFIX), validate=True)
+        except ValueError:
+            key = b""
+        if not WEBHOOK_SECRET_BYTES[0] <= len(key) <= WEBHOOK_SECRET_BYTES[1]:
+            raise ValueError(
+                f"ACESTEP_WEBHOOK_SECRET must be {WEBHOOK_SECRET_PREFIX} followed by the base64 of "
+                f"{WEBHOOK_SECRET_BYTES[0]} to {WEBHOOK_SECRET_BYTES[1]} random bytes"
+            )
+        return text
 
     @field_validator("input_dir", "lora_dir", mode="before")
     @classmethod

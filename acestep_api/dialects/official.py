@@ -402,6 +402,19 @@ def query_result_item(task_id: str, job: Job | None, queue: QueueView, progress_
     return item
 
 
+class _NothingWaits:
+    def position(self, job_id: str) -> int | None:
+        return None
+
+    def eta_seconds(self, job_id: str) -> float | None:
+        return None
+
+
+def final_item(job: Job) -> dict:
+    """An ended job's /query_result item, as its webhook sends it (an ended job has no place in line)."""
+    return query_result_item(job.id, job, _NothingWaits())
+
+
 def _common(job: Job) -> dict:
     common = {"file": "", "wave": "", "status": job.status.code, "create_time": int(job.created_at), "env": ENV}
     replay_of = getattr(job.request, "replay_of", None)

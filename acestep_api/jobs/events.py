@@ -1,13 +1,16 @@
 """What the queue tells an observer about its jobs (the server's metrics, acestep_api/metrics.py):
 each job submitted, started and ended, with how it ended. The jobs package knows nothing of
-who listens; an observer that raises is logged and never stops a job."""
+who listens (`EventFanout` tells several); an observer that raises is logged and never stops a job."""
 
 from __future__ import annotations
 
 import enum
+import logging
 from typing import Protocol
 
 from acestep_api.jobs.models import Job
+
+log = logging.getLogger(__name__)
 
 
 class Outcome(str, enum.Enum):
@@ -34,3 +37,27 @@ class JobEvents(Protocol):
     def job_started(self, job: Job) -> None: ...
 
     def job_ended(self, job: Job, outcome: Outcome) -> None: ...
+
+
+class EventFanout:
+    """Several observers as one: each hears every event, in order; one that raises is logged
+    and the others still hear it."""
+
+    def __init__(self, *observers: JobEvents):
+        self.observers = observers
+
+    def _tell(self, event: str, job: Job, *args) -> None:
+        for observer in self.observers:
+            try:
+                getattr(observer, event)(job, *args)
+            except Exception:  # noqa: BLE001 - an observer's fault must not change a job's fate
+                log.exception("Reporting %s of job %s failed", event, job.id)
+
+    def job_submitted(self, job: Job) -> None:
+        self._tell("job_submitted", job)
+
+    def job_started(self, job: Job) -> None:
+        self._tell("job_started", job)
+
+    def job_ended(self, job: Job, outcome: Outcome) -> None:
+        self._tell("job_ended", job, outcome)

@@ -84,6 +84,9 @@ class Job:
     # key's daily quota (docs/operations.md#keys-and-quotas).
     key_name: str | None = None
     audio_seconds: float = 0.0
+    # Where to announce the job's end, as submitted; the webhook observer stores it with the
+    # job's delivery (acestep_api/webhooks/), so a job read back from the store has None here.
+    webhook_url: str | None = None
 
     @property
     def kind(self) -> JobKind:

@@ -4,7 +4,8 @@ The store is the record; this queue holds the live `Job` objects of waiting and 
 so that the HTTP layer reads current progress without a database round trip. `submit`,
 `report_progress` and `cancel` may be called from any thread; `next_job` is awaited by the one
 worker, `wait_finished` by any request handler that answers only once its job has ended.
-An observer (`events`, jobs/events.py) hears of each job submitted, started and ended.
+An observer (`events`, jobs/events.py) hears of each job submitted, started and ended (the
+metrics and the webhooks listen there).
 """
 
 from __future__ import annotations
@@ -151,6 +152,7 @@ class JobQueue:
         temp_files: Sequence[str] = (),
         key_name: str | None = None,
         audio_seconds: float = 0.0,
+        webhook_url: str | None = None,
     ) -> tuple[Job, int]:
         job = Job(
             id=str(uuid.uuid4()),
@@ -160,6 +162,7 @@ class JobQueue:
             temp_files=list(temp_files),
             key_name=key_name,
             audio_seconds=audio_seconds,
+            webhook_url=webhook_url,
         )
         with self._lock:
             if len(self._waiting) >= self.maxsize:

@@ -13,7 +13,9 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from acestep_api import __version__
 from acestep_api.engine.startup import build_engine
+from acestep_api.dialects import official
 from acestep_api.jobs.crash_evidence import CRASH_LOG_NAME, CrashEvidence, SystemFiles
+from acestep_api.jobs.events import EventFanout
 from acestep_api.jobs.queue import JobQueue
 from acestep_api.jobs.retention import sweep_audio_folder
 from acestep_api.jobs.store import JobStore
@@ -28,8 +30,12 @@ from acestep_api.server.openapi.document import install_docs, operation_id
 from acestep_api.server.routes import (
     audio, cancel, chat, fal, health, legacy, lora, metrics, models, samples, stats, tasks,
 )
+from acestep_api.server.services.webhooks import server_endpoints
 from acestep_api.settings import Settings
 from acestep_api.storage import build_output_store
+from acestep_api.webhooks.observer import WebhookEvents
+from acestep_api.webhooks.sender import WebhookSender
+from acestep_api.webhooks.sqlite_deliveries import SQLiteDeliveryStore
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +51,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings.audio_dir.mkdir(parents=True, exist_ok=True)
     app.state.outputs = build_output_store(settings)
     store = JobStore(settings.database_path, settings.upload_dir)
+    deliveries = SQLiteDeliveryStore(settings.database_path)
+    webhooks = WebhookEvents(deliveries, official.final_item)
     # Read before this process writes its own crash log: did the previous one die under a job?
     # app.state.system_files: a fake /proc and cgroup tree, for tests of the OOM evidence.
     system_files = getattr(app.state, "system_files", None) or SystemFiles()
@@ -54,7 +62,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # under, retries or fails the others, and removes the temp files of those it fails)
         # before it loads the waiting ones.
         queue = JobQueue(store, settings.queue_maxsize, settings.avg_job_seconds, settings.avg_window,
-                         crash_evidence=crash_evidence, events=app.state.metrics)
+                         crash_evidence=crash_evidence, events=EventFanout(app.state.metrics, webhooks))
         # Nothing writes audio yet: partial files and files no job owns can go.
         await asyncio.to_thread(sweep_audio_folder, store, settings.audio_dir)
         crash_evidence.start()
@@ -67,6 +75,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                            encode_workers=settings.encode_workers or None, encode_backlog=settings.encode_backlog,
                            outputs=app.state.outputs)
         app.state.store, app.state.queue, app.state.worker = store, queue, worker
+        app.state.deliveries = deliveries
+        app.state.webhook_endpoints = await asyncio.to_thread(server_endpoints, settings)
+        sender = _webhook_sender(settings, deliveries, app.state.webhook_endpoints)
+        if sender is not None:
+            sender.start()
+            webhooks.wake = sender.wake
         if app.state.start_worker:
             worker.start()
         log.info("Serving models %s", ", ".join(app.state.served.model_names))
@@ -74,9 +88,24 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             yield
         finally:
             await worker.stop()
+            if sender is not None:
+                await sender.stop()
     finally:
         store.close()
+        deliveries.close()
         crash_evidence.stop()
+
+
+def _webhook_sender(settings: Settings, deliveries: SQLiteDeliveryStore, own) -> WebhookSender | None:
+    """The delivery loop; None without a secret (nothing is sent unsigned: stored deliveries
+    wait for a secret, and requests naming a webhook are refused)."""
+    if settings.webhook_secret is None:
+        if deliveries.next_due_at() is not None:
+            log.warning("Webhook deliveries are pending but ACESTEP_WEBHOOK_SECRET is unset: they are not sent")
+        return None
+    return WebhookSender(deliveries, settings.webhook_secret.get_secret_value(), timeout=settings.webhook_timeout,
+                         max_attempts=settings.webhook_max_attempts, retry_seconds=settings.webhook_retry_seconds,
+                         allow_private=settings.webhook_allow_private, own=own)
 
 
 def create_app(settings: Settings, engine=None, *, start_worker: bool = True) -> FastAPI:

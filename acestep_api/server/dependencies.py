@@ -11,6 +11,7 @@ from acestep_api.jobs.queue import JobQueue
 from acestep_api.metrics import ServerMetrics
 from acestep_api.settings import Settings
 from acestep_api.storage import OutputStore
+from acestep_api.webhooks.deliveries import DeliveryStore
 
 
 def get_settings(request: Request) -> Settings:
@@ -39,3 +40,8 @@ def get_served(request: Request) -> ServedModels:
     """What the engine serves (its models, their tasks, the LM), as data: routes decide with
     this, never with the engine itself."""
     return request.app.state.served
+
+
+def get_deliveries(request: Request) -> DeliveryStore:
+    """The jobs' webhook deliveries (their state shows in the jobs' answers)."""
+    return request.app.state.deliveries

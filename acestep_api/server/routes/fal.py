@@ -22,6 +22,7 @@ from acestep_api.server.openapi.route_docs import answers, key_required
 from acestep_api.server.services.audio_files import cut_wav, served_file
 from acestep_api.server.services.key_quotas import key_quota
 from acestep_api.server.services.sync_jobs import refuse_if_full, run_to_end
+from acestep_api.server.services.webhooks import FAL_WEBHOOK_FIELD, accepted_webhook
 from acestep_api.settings import Settings
 from acestep_api.storage import OutputStore
 
@@ -42,10 +43,12 @@ async def prompt_to_audio(
     outputs: Annotated[OutputStore, Depends(get_outputs)],
 ) -> FalPromptOutput:
     refuse_if_full(queue)
+    # fal's platform takes a callback URL as the `fal_webhook` query parameter.
+    webhook = await accepted_webhook(request.query_params, request, settings, names=(FAL_WEBHOOK_FIELD,))
     seed = random.randint(0, SEED_MAX) if fal.seed in (None, RANDOM_SEED) else fal.seed
     generation = fal_dialect.parse(fal, seed, lm_available=served.lm_available)
     job = await run_to_end(queue, generation, JobApi.FAL, settings.generation_timeout, connection=request,
-                           quota=key_quota(request))
+                           quota=key_quota(request), webhook_url=webhook)
     if job.status is not JobStatus.SUCCEEDED or job.result is None or not job.result.audio_paths:
         raise HTTPException(status_code=500, detail=job.error or "Generation failed")
     path = job.result.audio_paths[0]

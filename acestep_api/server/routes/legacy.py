@@ -18,7 +18,7 @@ from acestep_api.engine.served import ServedModels
 from acestep_api.jobs.queue import JobQueue
 from acestep_api.server.auth import authorized_fields, require_api_key, verify_body_token
 from acestep_api.server.bodies import read_request_body
-from acestep_api.server.dependencies import get_outputs, get_served, get_queue, get_settings
+from acestep_api.server.dependencies import get_deliveries, get_outputs, get_served, get_queue, get_settings
 from acestep_api.server.services.cancel import NOT_FOUND, cancel_job
 from acestep_api.server.services.task_lookup import client_job
 from acestep_api.server.services.generation import accept_generation, submit_generation
@@ -27,6 +27,8 @@ from acestep_api.server.services.lm import require_lm
 from acestep_api.server.services.replay import replay_from_body, replay_request
 from acestep_api.server.services.sync_jobs import submit
 from acestep_api.server.services.uploads import discarded_on_failure
+from acestep_api.server.services.webhooks import accepted_webhook
+from acestep_api.webhooks.deliveries import DeliveryStore, delivery_view
 from acestep_api.settings import Settings
 from acestep_api.storage import OutputStore
 from acestep_api.server.openapi.answers import LegacyCancelled, LegacyJob, LegacyQueued
@@ -59,13 +61,14 @@ async def generate(
     body = await read_request_body(request, strict=True)
     with discarded_on_failure(body):
         verify_body_token(body.fields, request, settings)
+        webhook = await accepted_webhook(body.fields, request, settings)
         replay = replay_from_body(body, queue)
         if replay is not None:
-            job, position = submit(queue, replay, JobApi.LEGACY, quota=key_quota(request))
+            job, position = submit(queue, replay, JobApi.LEGACY, quota=key_quota(request), webhook_url=webhook)
             return legacy.queued(job, position)
         generation = legacy.parse_generate(body.fields, settings)
     generation = await accept_generation(generation, body, settings, queue, served, outputs)
-    job, position = submit_generation(queue, generation, body, JobApi.LEGACY, key_quota(request))
+    job, position = submit_generation(queue, generation, body, JobApi.LEGACY, key_quota(request), webhook)
     return legacy.queued(job, position)
 
 
@@ -87,19 +90,26 @@ async def random_song(
     verify_body_token(body.fields, request, settings)
     # Without the LM the job could only fail: say so now, as the other LM routes do.
     require_lm(served)
-    generation = legacy.parse_random(body.fields or dict(request.query_params), settings)
-    job, position = submit_generation(queue, generation, body, JobApi.LEGACY, key_quota(request))
+    options = body.fields or dict(request.query_params)
+    generation = legacy.parse_random(options, settings)
+    webhook = await accepted_webhook(options, request, settings)
+    job, position = submit_generation(queue, generation, body, JobApi.LEGACY, key_quota(request), webhook)
     return legacy.queued(job, position)
 
 
 @router.get("/v1/jobs/{job_id}", dependencies=[Depends(require_api_key)], response_model=None,
             summary="A job (the older API)", responses=answers(LegacyJob, 401, 404),
             openapi_extra=key_required())
-async def get_job(job_id: str, queue: Annotated[JobQueue, Depends(get_queue)]) -> dict:
+async def get_job(job_id: str, queue: Annotated[JobQueue, Depends(get_queue)],
+                  deliveries: Annotated[DeliveryStore, Depends(get_deliveries)]) -> dict:
     job = client_job(queue, job_id)
     if job is None:
         raise HTTPException(status_code=404, detail=legacy.JOB_NOT_FOUND)
-    return legacy.job_view(job, queue)
+    view = legacy.job_view(job, queue)
+    delivery = deliveries.get(job.id)
+    if delivery is not None:
+        view["webhook"] = delivery_view(delivery)  # only for a job submitted with a callback URL
+    return view
 
 
 @router.post("/v1/jobs/{job_id}/cancel", dependencies=[Depends(authorized_fields)], response_model=None,
@@ -122,10 +132,12 @@ async def cancel(job_id: str, queue: Annotated[JobQueue, Depends(get_queue)]) ->
              responses=answers(LegacyQueued, 400, 401, 404, 409, 413, 429),
              openapi_extra=merged(body(ReplayBody), key_required(body_token=True)))
 async def replay(job_id: str, request: Request, fields: Annotated[dict, Depends(authorized_fields)],
+                 settings: Annotated[Settings, Depends(get_settings)],
                  queue: Annotated[JobQueue, Depends(get_queue)]) -> dict:
     """A new job that runs the stored, fully resolved request of `job_id` (its seeds, length,
     caption, lyrics and audio codes as they were settled), optionally in another
     `audio_format`. On the same device and versions its files are bit-identical."""
     generation = replay_request(queue, job_id, fields.get("audio_format"))
-    job, position = submit(queue, generation, JobApi.LEGACY, quota=key_quota(request))
+    webhook = await accepted_webhook(fields, request, settings)
+    job, position = submit(queue, generation, JobApi.LEGACY, quota=key_quota(request), webhook_url=webhook)
     return legacy.queued(job, position)

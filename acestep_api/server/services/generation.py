@@ -53,8 +53,8 @@ def publish_uploads(outputs: OutputStore, paths) -> None:
 
 
 def submit_generation(queue: JobQueue, generation: GenerationRequest, body: RequestBody, api: JobApi,
-                      quota: KeyQuota | None = None) -> tuple[Job, int]:
+                      quota: KeyQuota | None = None, webhook_url: str | None = None) -> tuple[Job, int]:
     """Queue an accepted request (the job owns its uploads from now on), charged to `quota`'s
-    key; on a full queue or a key over its limits its uploads go and the answer is 429 (403
-    for a model the key may not use)."""
-    return submit(queue, generation, api, body.temp_files, quota)
+    key, with its checked callback URL if any; on a full queue or a key over its limits its
+    uploads go and the answer is 429 (403 for a model the key may not use)."""
+    return submit(queue, generation, api, body.temp_files, quota, webhook_url)

@@ -38,15 +38,16 @@ def refuse_if_full(queue: JobQueue) -> None:
 def submit(
     queue: JobQueue, request: JobRequest, api: JobApi, temp_files: Sequence[str] = (),
     quota: KeyQuota | None = None,
+    webhook_url: str | None = None,
 ) -> tuple[Job, int]:
     """Queue a request (job and its 1-based position), charged to the key of `quota` if its
-    limits allow (key_quotas.py). Refused (a full queue is a 429, a key over its limits a 429
-    or 403), its temp files go: no job owns them."""
+    limits allow (key_quotas.py), with its checked callback URL if any. Refused (a full queue
+    is a 429, a key over its limits a 429 or 403), its temp files go: no job owns them."""
     try:
         # No await between the key's check and the store's insert: the check holds.
         charge = quota.charge(request) if quota is not None else JobCharge(None, 0.0)
         return queue.submit(request, api=api, temp_files=temp_files, key_name=charge.key_name,
-                            audio_seconds=charge.audio_seconds)
+                            audio_seconds=charge.audio_seconds, webhook_url=webhook_url)
     except BaseException as error:
         remove_files(temp_files)
         if isinstance(error, QueueFullError):
@@ -73,11 +74,12 @@ async def run_to_end(
     *,
     connection: Request | None = None,
     quota: KeyQuota | None = None,
+    webhook_url: str | None = None,
 ) -> Job:
     """The ended job (succeeded or failed). A full queue is a 429; past `timeout` seconds the
     job is cancelled and the answer is a 504; a client that goes away (the handler is
     cancelled, or `connection` reports the disconnect) cancels it too."""
-    job, _ = submit(queue, request, api, temp_files, quota)
+    job, _ = submit(queue, request, api, temp_files, quota, webhook_url)
     waiting = asyncio.ensure_future(queue.wait_finished(job.id, timeout))
     watching = asyncio.ensure_future(_client_gone(connection)) if connection is not None else None
     try:
