@@ -30,6 +30,8 @@ CONCURRENCY = 8  # attempts in flight at once: one slow receiver does not hold t
 IDLE_SECONDS = 60.0  # the loop looks at the store at least this often
 LEASE_MARGIN = 30.0  # seconds past an attempt's timeout before a claimed delivery is due again
 PURGE_INTERVAL = 3600.0  # how often deliveries of jobs the retention removed are dropped
+STOP_GRACE = 2.0  # seconds a stop lets attempts in flight finish
+INTERRUPTED = "Interrupted by a server stop; sent again after the restart"
 
 
 def retry_delay(attempts: int, first_delay: float) -> float:
@@ -72,6 +74,7 @@ class WebhookSender:
         self._task: asyncio.Task | None = None
         self._attempts: set[asyncio.Task] = set()
         self._client: httpx.AsyncClient | None = None
+        self._stopping = False
 
     # --- running -----------------------------------------------------------------------
 
@@ -96,19 +99,28 @@ class WebhookSender:
             loop.call_soon_threadsafe(wakeup.set)
 
     async def stop(self) -> None:
-        """Stop sending. An attempt in flight is dropped; its delivery stays pending and is made
-        again once its lease is over (after the next start)."""
-        tasks = [task for task in (self._task, *self._attempts) if task is not None]
-        for task in tasks:
+        """Stop sending. Attempts in flight get STOP_GRACE seconds to finish; one still running
+        then is dropped and its delivery is due again at once (at the next start): whether the
+        receiver got it is unknown, so it may arrive twice, as Standard Webhooks allows."""
+        # A flag, not only a cancel: on Python 3.11 asyncio.wait_for can swallow a cancel that
+        # arrives as its wait ends, and the loop would then never stop.
+        self._stopping = True
+        if self._wakeup is not None:
+            self._wakeup.set()
+        running = {task for task in (self._task, *self._attempts) if task is not None}
+        if running:
+            _, running = await asyncio.wait(running, timeout=STOP_GRACE)
+        for task in running:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if running:
+            await asyncio.wait(running, timeout=STOP_GRACE)
         if self._client is not None:
             await self._client.aclose()
         self._task, self._loop, self._wakeup = None, None, None
 
     async def _run(self) -> None:
         next_purge = 0.0
-        while True:
+        while not self._stopping:
             self._wakeup.clear()  # before looking, so a wake-up during the look is not lost
             try:
                 now = time.time()
@@ -129,7 +141,7 @@ class WebhookSender:
 
     def _claim(self, now: float) -> None:
         free = CONCURRENCY - len(self._attempts)
-        if free <= 0:
+        if free <= 0 or self._stopping:
             return
         for delivery in self.store.claim_due(now, now + self.timeout + LEASE_MARGIN, free):
             task = asyncio.create_task(self._attempt(delivery))
@@ -155,6 +167,13 @@ class WebhookSender:
 
     async def _attempt(self, delivery: Delivery) -> None:
         delivery.attempts += 1
+        try:
+            await self._make_attempt(delivery)
+        except asyncio.CancelledError:
+            self._settle(delivery, DeliveryState.PENDING, None, INTERRUPTED, next_attempt_at=time.time())
+            raise
+
+    async def _make_attempt(self, delivery: Delivery) -> None:
         try:
             target = await asyncio.to_thread(check_target, delivery.url, allow_private=self.allow_private,
                                              own=self.own, resolve=self.resolve)

@@ -24,14 +24,14 @@ Resolver = Callable[[str, int], list[IPAddress]]
 # (address, port) pairs this server answers on.
 Endpoints = frozenset[tuple[IPAddress, int]]
 
-# In the order they are named: a loopback address is private too, and "loopback" says more.
+# In the order they are named: a loopback or reserved address is private too, and its own name says more.
 _ADDRESS_CLASSES = (
     ("is_loopback", "loopback"),
     ("is_unspecified", "unspecified"),
     ("is_link_local", "link-local"),
     ("is_multicast", "multicast"),
-    ("is_private", "private"),
     ("is_reserved", "reserved"),
+    ("is_private", "private"),
 )
 
 
