@@ -78,11 +78,26 @@ class Queued(_Answer):
     queue_position: int = Field(ge=1)
 
 
+class WebhookState(_Answer):
+    """The delivery of a job's webhook (docs/operations.md#webhooks)."""
+
+    url: str
+    status: Literal["waiting", "pending", "delivered", "failed"] = Field(
+        description="waiting: the job has not ended; pending: to be sent or sent again; delivered: answered 2xx; "
+                    "failed: the attempts ran out or the URL was refused at send time.")
+    attempts: int
+    last_http_status: int | None = Field(description="The status the receiver last answered; null if none.")
+    last_error: str | None = Field(description="Why the last attempt failed.")
+    next_attempt_at: float | None = Field(description="When a pending delivery is next tried (epoch seconds).")
+    delivered_at: float | None
+
+
 class QueryResultItem(_Answer):
     task_id: str
     result: str = Field(description="A JSON list (as text) of result elements, one per audio file.")
     status: Literal[0, 1, 2] = Field(description="0 queued or running (or unknown id), 1 succeeded, 2 failed.")
     progress_text: str | None = Field(default=None, description="Absent for an unknown id.")
+    webhook: WebhookState | None = Field(default=None, description="Only for a job submitted with a webhook.")
 
 
 class CancelItem(_Answer):
@@ -200,6 +215,7 @@ class LegacyJob(_Answer):
     avg_job_seconds: float
     result: dict[str, Any] | None = Field(description="The audio URLs, seeds and metadata of a succeeded job.")
     error: str | None
+    webhook: WebhookState | None = Field(default=None, description="Only for a job submitted with a webhook.")
 
 
 class LegacyCancelled(LegacyJob):

@@ -34,6 +34,7 @@ from acestep_api.dialects.official import (
     METADATA_KEYS,
 )
 from acestep_api.server.uploads import UPLOAD_FIELDS
+from acestep_api.webhooks.targets import MAX_URL_CHARS
 
 JSON_TYPE, FORM_TYPE, MULTIPART_TYPE = "application/json", "application/x-www-form-urlencoded", "multipart/form-data"
 # How clients write the time signatures GenerationRequest takes ("" = not given).
@@ -69,17 +70,31 @@ class AuthOnlyBody(_Body):
     ai_token: str | None = Field(default=None, description=AI_TOKEN)
 
 
+WEBHOOK_URL = ("Where to POST the job's final /query_result item, signed per Standard Webhooks, when it ends "
+               "(docs/operations.md#webhooks). http(s), public addresses only; 400 when refused or when the "
+               "server has no ACESTEP_WEBHOOK_SECRET.")
+
+
+def _webhook_url(description: str = WEBHOOK_URL):
+    return Field(default=None, max_length=MAX_URL_CHARS, description=description)
+
+
 class ReplayBody(_Body):
     """What a replay may change: the output format only."""
 
     audio_format: str | None = Field(default=None, json_schema_extra=_choice(AUDIO_FORMATS),
                                      description="The replay's file format; the original job's when absent.")
+    webhook_url: str | None = _webhook_url()
     ai_token: str | None = Field(default=None, description=AI_TOKEN)
 
 
 class ReleaseTaskFields(_Body):
     """What POST /release_task and POST /v1/music/generate read; every field is optional.
     docs/api.md has the whole table. Numbers and booleans may also come as text ("120", "true")."""
+
+    webhook_url: str | None = _webhook_url()
+    webhookUrl: str | None = _webhook_url("Alias of `webhook_url`.")  # noqa: N815 - the wire's spelling
+    webhook: str | None = _webhook_url("Alias of `webhook_url`.")
 
     replay_of: str | None = Field(default=None, description=(
         "The id of a succeeded job to replay: its stored resolved request is queued again (the same "
@@ -238,6 +253,7 @@ class CreateSampleBody(_Body):
 
 class MusicRandomBody(_Body):
     thinking: bool | None = Field(default=True, description="The LM writes the audio codes too (or ?thinking=).")
+    webhook_url: str | None = _webhook_url()
     ai_token: str | None = Field(default=None, description=AI_TOKEN)
 
 

@@ -54,6 +54,12 @@ THINKING_QUERY = {"parameters": [{
     "description": "Read when the body has no fields: the LM writes the audio codes too (default true).",
 }]}
 
+FAL_WEBHOOK_QUERY = {"parameters": [{
+    "name": "fal_webhook", "in": "query", "required": False, "schema": {"type": "string", "format": "uri"},
+    "description": "fal's callback URL: the job's final /query_result item is POSTed there, signed per "
+                   "Standard Webhooks, when it ends (docs/operations.md#webhooks).",
+}]}
+
 # The models named in request bodies; document.py puts their schemas into the components.
 BODY_MODELS: dict[str, tuple[type[BaseModel], bool]] = {}
 

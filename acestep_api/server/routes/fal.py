@@ -18,7 +18,7 @@ from acestep_api.jobs.models import JobApi, JobStatus
 from acestep_api.jobs.queue import JobQueue
 from acestep_api.server.auth import require_api_key
 from acestep_api.server.dependencies import get_outputs, get_queue, get_served, get_settings
-from acestep_api.server.openapi.route_docs import answers, key_required
+from acestep_api.server.openapi.route_docs import FAL_WEBHOOK_QUERY, answers, key_required, merged
 from acestep_api.server.services.audio_files import cut_wav, served_file
 from acestep_api.server.services.key_quotas import key_quota
 from acestep_api.server.services.sync_jobs import refuse_if_full, run_to_end
@@ -33,7 +33,8 @@ PATH = "/fal-ai/ace-step/prompt-to-audio"
 
 @router.post(PATH, response_model=FalPromptOutput, dependencies=[Depends(require_api_key)],
              summary="fal.ai prompt-to-audio: a song from a prompt, answered when it is made",
-             responses=answers(None, 400, 401, 413, 429, 500, 504), openapi_extra=key_required())
+             responses=answers(None, 400, 401, 413, 429, 500, 504),
+             openapi_extra=merged(FAL_WEBHOOK_QUERY, key_required()))
 async def prompt_to_audio(
     fal: FalPromptInput,
     request: Request,
