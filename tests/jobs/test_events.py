@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from acestep_api.jobs.events import Outcome
+from acestep_api.jobs.events import EventFanout, Outcome
 from acestep_api.jobs.models import JobStatus
 from acestep_api.jobs.queue import JobQueue
 from acestep_api.jobs.store import JobStore
@@ -79,3 +79,13 @@ def test_an_observer_that_raises_changes_nothing(store):
     taken = asyncio.run(queue.next_job())
     queue.finish(taken, make_result(["/out/a.wav"]))
     assert store.get(job.id).status is JobStatus.SUCCEEDED
+
+
+def test_a_fanout_tells_every_observer_even_past_a_broken_one(store):
+    first, second = Recorder(), Recorder()
+    queue = JobQueue(store, events=EventFanout(first, Broken(), second))
+    job, _ = queue.submit(make_request("x"))
+    queue.cancel(job.id)
+    expected = [("submitted", job.id), ("ended", job.id, Outcome.CANCELLED)]
+    assert first.events == expected and second.events == expected
+    assert store.get(job.id).status is JobStatus.FAILED
