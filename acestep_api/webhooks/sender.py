@@ -172,6 +172,9 @@ class WebhookSender:
         except asyncio.CancelledError:
             self._settle(delivery, DeliveryState.PENDING, None, INTERRUPTED, next_attempt_at=time.time())
             raise
+        except Exception:  # noqa: BLE001 - counted as a failed attempt, so retries stay bounded
+            log.exception("Webhook attempt of job %s failed inside the server", delivery.job_id)
+            self._failed_attempt(delivery, None, "The attempt failed inside the server")
 
     async def _make_attempt(self, delivery: Delivery) -> None:
         try:
@@ -189,6 +192,10 @@ class WebhookSender:
         if problem is None:
             redirect = " (redirects are not followed)" if 300 <= status < 400 else ""
             problem = f"The receiver answered HTTP {status}{redirect}"
+        self._failed_attempt(delivery, status, problem)
+
+    def _failed_attempt(self, delivery: Delivery, status: int | None, problem: str) -> None:
+        """Another attempt after the doubled delay, or `failed` once the attempts are used up."""
         if delivery.attempts >= self.max_attempts:
             self._settle(delivery, DeliveryState.FAILED, status,
                          f"{problem}; gave up after {delivery.attempts} attempts")
