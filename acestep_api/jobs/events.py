@@ -1,6 +1,7 @@
-"""What the queue tells an observer about its jobs (the server's metrics, acestep_api/metrics.py):
-each job submitted, started and ended, with how it ended. The jobs package knows nothing of
-who listens (`EventFanout` tells several); an observer that raises is logged and never stops a job."""
+"""What the queue tells an observer about its jobs (the server's metrics, acestep_api/metrics.py;
+the webhooks, acestep_api/webhooks/observer.py): each job submitted, started and ended, with how
+it ended. The jobs package knows nothing of who listens (`EventFanout` tells several); an
+observer that raises is logged and never stops a job."""
 
 from __future__ import annotations
 
