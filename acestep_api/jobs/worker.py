@@ -26,7 +26,7 @@ from acestep_api.engine.lm_tasks import LMRequest, LMTaskResult
 from acestep_api.engine.request import GenerationError, GenerationRequest, GenerationResult
 from acestep_api.jobs.events import Outcome
 from acestep_api.jobs.models import Job, JobKind, JobResult
-from acestep_api.jobs.queue import JobQueue
+from acestep_api.jobs.backend import JobBackend
 from acestep_api.jobs.retention import purge_expired
 from acestep_api.storage import LocalOutputs, OutputStore
 
@@ -88,7 +88,7 @@ def job_failure(error: BaseException, job_id: str) -> str:
 class JobWorker:
     def __init__(
         self,
-        queue: JobQueue,
+        queue: JobBackend,
         engine: Engine,
         retention_seconds: float | None = None,
         purge_interval: float = PURGE_INTERVAL_SECONDS,

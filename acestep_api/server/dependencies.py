@@ -7,7 +7,7 @@ from fastapi import Request
 
 from acestep_api.engine.adapter_tasks import AdapterLedger
 from acestep_api.engine.served import ServedModels
-from acestep_api.jobs.queue import JobQueue
+from acestep_api.jobs.backend import JobBackend
 from acestep_api.metrics import ServerMetrics
 from acestep_api.settings import Settings
 from acestep_api.storage import OutputStore
@@ -17,7 +17,7 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_queue(request: Request) -> JobQueue:
+def get_queue(request: Request) -> JobBackend:
     return request.app.state.queue
 
 
