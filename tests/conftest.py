@@ -89,3 +89,27 @@ def answers_show_no_internals():
     yield
     found = SUITE_LOG.take()
     assert not found, "answers that show internals:\n" + "\n".join(found)
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory):
+    """A real PostgreSQL server for the session (tests/postgres_server.py), with a template
+    database already migrated; skipped where PostgreSQL is not installed (scripts/test.sh
+    installs it)."""
+    from tests.postgres_server import PostgresServer, postgres_bin
+
+    if postgres_bin() is None:
+        pytest.skip("PostgreSQL is not installed (scripts/test.sh installs it)")
+    from acestep_api.jobs.distributed.schema import migrate
+
+    server = PostgresServer(tmp_path_factory.mktemp("postgres") / "pg").start()
+    server.template = server.create_database()
+    migrate(server.url(server.template))
+    yield server
+    server.stop("immediate")
+
+
+@pytest.fixture
+def postgres_url(postgres) -> str:
+    """A fresh, migrated database of its own for one test."""
+    return postgres.url(postgres.create_database(template=postgres.template))

@@ -1,0 +1,149 @@
+"""The job rows in PostgreSQL: the same records as jobs/store.py's SQLite table, plus the
+procrastinate queue each job waits in and who runs it.
+
+Every statement takes a connection from one psycopg pool; a database that cannot be reached
+becomes BackendUnavailable (a 503 for a request), never a raw driver error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import psycopg_pool
+
+from acestep_api.jobs.backend import BackendUnavailable
+from acestep_api.jobs.models import Job, JobKind, JobStatus
+from acestep_api.jobs.store import CANCELLED_STAGE, JOB_FIELDS, job_to_row, row_to_job
+
+UNAVAILABLE = "The job database cannot be reached right now; try again in a few seconds"
+
+COLUMNS = ", ".join(JOB_FIELDS)
+_ASSIGNMENTS = ", ".join(f"{name} = %s" for name in JOB_FIELDS[1:])
+_FINISHED = (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value)
+
+
+def open_pool(conninfo: str, max_size: int = 10, timeout: float = 5.0) -> psycopg_pool.ConnectionPool:
+    """A pool that does not wait for the database at start: a replica starts (and answers 503)
+    while PostgreSQL is still coming up, and reconnects by itself."""
+    pool = psycopg_pool.ConnectionPool(
+        conninfo, min_size=1, max_size=max_size, timeout=timeout, open=False,
+        kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout))},
+        check=psycopg_pool.ConnectionPool.check_connection,
+        reconnect_timeout=0,  # keep trying for ever: the database comes back
+    )
+    pool.open(wait=False)
+    return pool
+
+
+class PostgresJobStore:
+    def __init__(self, pool: psycopg_pool.ConnectionPool, upload_dir: Path):
+        self.pool = pool
+        self.upload_dir = Path(upload_dir)
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        try:
+            with self.pool.connection() as conn:
+                yield conn
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout, psycopg.InterfaceError) as error:
+            raise BackendUnavailable(UNAVAILABLE) from error
+
+    def _select(self, where: str, params: tuple = ()) -> list[Job]:
+        with self.connection() as conn:
+            rows = conn.execute(f"SELECT {COLUMNS} FROM acestep_jobs {where}", params).fetchall()
+        return [row_to_job(row) for row in rows]
+
+    # --- the same operations as JobStore ---------------------------------------------
+
+    def add(self, job: Job, conn: psycopg.Connection, queue: str) -> int:
+        """Insert within the caller's transaction (the queue entry is written with it)."""
+        placeholders = ", ".join(["%s"] * (len(JOB_FIELDS) + 1))
+        return conn.execute(
+            f"INSERT INTO acestep_jobs ({COLUMNS}, queue) VALUES ({placeholders}) RETURNING seq",
+            (*job_to_row(job), queue),
+        ).fetchone()[0]
+
+    def get(self, job_id: str) -> Job | None:
+        jobs = self._select("WHERE id = %s", (job_id,))
+        return jobs[0] if jobs else None
+
+    def save(self, job: Job, *, only_if_running_attempt: int | None = None, interrupted: bool = False) -> bool:
+        """Write every field; with `only_if_running_attempt`, only while the row is still that
+        attempt's running job (a job handed to another worker is not ended by the first)."""
+        values = job_to_row(job)
+        guard = ""
+        params: tuple = (*values[1:], interrupted, values[0])
+        if only_if_running_attempt is not None:
+            guard = " AND status = %s AND attempts = %s"
+            params += (JobStatus.RUNNING.value, only_if_running_attempt)
+        with self.connection() as conn:
+            cursor = conn.execute(f"UPDATE acestep_jobs SET {_ASSIGNMENTS}, interrupted = %s WHERE id = %s{guard}",
+                                  params)
+        return cursor.rowcount == 1
+
+    def write_progress(self, job_id: str, progress: float, stage: str) -> None:
+        with self.connection() as conn:
+            conn.execute("UPDATE acestep_jobs SET progress = %s, stage = %s WHERE id = %s AND status = %s",
+                         (progress, stage, job_id, JobStatus.RUNNING.value))
+
+    def waiting(self) -> list[Job]:
+        return self._select("WHERE status = %s ORDER BY seq", (JobStatus.QUEUED.value,))
+
+    def waiting_count(self) -> int:
+        with self.connection() as conn:
+            return conn.execute("SELECT count(*) FROM acestep_jobs WHERE status = %s",
+                                (JobStatus.QUEUED.value,)).fetchone()[0]
+
+    def position(self, job_id: str) -> int | None:
+        """1-based place among all waiting jobs, by submission order."""
+        with self.connection() as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM acestep_jobs WHERE status = %(queued)s AND seq <= "
+                "(SELECT seq FROM acestep_jobs WHERE id = %(id)s AND status = %(queued)s)",
+                {"queued": JobStatus.QUEUED.value, "id": job_id},
+            ).fetchone()
+        return row[0] or None
+
+    def oldest_waiting_since(self) -> float | None:
+        with self.connection() as conn:
+            return conn.execute("SELECT min(created_at) FROM acestep_jobs WHERE status = %s",
+                                (JobStatus.QUEUED.value,)).fetchone()[0]
+
+    def counts(self) -> dict[str, int]:
+        with self.connection() as conn:
+            rows = conn.execute("SELECT status, count(*) FROM acestep_jobs GROUP BY status").fetchall()
+        counts = {status.value: 0 for status in JobStatus}
+        counts.update({status: n for status, n in rows})
+        return {"total": sum(counts.values()), **counts}
+
+    def recent_durations(self, n: int) -> list[float]:
+        with self.connection() as conn:
+            rows = conn.execute(
+                "SELECT finished_at - started_at FROM acestep_jobs "
+                "WHERE status IN (%s, %s) AND started_at IS NOT NULL AND finished_at IS NOT NULL "
+                "AND NOT interrupted AND stage != %s AND kind = %s ORDER BY finished_at DESC, seq DESC LIMIT %s",
+                (*_FINISHED, CANCELLED_STAGE, JobKind.GENERATION.value, n),
+            ).fetchall()
+        return [max(0.0, duration) for (duration,) in rows]
+
+    def audio_paths(self) -> list[str]:
+        with self.connection() as conn:
+            rows = conn.execute(
+                "SELECT jsonb_array_elements_text(result::jsonb -> 'audio_paths') FROM acestep_jobs "
+                "WHERE result IS NOT NULL AND jsonb_typeof(result::jsonb -> 'audio_paths') = 'array'"
+            ).fetchall()
+        return [path for (path,) in rows]
+
+    def purge_finished_before(self, cutoff: float) -> list[Job]:
+        with self.connection() as conn:
+            rows = conn.execute(
+                f"DELETE FROM acestep_jobs WHERE status IN (%s, %s) AND finished_at < %s RETURNING {COLUMNS}",
+                (*_FINISHED, cutoff),
+            ).fetchall()
+        return [row_to_job(row) for row in rows]
+
+    def close(self) -> None:
+        self.pool.close()
