@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from acestep_api import __version__
 from acestep_api.engine.startup import build_engine
+from acestep_api.jobs.backend import BackendUnavailable
 from acestep_api.jobs.crash_evidence import CRASH_LOG_NAME, CrashEvidence, SystemFiles
 from acestep_api.jobs.queue import JobQueue
 from acestep_api.jobs.retention import sweep_audio_folder
@@ -44,6 +45,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     settings.audio_dir.mkdir(parents=True, exist_ok=True)
     app.state.outputs = build_output_store(settings)
+    if settings.distributed:
+        async with distributed_lifespan(app, settings):
+            yield
+        return
     store = JobStore(settings.database_path, settings.upload_dir)
     # Read before this process writes its own crash log: did the previous one die under a job?
     # app.state.system_files: a fake /proc and cgroup tree, for tests of the OOM evidence.
@@ -79,10 +84,49 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         crash_evidence.stop()
 
 
+@asynccontextmanager
+async def distributed_lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
+    """An API replica of the distributed mode: the jobs live in PostgreSQL; with
+    `start_worker` this process is also a GPU worker (`serve --with-worker`), else it loads no
+    model and serves what the live workers report."""
+    from acestep_api.jobs.distributed.runner import DistributedWorker
+    from acestep_api.jobs.distributed.setup import open_backend
+
+    backend = await asyncio.to_thread(open_backend, settings)
+    runner_task = None
+    try:
+        app.state.queue = backend
+        if app.state.start_worker:
+            if app.state.engine is None:
+                app.state.engine = await asyncio.to_thread(build_engine, settings)
+            served = app.state.engine.served()
+            worker = JobWorker(backend, app.state.engine, retention_seconds=settings.retention_days * SECONDS_PER_DAY,
+                               encode_workers=settings.encode_workers or None, encode_backlog=settings.encode_backlog,
+                               outputs=app.state.outputs)
+            runner = DistributedWorker(settings.database_url, backend, worker, served, name=settings.worker_name,
+                                       stall_seconds=settings.worker_stall_seconds)
+            runner_task = asyncio.create_task(runner.run(), name="acestep-distributed-worker")
+        app.state.served_source = backend.served
+        try:
+            app.state.served = backend.served()
+        except BackendUnavailable:  # the database comes later: requests get 503 until then
+            app.state.served = backend.fallback_served
+        app.state.metrics.attach(backend, app.state.served)
+        log.info("Distributed mode: jobs in PostgreSQL%s", ", with a GPU worker in this process" if runner_task else "")
+        yield
+    finally:
+        if runner_task is not None:
+            runner_task.cancel()
+            await asyncio.gather(runner_task, return_exceptions=True)
+        backend.close()
+
+
 def create_app(settings: Settings, engine=None, *, start_worker: bool = True) -> FastAPI:
     """`engine` None loads the configured checkpoints at startup; `start_worker` False leaves
-    submitted jobs waiting (for tests of the queue itself). A keys file that cannot be used
-    raises KeyFileError (its message names the file and the problem)."""
+    submitted jobs waiting (for tests of the queue itself). In the distributed mode
+    (ACESTEP_DATABASE_URL), `start_worker` makes this process a GPU worker too; without it
+    no model is loaded. A keys file that cannot be used raises KeyFileError (its message names
+    the file and the problem)."""
     # The document and its viewers are served by install_docs, guarded by the key when set.
     app = FastAPI(title="ACE-Step API", version=__version__, lifespan=lifespan,
                   openapi_url=None, docs_url=None, redoc_url=None, generate_unique_id_function=operation_id)

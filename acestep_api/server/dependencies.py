@@ -38,4 +38,6 @@ def get_adapter_ledger(request: Request) -> AdapterLedger | None:
 def get_served(request: Request) -> ServedModels:
     """What the engine serves (its models, their tasks, the LM), as data: routes decide with
     this, never with the engine itself."""
-    return request.app.state.served
+    # The distributed mode's replica asks its workers (cached for a second).
+    source = getattr(request.app.state, "served_source", None)
+    return source() if source is not None else request.app.state.served

@@ -29,6 +29,7 @@ from pathlib import Path
 import psycopg_pool
 from procrastinate import App, SyncPsycopgConnector
 from procrastinate import jobs as procrastinate_jobs
+from procrastinate import sql
 
 from acestep_api.engine.served import ServedModel, ServedModels
 from acestep_api.jobs.backend import BackendUnavailable
@@ -373,24 +374,37 @@ class PostgresJobBackend:
 
     # --- faults: jobs whose worker died -----------------------------------------------
 
-    def requeue_or_fail(self, job_id: str, attempts_seen: int | None = None) -> JobStatus | None:
-        """A running job whose worker died: queued again (same place in line) while it has
-        attempts left, else failed with the reason. None when it is not running any more."""
+    def recover_stalled(self, procrastinate_id: int) -> JobStatus | None:
+        """The procrastinate job of a dead worker (no heartbeat for the stall timeout): its job
+        is queued again, keeping its place in line, while it has attempts left, else failed
+        with the reason; a job that had already ended only has its queue entry closed. One
+        transaction holds both rows, so of several workers recovering at once one acts.
+        Returns the job's new status, or None when there was nothing to do."""
         with self.store.connection() as conn, conn.transaction():
-            row = conn.execute("SELECT attempts, temp_files FROM acestep_jobs WHERE id = %s AND status = %s FOR UPDATE",
-                               (job_id, JobStatus.RUNNING.value)).fetchone()
-            if row is None or (attempts_seen is not None and row[0] != attempts_seen):
+            entry = conn.execute("SELECT status, args->>'job_id' FROM procrastinate_jobs WHERE id = %s FOR UPDATE",
+                                 (procrastinate_id,)).fetchone()
+            if entry is None or entry[0] != "doing":
                 return None
-            attempts = row[0]
-            if attempts < MAX_ATTEMPTS:
+            row = conn.execute("SELECT status, attempts, temp_files FROM acestep_jobs WHERE id = %s FOR UPDATE",
+                               (entry[1],)).fetchone()
+            status = JobStatus(row[0]) if row is not None else None
+            if status is JobStatus.RUNNING and row[1] < MAX_ATTEMPTS:
                 conn.execute("UPDATE acestep_jobs SET status = %s, stage = 'queued', progress = 0, "
-                             "started_at = NULL, worker = NULL WHERE id = %s", (JobStatus.QUEUED.value, job_id))
+                             "started_at = NULL, worker = NULL WHERE id = %s", (JobStatus.QUEUED.value, entry[1]))
+                conn.execute(sql.queries["retry_job"], {"job_id": procrastinate_id, "retry_at": None,
+                                                        "new_priority": None, "new_queue_name": None,
+                                                        "new_lock": None})
                 return JobStatus.QUEUED
-            conn.execute("UPDATE acestep_jobs SET status = %s, stage = 'failed', finished_at = %s, error = %s, "
-                         "interrupted = TRUE WHERE id = %s",
-                         (JobStatus.FAILED.value, time.time(), interrupted_error(attempts, MAX_ATTEMPTS), job_id))
-        remove_uploads(json.loads(row[1]), self.store.upload_dir)
-        return JobStatus.FAILED
+            if status is JobStatus.RUNNING:
+                conn.execute("UPDATE acestep_jobs SET status = %s, stage = 'failed', finished_at = %s, error = %s, "
+                             "interrupted = TRUE WHERE id = %s",
+                             (JobStatus.FAILED.value, time.time(), interrupted_error(row[1], MAX_ATTEMPTS), entry[1]))
+                status = JobStatus.FAILED
+            end = "succeeded" if status is JobStatus.SUCCEEDED else "failed"
+            conn.execute(sql.queries["finish_job"], {"job_id": procrastinate_id, "status": end, "delete_job": False})
+        if status is JobStatus.FAILED and row is not None:
+            remove_uploads(json.loads(row[2]), self.store.upload_dir)
+        return status
 
     def close(self) -> None:
         self.store.close()

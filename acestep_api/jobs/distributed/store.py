@@ -25,9 +25,14 @@ _ASSIGNMENTS = ", ".join(f"{name} = %s" for name in JOB_FIELDS[1:])
 _FINISHED = (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value)
 
 
-def open_pool(conninfo: str, max_size: int = 10, timeout: float = 5.0) -> psycopg_pool.ConnectionPool:
+# How long a request waits for a connection before it is answered 503.
+POOL_TIMEOUT = 2.0
+
+
+def open_pool(conninfo: str, max_size: int = 10, timeout: float | None = None) -> psycopg_pool.ConnectionPool:
     """A pool that does not wait for the database at start: a replica starts (and answers 503)
     while PostgreSQL is still coming up, and reconnects by itself."""
+    timeout = POOL_TIMEOUT if timeout is None else timeout
     pool = psycopg_pool.ConnectionPool(
         conninfo, min_size=1, max_size=max_size, timeout=timeout, open=False,
         kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout))},

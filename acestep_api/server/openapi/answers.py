@@ -69,6 +69,8 @@ class Health(_Answer):
     loaded_model: str | None
     loaded_lm_model: str | None
     demo: bool
+    mode: Literal["embedded", "distributed"] = Field(description="One process, or API replicas and GPU workers on PostgreSQL.")
+    workers_alive: int = Field(ge=0, description="GPU workers with a recent heartbeat (1 in the embedded mode).")
     note: str | None = Field(default=None, description="Only in demo mode.")
 
 
