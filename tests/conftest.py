@@ -92,7 +92,7 @@ def answers_show_no_internals():
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory):
+def postgres():
     """A real PostgreSQL server for the session (tests/postgres_server.py), with a template
     database already migrated; skipped where PostgreSQL is not installed (scripts/test.sh
     installs it)."""
@@ -102,11 +102,19 @@ def postgres(tmp_path_factory: pytest.TempPathFactory):
         pytest.skip("PostgreSQL is not installed (scripts/test.sh installs it)")
     from acestep_api.jobs.distributed.schema import migrate
 
-    server = PostgresServer(tmp_path_factory.mktemp("postgres") / "pg").start()
-    server.template = server.create_database()
-    migrate(server.url(server.template))
-    yield server
-    server.stop("immediate")
+    import shutil
+    import tempfile
+
+    # Outside pytest's temporary tree, whose folders only root may enter.
+    root = Path(tempfile.mkdtemp(prefix="acestep-pg-"))
+    server = PostgresServer(root / "pg").start()
+    try:
+        server.template = server.create_database()
+        migrate(server.url(server.template))
+        yield server
+    finally:
+        server.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -60,21 +60,12 @@ class PostgresServer:
         self.root.mkdir(parents=True, exist_ok=True)
         if self.user is not None:
             entry = pwd.getpwnam(self.user)
-            # Every folder above must be passable for the service user.
-            for folder in [self.root, *self.root.parents]:
-                if folder == Path("/"):
-                    break
-                os.chmod(folder, os.stat(folder).st_mode | 0o711)
+            # The folder above must be passable for the service user.
+            os.chmod(self.root.parent, os.stat(self.root.parent).st_mode | 0o711)
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
                   "--no-sync")
-        options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                   "-c max_connections=200")
-        result = self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"),
-                           "-o", options, "-w", "-t", "30", "start", check=False)
-        if result.returncode != 0:
-            log = (self.root / "server.log").read_text(errors="replace")
-            raise RuntimeError(f"pg_ctl start failed: {result.stderr}\n{log}")
+        self.restart()
         return self
 
     def url(self, database: str = "postgres") -> str:
@@ -90,11 +81,16 @@ class PostgresServer:
         return name
 
     def stop(self, mode: str = "fast") -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop", check=False)
+        result = self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "30", "stop", check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"pg_ctl stop failed: {result.stdout} {result.stderr}")
 
     def restart(self) -> None:
-        self.stop()
+        """Start again after `stop` (same data, same port)."""
         options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
                    "-c max_connections=200")
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-o", options,
-                  "-w", "-t", "30", "start")
+        result = self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-o", options,
+                           "-w", "-t", "30", "start", check=False)
+        if result.returncode != 0:
+            log = (self.root / "server.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"pg_ctl start failed: {result.stdout} {result.stderr}\n{log}")

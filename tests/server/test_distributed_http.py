@@ -93,3 +93,53 @@ async def test_a_database_out_of_reach_is_a_503_with_a_sentence(settings, monkey
             assert "database cannot be reached" in response.json()["detail"]
             assert response.headers["retry-after"] == "5"
             assert problems(response.status_code, response.text) == []
+
+
+class FailingEngine(SteppingEngine):
+    """A prompt "crash" makes the engine raise as a bug would."""
+
+    def generate(self, request, progress):
+        if request.prompt == "crash":
+            raise ValueError("a bug in the engine")
+        return super().generate(request, progress)
+
+
+async def test_an_engine_failure_fails_that_job_only(dist_settings, engine):
+    async with serve(dist_settings, FailingEngine(engine)) as (_, client):
+        crashed = (await client.post("/release_task", json={"prompt": "crash"})).json()["data"]["task_id"]
+        fine = (await client.post("/release_task", json={"prompt": "fine", "audio_duration": 10,
+                                                           "inference_steps": 2})).json()["data"]["task_id"]
+        failed = await poll(client, crashed, lambda item: item["status"] != 0)
+        assert failed["status"] == 2 and failed["error"].startswith("Generation failed: an internal error occurred")
+        assert "ValueError" not in failed["error"]
+        assert (await poll(client, fine, lambda item: item["status"] != 0))["status"] == 1
+
+
+async def test_replicas_and_workers_come_back_after_the_database_restarts(dist_settings, engine, postgres,
+                                                                          monkeypatch):
+    monkeypatch.setattr(distributed_store, "POOL_TIMEOUT", 0.5)
+    async with serve(dist_settings, SteppingEngine(engine)) as (_, worker_client), \
+            serve(dist_settings, None, start_worker=False) as (_, replica_client):
+        first = (await replica_client.post("/release_task", json=JOB)).json()["data"]["task_id"]
+        assert (await poll(replica_client, first, lambda item: item["status"] != 0))["status"] == 1
+
+        await asyncio.to_thread(postgres.stop)
+        try:
+            down = await replica_client.post("/query_result", json={"task_id_list": [first]})
+            assert down.status_code == 503 and "database" in down.json()["detail"]
+        finally:
+            await asyncio.to_thread(postgres.restart)
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            response = await replica_client.post("/release_task", json=JOB)
+            if response.status_code == 200:
+                break
+            assert response.status_code == 503
+            await asyncio.sleep(0.5)
+        second = response.json()["data"]["task_id"]
+        item = await poll(replica_client, second, lambda item: item["status"] != 0, timeout=90)
+        assert item["status"] == 1  # the worker reconnected and ran it
+
+
+JOB = {"prompt": "again", "audio_duration": 10, "inference_steps": 2}

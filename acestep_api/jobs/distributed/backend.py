@@ -161,9 +161,9 @@ class PostgresJobBackend:
         if not known:
             return self.fallback_served
         models: dict[str, ServedModel] = {}
-        for worker in known:
-            for model in worker.served.models:
-                models.setdefault(model.name, model)
+        configured = self.fallback_served.models if self.fallback_served is not None else ()
+        for model in [*(model for worker in known for model in worker.served.models), *configured]:
+            models.setdefault(model.name, model)
         ordered = sorted(models.values(), key=lambda model: model.name != self.primary_model)
         first = known[0].served
         live = [worker for worker in known if worker.alive]
@@ -198,14 +198,16 @@ class PostgresJobBackend:
         return self.store.counts()[JobStatus.RUNNING.value]
 
     def get(self, job_id: str) -> Job | None:
-        job = self.store.get(job_id)
-        if job is not None and job.status is JobStatus.QUEUED:
-            job.stage = self._waiting_stage(job)
+        found = self.store.get_with_queue(job_id)
+        if found is None:
+            return None
+        job, queue = found
+        if job.status is JobStatus.QUEUED:
+            job.stage = self._waiting_stage(queue)
         return job
 
-    def _waiting_stage(self, job: Job) -> str:
+    def _waiting_stage(self, queue: str) -> str:
         """A waiting job's stage: "queued", or why no worker can take it."""
-        queue = self.queue_for(job.request)
         if any(queue in worker.queues for worker in self.live_workers()):
             return "queued"
         if queue == LM_QUEUE:

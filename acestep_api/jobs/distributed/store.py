@@ -75,6 +75,12 @@ class PostgresJobStore:
         jobs = self._select("WHERE id = %s", (job_id,))
         return jobs[0] if jobs else None
 
+    def get_with_queue(self, job_id: str) -> tuple[Job, str] | None:
+        """The job and the procrastinate queue it waits in."""
+        with self.connection() as conn:
+            row = conn.execute(f"SELECT {COLUMNS}, queue FROM acestep_jobs WHERE id = %s", (job_id,)).fetchone()
+        return (row_to_job(row[:-1]), row[-1]) if row is not None else None
+
     def save(self, job: Job, *, only_if_running_attempt: int | None = None, interrupted: bool = False) -> bool:
         """Write every field; with `only_if_running_attempt`, only while the row is still that
         attempt's running job (a job handed to another worker is not ended by the first)."""
