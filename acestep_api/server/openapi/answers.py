@@ -135,6 +135,7 @@ class Stats(_Answer):
     keys: dict[str, KeyStats] | None = Field(
         default=None, description="With auth on: per API key name (ACESTEP_API_KEY sees every key, a key of "
                                   "ACESTEP_API_KEYS_FILE its own).")
+    workers: int | None = Field(default=None, description="Distributed mode only: live GPU workers.")
 
 
 class FormattedInput(_Answer):
