@@ -115,3 +115,25 @@ def test_a_dead_workers_job_runs_again_once_and_a_second_death_fails_it_with_the
     # A run still going on a worker taken for dead cannot end the job a second time.
     backend.finish(again, make_result(["/out/late.wav"]))
     assert backend.get(job.id).status is JobStatus.FAILED
+
+
+def test_retention_purges_old_finished_jobs_with_their_queue_entries(backend, postgres_url, tmp_path):
+    from acestep_api.jobs.retention import purge_expired
+
+    old, _ = backend.submit(make_request("old"))
+    waiting, _ = backend.submit(make_request("waiting"))
+    worker = ProcrastinateWorker(postgres_url, backend)
+    taken = worker.take()
+    audio = tmp_path / "old.wav"
+    audio.write_bytes(b"RIFF")
+    backend.finish(taken, make_result([str(audio)]))
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        # procrastinate closes its entry when the task returns; here, as it would
+        conn.execute("SELECT procrastinate_finish_job_v1(procrastinate_id, 'succeeded', false) "
+                     "FROM acestep_jobs WHERE id = %s", (old.id,))
+    purged = purge_expired(backend.store, retention_seconds=60, now=taken.finished_at + 61)
+    assert [job.id for job in purged] == [old.id] and not audio.exists()
+    assert backend.get(old.id) is None and backend.get(waiting.id).status is JobStatus.QUEUED
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        left = conn.execute("SELECT args->>'job_id' FROM procrastinate_jobs").fetchall()
+    assert left == [(waiting.id,)]

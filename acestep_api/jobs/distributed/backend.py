@@ -51,6 +51,7 @@ DEFAULT_STALL_SECONDS = 10.0
 CACHE_SECONDS = 1.0
 WAIT_POLL_SECONDS = 0.2
 MAX_ATTEMPTS = 2
+END_RETRY_SECONDS = 60.0
 
 
 def queue_for_model(model: str) -> str:
@@ -355,7 +356,10 @@ class PostgresJobBackend:
         self._end(job, JobStatus.SUCCEEDED)
 
     def fail(self, job: Job, error: str, outcome: Outcome = Outcome.INTERNAL) -> None:
-        cancelled = self._stop_asked(job.id) or self.cancel_requested(job.id)
+        try:
+            cancelled = self._stop_asked(job.id) or self.cancel_requested(job.id)
+        except BackendUnavailable:
+            cancelled = False
         job.error = CANCELLED_ERROR if cancelled else error
         self._end(job, JobStatus.FAILED, stage=CANCELLED_STAGE if cancelled else None)
 
@@ -368,11 +372,24 @@ class PostgresJobBackend:
             self._abort_checks.pop(job.id, None)
             self._cancelling.discard(job.id)
         try:
-            if not self.store.save(job, only_if_running_attempt=job.attempts):
+            if not self._save_end(job):
                 log.warning("Job %s was handed to another worker meanwhile; this run's end is not recorded", job.id)
         finally:
             remove_uploads(job.temp_files, self.store.upload_dir)
             self._durations.clear()
+
+    def _save_end(self, job: Job) -> bool:
+        """Record a job's end, waiting out a database restart (up to END_RETRY_SECONDS): a lost
+        end would leave the job running for ever, its worker alive."""
+        deadline = time.monotonic() + END_RETRY_SECONDS
+        while True:
+            try:
+                return self.store.save(job, only_if_running_attempt=job.attempts)
+            except BackendUnavailable:
+                if time.monotonic() >= deadline:
+                    raise
+                log.warning("Job %s ended but the database cannot be reached; retrying", job.id)
+                time.sleep(1.0)
 
     # --- faults: jobs whose worker died -----------------------------------------------
 

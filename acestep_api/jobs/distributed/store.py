@@ -149,12 +149,18 @@ class PostgresJobStore:
         return [path for (path,) in rows]
 
     def purge_finished_before(self, cutoff: float) -> list[Job]:
-        with self.connection() as conn:
+        """Delete finished jobs older than `cutoff` with their closed procrastinate entries."""
+        with self.connection() as conn, conn.transaction():
             rows = conn.execute(
-                f"DELETE FROM acestep_jobs WHERE status IN (%s, %s) AND finished_at < %s RETURNING {COLUMNS}",
+                f"DELETE FROM acestep_jobs WHERE status IN (%s, %s) AND finished_at < %s "
+                f"RETURNING {COLUMNS}, procrastinate_id",
                 (*_FINISHED, cutoff),
             ).fetchall()
-        return [row_to_job(row) for row in rows]
+            entries = [row[-1] for row in rows if row[-1] is not None]
+            if entries:
+                conn.execute("DELETE FROM procrastinate_jobs WHERE id = ANY(%s) AND status NOT IN ('todo', 'doing')",
+                             (entries,))
+        return [row_to_job(row[:-1]) for row in rows]
 
     def close(self) -> None:
         self.pool.close()
