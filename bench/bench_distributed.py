@@ -15,6 +15,7 @@ On a machine with fewer cores than workers the figures measure the contention, n
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import statistics
@@ -117,7 +118,7 @@ def main() -> None:
                 p99 = ms[min(len(ms) - 1, int(0.99 * len(ms)))]
                 line += (f"; /query_result with {STORED_JOBS} stored jobs: p50 {statistics.median(ms):.1f} ms, "
                          f"p99 {p99:.1f} ms over {len(ms)} polls")
-            print(line, flush=True)
+            print(f"{line} [load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores]", flush=True)
     finally:
         server.stop("immediate")
         shutil.rmtree(folder, ignore_errors=True)
