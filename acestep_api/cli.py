@@ -168,6 +168,7 @@ def worker(args: argparse.Namespace) -> int:
     from acestep_api.jobs.distributed.runner import DistributedWorker
     from acestep_api.jobs.distributed.setup import open_backend
     from acestep_api.jobs.worker import JobWorker
+    from acestep_api.storage import build_output_store
 
     settings = settings_from_args(args)
     if not settings.distributed:
@@ -181,7 +182,8 @@ def worker(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         job_worker = JobWorker(backend, engine, retention_seconds=settings.retention_days * 86400,
-                               encode_workers=settings.encode_workers or None, encode_backlog=settings.encode_backlog)
+                               encode_workers=settings.encode_workers or None, encode_backlog=settings.encode_backlog,
+                               outputs=build_output_store(settings))
         runner = DistributedWorker(settings.database_url, backend, job_worker, engine.served(),
                                    name=settings.worker_name, stall_seconds=settings.worker_stall_seconds)
         await runner.run(install_signal_handlers=True)
