@@ -119,7 +119,7 @@ def primary_checkpoint_exists(settings: Settings) -> bool:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from acestep_api.engine.startup import use_demo_checkpoints
+    from acestep_api.engine.startup import DEMO_DIT_MODELS, use_demo_checkpoints
     from acestep_api.server.app import create_app
     from acestep_api.server.key_file import KeyFileError
 
@@ -128,7 +128,11 @@ def serve(args: argparse.Namespace) -> int:
         logger.warning("No usable %s checkpoint under %s (config.json with model.safetensors, or "
                        "diffusers' transformer/ layout).", settings.config_path, settings.checkpoint_dir)
         settings = settings.model_copy(update={"demo": True})
-    if settings.demo:
+    if settings.demo and settings.distributed and not args.with_worker:
+        # A replica loads no model: it only names the demo's models until a worker reports.
+        settings = settings.model_copy(update={"config_path": DEMO_DIT_MODELS[0], "config_path2": DEMO_DIT_MODELS[1],
+                                               "config_path3": ""})
+    elif settings.demo:
         # Before the app is built, so that its settings (and the UI's) name the folder served.
         settings = use_demo_checkpoints(settings)
     if args.ui:

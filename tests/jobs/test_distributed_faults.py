@@ -137,3 +137,21 @@ def test_retention_purges_old_finished_jobs_with_their_queue_entries(backend, po
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         left = conn.execute("SELECT args->>'job_id' FROM procrastinate_jobs").fetchall()
     assert left == [(waiting.id,)]
+
+
+def test_the_commands_migrate_and_refuse_without_a_database(postgres, monkeypatch, capsys):
+    from acestep_api.cli import main
+
+    fresh = postgres.url(postgres.create_database())
+    monkeypatch.setenv("ACESTEP_DATABASE_URL", fresh)
+    assert main(["db", "migrate"]) == 0 and "created" in capsys.readouterr().out
+    assert main(["db", "migrate"]) == 0 and "up to date" in capsys.readouterr().out
+    with psycopg.connect(fresh, autocommit=True) as conn:
+        tables = {name for (name,) in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    assert {"acestep_jobs", "acestep_workers", "procrastinate_jobs", "procrastinate_workers"} <= tables
+
+    monkeypatch.delenv("ACESTEP_DATABASE_URL")
+    assert main(["db", "migrate"]) == 2
+    assert main(["worker"]) == 2
+    assert main(["serve", "--with-worker"]) == 2
+    assert "ACESTEP_DATABASE_URL" in capsys.readouterr().err
