@@ -92,7 +92,7 @@ async def distributed_lifespan(app: FastAPI, settings: Settings) -> AsyncIterato
     from acestep_api.jobs.distributed.runner import DistributedWorker
     from acestep_api.jobs.distributed.setup import open_backend
 
-    backend = await asyncio.to_thread(open_backend, settings)
+    backend = await asyncio.to_thread(open_backend, settings, app.state.metrics)
     runner_task = None
     try:
         app.state.queue = backend

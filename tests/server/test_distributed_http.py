@@ -60,6 +60,10 @@ async def test_a_job_accepted_by_one_replica_is_answered_by_the_other(dist_setti
         assert audio.status_code == 200 and len(audio.content) > 1000
         stats = (await replica_client.get("/v1/stats")).json()["data"]
         assert stats["jobs"]["succeeded"] == 1 and stats["workers"] == 1
+        # Each process counts what it did: this one accepted, started and ended the job.
+        metrics = (await worker_client.get("/metrics")).text
+        assert 'acestep_jobs_submitted_total{api="release_task"' in metrics
+        assert 'acestep_jobs_succeeded_total{api="release_task"' in metrics
 
 
 async def test_a_cancel_through_the_replica_stops_the_running_job_and_the_worker_goes_on(dist_settings, engine):

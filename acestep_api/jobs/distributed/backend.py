@@ -33,7 +33,7 @@ from procrastinate import sql
 
 from acestep_api.engine.served import ServedModel, ServedModels
 from acestep_api.jobs.backend import BackendUnavailable
-from acestep_api.jobs.events import Outcome
+from acestep_api.jobs.events import JobEvents, Outcome
 from acestep_api.jobs.models import Job, JobApi, JobKind, JobRequest, JobResult, JobStatus
 from acestep_api.jobs.queue import (
     CANCELLED_ERROR, PROGRESS_MIN_INTERVAL, PROGRESS_MIN_STEP, JobCancelled, QueueFullError,
@@ -114,6 +114,7 @@ class PostgresJobBackend:
         primary_model: str = "",
         fallback_served: ServedModels | None = None,
         stall_seconds: float = DEFAULT_STALL_SECONDS,
+        events: JobEvents | None = None,
     ):
         self.store = PostgresJobStore(pool, upload_dir)
         self.maxsize = maxsize
@@ -122,6 +123,9 @@ class PostgresJobBackend:
         self.primary_model = primary_model
         self.fallback_served = fallback_served
         self.stall_seconds = stall_seconds
+        # This process's observer (its /metrics): a replica hears of the jobs it accepted and
+        # cancelled while waiting, a worker of the jobs it started and ended.
+        self.events = events
         # Procrastinate writes its queue entries on our connections, inside our transactions.
         self.procrastinate = App(connector=SyncPsycopgConnector())
         self.procrastinate.open(pool)
@@ -263,6 +267,7 @@ class PostgresJobBackend:
                 connection=conn,
             )
             conn.execute("UPDATE acestep_jobs SET procrastinate_id = %s WHERE id = %s", (deferred.id, job.id))
+        self._tell("job_submitted", job)
         return job, waiting + 1
 
     def cancel(self, job_id: str) -> Job | None:
@@ -288,6 +293,7 @@ class PostgresJobBackend:
         job = self.store.get(job_id)
         if ended and job is not None:
             remove_uploads(job.temp_files, self.store.upload_dir)
+            self._tell("job_ended", job, Outcome.CANCELLED)
         return job
 
     async def wait_finished(self, job_id: str, timeout: float | None = None) -> Job | None:
@@ -319,6 +325,7 @@ class PostgresJobBackend:
             self._last_write[job_id] = (job.progress, job.stage, time.monotonic())
             if abort_check is not None:
                 self._abort_checks[job_id] = abort_check
+        self._tell("job_started", job)
         return job
 
     def request_stop(self, job_id: str) -> None:
@@ -353,7 +360,7 @@ class PostgresJobBackend:
 
     def finish(self, job: Job, result: JobResult) -> None:
         job.result, job.error, job.progress = result, None, 1.0
-        self._end(job, JobStatus.SUCCEEDED)
+        self._end(job, JobStatus.SUCCEEDED, outcome=Outcome.SUCCEEDED)
 
     def fail(self, job: Job, error: str, outcome: Outcome = Outcome.INTERNAL) -> None:
         try:
@@ -361,9 +368,11 @@ class PostgresJobBackend:
         except BackendUnavailable:
             cancelled = False
         job.error = CANCELLED_ERROR if cancelled else error
-        self._end(job, JobStatus.FAILED, stage=CANCELLED_STAGE if cancelled else None)
+        self._end(job, JobStatus.FAILED, stage=CANCELLED_STAGE if cancelled else None,
+                  outcome=Outcome.CANCELLED if cancelled else outcome)
 
-    def _end(self, job: Job, status: JobStatus, stage: str | None = None) -> None:
+    def _end(self, job: Job, status: JobStatus, stage: str | None = None,
+             outcome: Outcome = Outcome.INTERNAL) -> None:
         job.status = status
         job.stage = stage or status.value
         job.finished_at = time.time()
@@ -371,12 +380,24 @@ class PostgresJobBackend:
             self._last_write.pop(job.id, None)
             self._abort_checks.pop(job.id, None)
             self._cancelling.discard(job.id)
+        recorded = False
         try:
-            if not self._save_end(job):
+            recorded = self._save_end(job)
+            if not recorded:
                 log.warning("Job %s was handed to another worker meanwhile; this run's end is not recorded", job.id)
         finally:
             remove_uploads(job.temp_files, self.store.upload_dir)
             self._durations.clear()
+            if recorded:
+                self._tell("job_ended", job, outcome)
+
+    def _tell(self, event: str, job: Job, *args) -> None:
+        if self.events is None:
+            return
+        try:
+            getattr(self.events, event)(job, *args)
+        except Exception:  # noqa: BLE001 - an observer's fault must not change a job's fate
+            log.exception("Reporting %s of job %s failed", event, job.id)
 
     def _save_end(self, job: Job) -> bool:
         """Record a job's end, waiting out a database restart (up to END_RETRY_SECONDS): a lost

@@ -13,6 +13,7 @@ from acestep_api.engine.request import TASK_TYPES, TURBO_TASK_TYPES
 from acestep_api.engine.served import ServedModel, ServedModels
 from acestep_api.jobs.distributed.backend import PostgresJobBackend
 from acestep_api.jobs.distributed.schema import migrate
+from acestep_api.jobs.events import JobEvents
 from acestep_api.jobs.distributed.store import open_pool
 from acestep_api.settings import Settings
 
@@ -46,7 +47,7 @@ def configured_models(settings: Settings) -> ServedModels:
                         is_demo=settings.demo, device="none")
 
 
-def open_backend(settings: Settings) -> PostgresJobBackend:
+def open_backend(settings: Settings, events: JobEvents | None = None) -> PostgresJobBackend:
     migrate_when_reachable(settings.database_url)
     return PostgresJobBackend(
         open_pool(settings.database_url),
@@ -57,4 +58,5 @@ def open_backend(settings: Settings) -> PostgresJobBackend:
         primary_model=Path(settings.config_path).name,
         fallback_served=configured_models(settings),
         stall_seconds=settings.worker_stall_seconds,
+        events=events,
     )
