@@ -73,8 +73,10 @@ def test_a_job_goes_only_to_a_worker_serving_its_model_and_waits_saying_why(back
     turbo_job, _ = backend.submit(make_request("turbo"))
     base_job, _ = backend.submit(make_request("base", model=BASE))
     lm_job, _ = backend.submit(FormatRequest(caption="rough"))
+    thinking_job, _ = backend.submit(make_request("with codes", thinking=True))
     assert worker_queues(served(TURBO)) == [queue_for_model(TURBO)]
-    assert worker_queues(served(TURBO, BASE, lm=True))[-1] == LM_QUEUE
+    assert worker_queues(served(TURBO, BASE, lm=True)) == [
+        "dit:" + TURBO, "dit:" + BASE, "dit+lm:" + TURBO, "dit+lm:" + BASE, LM_QUEUE]
 
     # A worker with the turbo model only registers (as runner.py's heartbeat does).
     DistributedWorker(postgres_url, backend, None, served(TURBO), name="turbo-only")._register()
@@ -82,13 +84,15 @@ def test_a_job_goes_only_to_a_worker_serving_its_model_and_waits_saying_why(back
     assert backend.get(turbo_job.id).stage == "queued"
     assert backend.get(base_job.id).stage == f"queued: no live worker serves model {BASE}"
     assert backend.get(lm_job.id).stage == "queued: no live worker has the 5 Hz LM"
+    assert backend.get(thinking_job.id).stage == f"queued: no live worker serves model {TURBO} with the 5 Hz LM"
     assert backend.workers() == {"alive": 1, "models": [TURBO], "lm": False}
 
     turbo_worker = ProcrastinateWorker(postgres_url, backend, worker_queues(served(TURBO)))
     assert turbo_worker.take().id == turbo_job.id
     assert turbo_worker.take() is None  # the base and LM jobs are not for it
-    lm_worker = ProcrastinateWorker(postgres_url, backend, worker_queues(served(BASE, lm=True)))
-    assert {lm_worker.take().id, lm_worker.take().id} == {base_job.id, lm_job.id}
+    lm_worker = ProcrastinateWorker(postgres_url, backend, worker_queues(served(TURBO, BASE, lm=True)))
+    taken = {lm_worker.take().id for _ in range(3)}
+    assert taken == {base_job.id, lm_job.id, thinking_job.id}
 
 
 def test_a_dead_workers_job_runs_again_once_and_a_second_death_fails_it_with_the_reason(backend, postgres_url):

@@ -54,13 +54,20 @@ MAX_ATTEMPTS = 2
 END_RETRY_SECONDS = 60.0
 
 
-def queue_for_model(model: str) -> str:
-    """The procrastinate queue of a DiT model. PostgreSQL channel names (procrastinate
-    notifies on one per queue) stop at 63 bytes, so a long name is shortened by a hash."""
-    name = f"dit:{model}"
-    if len(name) <= 32:
-        return name
-    return f"dit:{model[:16]}:{hashlib.sha1(model.encode()).hexdigest()[:10]}"
+def queue_for_model(model: str, lm: bool = False) -> str:
+    """The procrastinate queue of a DiT model (`lm`: for jobs that also need the 5 Hz LM).
+    PostgreSQL channel names (procrastinate notifies on one per queue) stop at 63 bytes, so a
+    long name is shortened by a hash."""
+    prefix = "dit+lm:" if lm else "dit:"
+    if len(model) <= 24:
+        return prefix + model
+    return f"{prefix}{model[:16]}:{hashlib.sha1(model.encode()).hexdigest()[:10]}"
+
+
+def model_of_queue(queue: str) -> tuple[str, bool]:
+    """The model a DiT queue names (shortened names stay shortened) and whether it needs the LM."""
+    lm = queue.startswith("dit+lm:")
+    return queue.split(":", 1)[1], lm
 
 
 def served_to_json(served: ServedModels) -> str:
@@ -183,9 +190,10 @@ class PostgresJobBackend:
             return LM_QUEUE
         served = self.served()
         requested = getattr(request, "model", None)
+        needs_lm = bool(getattr(request, "needs_lm", False))
         if served is not None:
-            return queue_for_model(served.select(requested).name)
-        return queue_for_model(Path(requested).name if requested else self.primary_model)
+            return queue_for_model(served.select(requested).name, needs_lm)
+        return queue_for_model(Path(requested).name if requested else self.primary_model, needs_lm)
 
     # --- reading ----------------------------------------------------------------------
 
@@ -217,7 +225,8 @@ class PostgresJobBackend:
             return "queued"
         if queue == LM_QUEUE:
             return "queued: no live worker has the 5 Hz LM"
-        return f"queued: no live worker serves model {queue.removeprefix('dit:')}"
+        model, lm = model_of_queue(queue)
+        return f"queued: no live worker serves model {model}" + (" with the 5 Hz LM" if lm else "")
 
     def position(self, job_id: str) -> int | None:
         return self.store.position(job_id)

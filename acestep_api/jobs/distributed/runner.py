@@ -46,7 +46,9 @@ def default_worker_name() -> str:
 def worker_queues(served: ServedModels) -> list[str]:
     """The queues a worker with these models takes jobs from."""
     queues = [queue_for_model(name) for name in served.model_names]
-    return queues + ([LM_QUEUE] if served.lm_available else [])
+    if served.lm_available:
+        queues += [queue_for_model(name, lm=True) for name in served.model_names] + [LM_QUEUE]
+    return queues
 
 
 class DistributedWorker:
