@@ -24,7 +24,7 @@ import socket
 import time
 import uuid
 
-from procrastinate import App, PsycopgConnector
+from procrastinate import App, PsycopgConnector, RetryStrategy
 from procrastinate.job_context import AbortReason, JobContext
 
 from acestep_api.engine.served import ServedModels
@@ -37,6 +37,7 @@ from acestep_api.jobs.worker import JobWorker
 log = logging.getLogger(__name__)
 
 RECONNECT_SECONDS = 2.0
+CLAIM_ATTEMPTS = 60
 
 
 def default_worker_name() -> str:
@@ -67,7 +68,9 @@ class DistributedWorker:
     def _task_app(self) -> App:
         app = App(connector=PsycopgConnector(conninfo=self.conninfo, kwargs={"connect_timeout": 5}))
 
-        @app.task(name=TASK_NAME, pass_context=True)
+        # The task raises only when the database failed it before the job started (the claim):
+        # procrastinate then tries again, so the job is not left waiting for ever.
+        @app.task(name=TASK_NAME, pass_context=True, retry=RetryStrategy(max_attempts=CLAIM_ATTEMPTS, wait=2))
         async def run_job(context: JobContext, job_id: str) -> None:
             await self._run(context, job_id)
 

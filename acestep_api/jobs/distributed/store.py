@@ -8,6 +8,7 @@ becomes BackendUnavailable (a 503 for a request), never a raw driver error.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,9 @@ _FINISHED = (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value)
 
 # How long a request waits for a connection before it is answered 503.
 POOL_TIMEOUT = 2.0
+# After a failure, requests are answered 503 at once for this long instead of each waiting
+# POOL_TIMEOUT (they run on the event loop): the pool keeps reconnecting meanwhile.
+FAST_FAIL_SECONDS = 1.0
 
 
 def open_pool(conninfo: str, max_size: int = 10, timeout: float | None = None) -> psycopg_pool.ConnectionPool:
@@ -47,13 +51,17 @@ class PostgresJobStore:
     def __init__(self, pool: psycopg_pool.ConnectionPool, upload_dir: Path):
         self.pool = pool
         self.upload_dir = Path(upload_dir)
+        self._down_until = 0.0
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:
+        if time.monotonic() < self._down_until:
+            raise BackendUnavailable(UNAVAILABLE)
         try:
             with self.pool.connection() as conn:
                 yield conn
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout, psycopg.InterfaceError) as error:
+            self._down_until = time.monotonic() + FAST_FAIL_SECONDS
             raise BackendUnavailable(UNAVAILABLE) from error
 
     def _select(self, where: str, params: tuple = ()) -> list[Job]:
