@@ -159,3 +159,20 @@ def test_the_commands_migrate_and_refuse_without_a_database(postgres, monkeypatc
     assert main(["worker"]) == 2
     assert main(["serve", "--with-worker"]) == 2
     assert "ACESTEP_DATABASE_URL" in capsys.readouterr().err
+
+
+def test_a_job_cancelled_after_procrastinate_handed_it_out_still_never_runs(backend, postgres_url):
+    job, _ = backend.submit(make_request())
+
+    async def fetch_cancel_claim():
+        app = App(connector=PsycopgConnector(conninfo=postgres_url))
+        async with app.open_async():
+            worker_id = await app.job_manager.register_worker()
+            entry = await app.job_manager.fetch_job(queues=None, worker_id=worker_id)
+            assert entry.task_kwargs["job_id"] == job.id
+            await asyncio.to_thread(backend.cancel, job.id)  # arrives between fetch and claim
+            return await asyncio.to_thread(backend.claim, job.id, "w")
+
+    assert asyncio.run(fetch_cancel_claim()) is None
+    cancelled = backend.get(job.id)
+    assert (cancelled.status, cancelled.stage, cancelled.attempts) == (JobStatus.FAILED, "cancelled", 0)
