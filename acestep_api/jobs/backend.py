@@ -11,6 +11,7 @@ query at most), so a request handler calls them directly.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from acestep_api.jobs.events import Outcome
@@ -22,11 +23,25 @@ class BackendUnavailable(Exception):
     HTTP layer answers 503 with this message, and the caller may retry."""
 
 
+class JobRecords(Protocol):
+    """The stored jobs behind a backend (`backend.store`): what retention, the key quotas and
+    the per-key figures of /v1/stats read."""
+
+    upload_dir: Path
+
+    def key_usage(self, key_name: str, since: float): ...
+
+    def key_counts(self, since: float) -> dict: ...
+
+    def purge_finished_before(self, cutoff: float) -> list[Job]: ...
+
+
 @runtime_checkable
 class JobBackend(Protocol):
     # The name /health reports: "embedded" or "distributed".
     mode: str
     maxsize: int
+    store: JobRecords
 
     # --- reading (any replica) -------------------------------------------------------
     @property
@@ -59,10 +74,10 @@ class JobBackend(Protocol):
         """What /health says of the workers: {"alive": n, ...}."""
 
     # --- writing (any replica) -------------------------------------------------------
-    def submit(self, request: JobRequest, api: JobApi = JobApi.RELEASE_TASK,
-               temp_files: Sequence[str] = ()) -> tuple[Job, int]:
-        """Store the job and queue it in one step; (job, 1-based position). Raises
-        QueueFullError when `maxsize` jobs wait."""
+    def submit(self, request: JobRequest, api: JobApi = JobApi.RELEASE_TASK, temp_files: Sequence[str] = (),
+               key_name: str | None = None, audio_seconds: float = 0.0) -> tuple[Job, int]:
+        """Store the job and queue it in one step, charged to `key_name`; (job, 1-based
+        position). Raises QueueFullError when `maxsize` jobs wait."""
 
     def cancel(self, job_id: str) -> Job | None:
         """A waiting job ends at once and never runs; a running one is asked to stop at its

@@ -95,11 +95,15 @@ async def distributed_lifespan(app: FastAPI, settings: Settings) -> AsyncIterato
     backend = await asyncio.to_thread(open_backend, settings, app.state.metrics)
     runner_task = None
     try:
-        app.state.queue = backend
+        app.state.queue, app.state.store = backend, backend.store
+        # Default adapters (POST /v1/lora/*) belong to one engine: only a process that is a
+        # worker has them.
+        app.state.adapters = None
         if app.state.start_worker:
             if app.state.engine is None:
                 app.state.engine = await asyncio.to_thread(build_engine, settings)
             served = app.state.engine.served()
+            app.state.adapters = getattr(getattr(app.state.engine, "adapters", None), "ledger", None)
             worker = JobWorker(backend, app.state.engine, retention_seconds=settings.retention_days * SECONDS_PER_DAY,
                                encode_workers=settings.encode_workers or None, encode_backlog=settings.encode_backlog,
                                outputs=app.state.outputs)

@@ -166,3 +166,27 @@ def test_wait_finished_wakes_when_the_job_ends_elsewhere_and_times_out(harness):
     ended, waiting, unknown = asyncio.run(scenario())
     assert ended.status is JobStatus.SUCCEEDED
     assert waiting.status is JobStatus.QUEUED and unknown is None
+
+
+def test_jobs_are_charged_to_their_key_and_counted_per_key(harness):
+    backend = harness.backend
+    first, _ = backend.submit(make_request("one"), key_name="alice", audio_seconds=30.0)
+    backend.submit(make_request("two"), key_name="alice", audio_seconds=12.5)
+    backend.submit(make_request("three"))
+    stored = backend.get(first.id)
+    assert (stored.key_name, stored.audio_seconds) == ("alice", 30.0)
+    counts = backend.store.key_counts(since=0.0)
+    assert list(counts) == ["alice"]
+    assert counts["alice"].jobs["queued"] == 2
+    assert (counts["alice"].jobs_since, counts["alice"].audio_seconds_since) == (2, 42.5)
+    assert backend.store.key_counts(since=first.created_at + 3600)["alice"].jobs_since == 0
+
+
+def test_a_keys_usage_counts_its_jobs_seconds_and_waiting_jobs(harness):
+    backend = harness.backend
+    backend.submit(make_request("one"), key_name="bob", audio_seconds=20.0)
+    backend.submit(make_request("two"), key_name="bob", audio_seconds=10.0)
+    harness.take()
+    usage = backend.store.key_usage("bob", since=0.0)
+    assert (usage.jobs_since, usage.audio_seconds_since, usage.waiting) == (2, 30.0, 1)
+    assert backend.store.key_usage("nobody", since=0.0).jobs_since == 0

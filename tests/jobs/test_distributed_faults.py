@@ -176,3 +176,13 @@ def test_a_job_cancelled_after_procrastinate_handed_it_out_still_never_runs(back
     assert asyncio.run(fetch_cancel_claim()) is None
     cancelled = backend.get(job.id)
     assert (cancelled.status, cancelled.stage, cancelled.attempts) == (JobStatus.FAILED, "cancelled", 0)
+
+
+def test_what_a_worker_serves_travels_as_json():
+    from pathlib import Path
+
+    from acestep_api.jobs.distributed.backend import served_from_json, served_to_json
+
+    original = ServedModels(models=(ServedModel(TURBO, True, ("text2music", "cover")),), lm_model="lm",
+                            lm_available=True, is_demo=True, device="cuda", lora_dir=Path("/srv/loras"))
+    assert served_from_json(served_to_json(original)) == original

@@ -71,13 +71,17 @@ def model_of_queue(queue: str) -> tuple[str, bool]:
 
 
 def served_to_json(served: ServedModels) -> str:
-    return json.dumps(dataclasses.asdict(served))
+    return json.dumps(dataclasses.asdict(served), default=str)  # paths as text
 
 
 def served_from_json(text: str) -> ServedModels:
     data = json.loads(text)
     models = tuple(ServedModel(m["name"], m["is_turbo"], tuple(m["supported_task_types"])) for m in data["models"])
-    return ServedModels(**{**data, "models": models})
+    known = {field.name for field in dataclasses.fields(ServedModels)}
+    values = {key: value for key, value in data.items() if key in known}
+    if values.get("lora_dir") is not None:
+        values["lora_dir"] = Path(values["lora_dir"])
+    return ServedModels(**{**values, "models": models})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,7 +190,12 @@ class PostgresJobBackend:
         )
 
     def queue_for(self, request: JobRequest) -> str:
-        if JobKind.of(request) is not JobKind.GENERATION:
+        kind = JobKind.of(request)
+        if kind is JobKind.ADAPTER:
+            # A change of the default adapters runs on one worker, the first free one serving
+            # the primary model (docs/deploy.md); a song's own lora_name works on every worker.
+            return queue_for_model(self.primary_model)
+        if kind is not JobKind.GENERATION:
             return LM_QUEUE
         served = self.served()
         requested = getattr(request, "model", None)
@@ -257,10 +266,10 @@ class PostgresJobBackend:
 
     # --- submitting and cancelling ----------------------------------------------------
 
-    def submit(self, request: JobRequest, api: JobApi = JobApi.RELEASE_TASK,
-               temp_files: Sequence[str] = ()) -> tuple[Job, int]:
+    def submit(self, request: JobRequest, api: JobApi = JobApi.RELEASE_TASK, temp_files: Sequence[str] = (),
+               key_name: str | None = None, audio_seconds: float = 0.0) -> tuple[Job, int]:
         job = Job(id=str(uuid.uuid4()), request=request, api=api, created_at=time.time(),
-                  temp_files=list(temp_files))
+                  temp_files=list(temp_files), key_name=key_name, audio_seconds=audio_seconds)
         queue = self.queue_for(request)
         with self.store.connection() as conn, conn.transaction():
             # One submitter at a time checks the bound, so `maxsize` holds across replicas.

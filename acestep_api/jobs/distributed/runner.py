@@ -115,6 +115,8 @@ class DistributedWorker:
                 await asyncio.to_thread(self._register)
             except BackendUnavailable:
                 log.warning("Worker %s: the database cannot be reached; retrying", self.name)
+            except Exception:  # noqa: BLE001 - the heartbeat must go on whatever one round met
+                log.exception("Worker %s: recording its heartbeat failed", self.name)
             await asyncio.sleep(self.heartbeat)
 
     async def _recover(self, app: App) -> None:

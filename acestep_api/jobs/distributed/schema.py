@@ -31,6 +31,9 @@ CREATE TABLE IF NOT EXISTS acestep_jobs (
     temp_files       TEXT NOT NULL,
     run_marker       TEXT,
     kind             TEXT NOT NULL,
+    -- the name of the API key that submitted it, and the audio seconds charged to that key
+    key_name         TEXT,
+    audio_seconds    DOUBLE PRECISION NOT NULL DEFAULT 0,
     -- the job failed because its worker died under it: its run time is unknown
     interrupted      BOOLEAN NOT NULL DEFAULT FALSE,
     -- the procrastinate queue it waits in (one per DiT model, one for LM-only jobs)
@@ -39,9 +42,13 @@ CREATE TABLE IF NOT EXISTS acestep_jobs (
     worker           TEXT,
     cancel_requested BOOLEAN NOT NULL DEFAULT FALSE
 );
+-- Columns added after the first release: a database migrated before them gains them.
+ALTER TABLE acestep_jobs ADD COLUMN IF NOT EXISTS key_name TEXT;
+ALTER TABLE acestep_jobs ADD COLUMN IF NOT EXISTS audio_seconds DOUBLE PRECISION NOT NULL DEFAULT 0;
 CREATE INDEX IF NOT EXISTS acestep_jobs_status ON acestep_jobs (status, seq);
 CREATE INDEX IF NOT EXISTS acestep_jobs_finished ON acestep_jobs (finished_at);
 CREATE INDEX IF NOT EXISTS acestep_jobs_procrastinate ON acestep_jobs (procrastinate_id);
+CREATE INDEX IF NOT EXISTS acestep_jobs_key ON acestep_jobs (key_name, created_at) WHERE key_name IS NOT NULL;
 
 -- One row per GPU worker process: what it serves (ServedModels as JSON) and when it was last
 -- seen; a worker unseen for the stall timeout counts as dead.

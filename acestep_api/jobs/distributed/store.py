@@ -17,7 +17,7 @@ import psycopg_pool
 
 from acestep_api.jobs.backend import BackendUnavailable
 from acestep_api.jobs.models import Job, JobKind, JobStatus
-from acestep_api.jobs.store import CANCELLED_STAGE, JOB_FIELDS, job_to_row, row_to_job
+from acestep_api.jobs.store import CANCELLED_STAGE, JOB_FIELDS, KeyCounts, KeyUsage, job_to_row, row_to_job
 
 UNAVAILABLE = "The job database cannot be reached right now; try again in a few seconds"
 
@@ -137,6 +137,36 @@ class PostgresJobStore:
         counts = {status.value: 0 for status in JobStatus}
         counts.update({status: n for status, n in rows})
         return {"total": sum(counts.values()), **counts}
+
+    def key_usage(self, key_name: str, since: float) -> KeyUsage:
+        """What a key has used: jobs and audio seconds submitted since `since`, and its jobs
+        waiting now (over every replica), as JobStore.key_usage."""
+        with self.connection() as conn:
+            jobs, seconds, waiting = conn.execute(
+                "SELECT count(*) FILTER (WHERE created_at >= %(since)s), "
+                "COALESCE(sum(audio_seconds) FILTER (WHERE created_at >= %(since)s), 0), "
+                "count(*) FILTER (WHERE status = %(queued)s) FROM acestep_jobs WHERE key_name = %(key)s",
+                {"since": since, "queued": JobStatus.QUEUED.value, "key": key_name},
+            ).fetchone()
+        return KeyUsage(jobs_since=int(jobs), audio_seconds_since=float(seconds), waiting=int(waiting))
+
+    def key_counts(self, since: float) -> dict[str, KeyCounts]:
+        """Per key name: its stored jobs by status, and the jobs and audio seconds submitted
+        since `since` (for /v1/stats), as JobStore.key_counts."""
+        with self.connection() as conn:
+            rows = conn.execute(
+                "SELECT key_name, status, count(*), count(*) FILTER (WHERE created_at >= %(since)s), "
+                "COALESCE(sum(audio_seconds) FILTER (WHERE created_at >= %(since)s), 0) "
+                "FROM acestep_jobs WHERE key_name IS NOT NULL GROUP BY key_name, status ORDER BY key_name",
+                {"since": since},
+            ).fetchall()
+        counts: dict[str, KeyCounts] = {}
+        for key_name, status, n, jobs_since, seconds_since in rows:
+            entry = counts.setdefault(key_name, KeyCounts.empty())
+            entry.jobs[status] = n
+            entry.jobs_since += int(jobs_since)
+            entry.audio_seconds_since += float(seconds_since)
+        return counts
 
     def recent_durations(self, n: int) -> list[float]:
         with self.connection() as conn:
