@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 RECONNECT_SECONDS = 2.0
 CLAIM_ATTEMPTS = 60
+FORGET_WORKER_SECONDS = 24 * 3600
 
 
 def default_worker_name() -> str:
@@ -104,6 +105,10 @@ class DistributedWorker:
                 "VALUES (%s, %s, %s, %s, now()) ON CONFLICT (name) DO UPDATE SET served = EXCLUDED.served, "
                 "queues = EXCLUDED.queues, last_seen = now()",
                 (self.name, served_to_json(self.served), self.queues, self.started_at))
+            # A worker killed without a goodbye is forgotten after a while (its models are still
+            # listed until then, so their jobs keep waiting rather than going elsewhere).
+            conn.execute("DELETE FROM acestep_workers WHERE last_seen < now() - make_interval(secs => %s)",
+                         (FORGET_WORKER_SECONDS,))
 
     def _unregister(self) -> None:
         with self.backend.store.connection() as conn:
