@@ -40,6 +40,27 @@ def build_parser() -> argparse.ArgumentParser:
                       help="serve the demo when the primary checkpoint is not in the checkpoints folder")
     serve.add_argument("--ui", action="store_true",
                        help="also serve the browser UI (ACESTEP_UI_HOST / ACESTEP_UI_PORT, default port 7860)")
+    serve.add_argument("--with-worker", action="store_true",
+                       help="distributed mode (ACESTEP_DATABASE_URL): also run a GPU worker in this process")
+
+    worker = commands.add_parser(
+        "worker", help="run one GPU worker of the distributed mode (needs ACESTEP_DATABASE_URL)")
+    for option, kwargs in (
+        ("--checkpoint-dir", {"type": Path, "help": "ACESTEP_CHECKPOINT_DIR"}),
+        ("--output-dir", {"type": Path, "help": "the shared output folder (ACESTEP_OUTPUT_DIR)"}),
+        ("--device", {"choices": ["auto", "cpu", "cuda", "mps"], "help": "ACESTEP_DEVICE"}),
+        ("--init-llm", {"help": "ACESTEP_INIT_LLM"}),
+        ("--lm-model-path", {"help": "ACESTEP_LM_MODEL_PATH"}),
+        ("--lm-backend", {"choices": ["transformers", "pt", "vllm"], "help": "ACESTEP_LM_BACKEND"}),
+        ("--lm-device", {"choices": ["auto", "cpu", "cuda", "mps"], "help": "ACESTEP_LM_DEVICE"}),
+        ("--name", {"help": "the name /health and the logs show (ACESTEP_WORKER_NAME)"}),
+    ):
+        worker.add_argument(option, **kwargs)
+    worker.add_argument("--demo", action="store_true", default=None, help="random-weight demo checkpoints")
+
+    db = commands.add_parser("db", help="the distributed mode's database")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    db_commands.add_parser("migrate", help="create procrastinate's tables and ours (idempotent)")
 
     # The two client commands keep their own modules light: no torch import on this path.
     from acestep_api.client import generate as generate_command
@@ -63,18 +84,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
+    options = ("host", "port", "api_key", "checkpoint_dir", "output_dir", "device", "init_llm", "lm_model_path",
+               "lm_backend", "lm_device", "demo", "name")
+    given = {option: getattr(args, option, None) for option in options}
     overrides = {
-        "api_host": args.host,
-        "api_port": args.port,
-        "api_key": args.api_key,
-        "checkpoint_dir": args.checkpoint_dir,
-        "output_dir": args.output_dir,
-        "device": args.device,
-        "init_llm": args.init_llm,
-        "lm_model_path": args.lm_model_path,
-        "lm_backend": args.lm_backend,
-        "lm_device": args.lm_device,
-        "demo": args.demo,
+        "api_host": given["host"],
+        "api_port": given["port"],
+        "api_key": given["api_key"],
+        "checkpoint_dir": given["checkpoint_dir"],
+        "output_dir": given["output_dir"],
+        "device": given["device"],
+        "init_llm": given["init_llm"],
+        "lm_model_path": given["lm_model_path"],
+        "lm_backend": given["lm_backend"],
+        "lm_device": given["lm_device"],
+        "demo": given["demo"],
+        "worker_name": given["name"],
     }
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
@@ -94,7 +119,7 @@ def primary_checkpoint_exists(settings: Settings) -> bool:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from acestep_api.engine.startup import use_demo_checkpoints
+    from acestep_api.engine.startup import DEMO_DIT_MODELS, use_demo_checkpoints
     from acestep_api.server.app import create_app
     from acestep_api.server.key_file import KeyFileError
 
@@ -103,16 +128,27 @@ def serve(args: argparse.Namespace) -> int:
         logger.warning("No usable %s checkpoint under %s (config.json with model.safetensors, or "
                        "diffusers' transformer/ layout).", settings.config_path, settings.checkpoint_dir)
         settings = settings.model_copy(update={"demo": True})
-    if settings.demo:
+    if settings.demo and settings.distributed and not args.with_worker:
+        # A replica loads no model: it only names the demo's models until a worker reports.
+        settings = settings.model_copy(update={"config_path": DEMO_DIT_MODELS[0], "config_path2": DEMO_DIT_MODELS[1],
+                                               "config_path3": ""})
+    elif settings.demo:
         # Before the app is built, so that its settings (and the UI's) name the folder served.
         settings = use_demo_checkpoints(settings)
     if args.ui:
         from acestep_api.ui import command as ui_command
 
         ui_command.start_background(settings)
+    if args.with_worker and not settings.distributed:
+        print("error: --with-worker needs ACESTEP_DATABASE_URL (the embedded mode always runs its worker)",
+              file=sys.stderr)
+        return 2
+    # Embedded: the one process runs the worker. Distributed: only with --with-worker; a plain
+    # replica loads no model.
+    start_worker = args.with_worker or not settings.distributed
     # The app object is built here with the final settings, so --api-key always takes effect.
     try:
-        app = create_app(settings)
+        app = create_app(settings, start_worker=start_worker)
     except KeyFileError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -124,6 +160,54 @@ def serve(args: argparse.Namespace) -> int:
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
     )
+    return 0
+
+
+def worker(args: argparse.Namespace) -> int:
+    """One GPU worker: loads the models, registers, takes jobs from their queues until SIGTERM
+    (the running job ends first)."""
+    import asyncio
+
+    from acestep_api.engine.startup import build_engine, use_demo_checkpoints
+    from acestep_api.jobs.distributed.runner import DistributedWorker
+    from acestep_api.jobs.distributed.setup import open_backend
+    from acestep_api.jobs.worker import JobWorker
+    from acestep_api.storage import build_output_store
+
+    settings = settings_from_args(args)
+    if not settings.distributed:
+        print("error: acestep-api worker needs ACESTEP_DATABASE_URL=postgresql://...", file=sys.stderr)
+        return 2
+    if settings.demo:
+        settings = use_demo_checkpoints(settings)
+    settings.audio_dir.mkdir(parents=True, exist_ok=True)
+    engine = build_engine(settings)
+    backend = open_backend(settings)
+
+    async def run() -> None:
+        job_worker = JobWorker(backend, engine, retention_seconds=settings.retention_days * 86400,
+                               encode_workers=settings.encode_workers or None, encode_backlog=settings.encode_backlog,
+                               outputs=build_output_store(settings))
+        runner = DistributedWorker(settings.database_url, backend, job_worker, engine.served(),
+                                   name=settings.worker_name, stall_seconds=settings.worker_stall_seconds)
+        await runner.run(install_signal_handlers=True)
+
+    try:
+        asyncio.run(run())
+    finally:
+        backend.close()
+    return 0
+
+
+def db(args: argparse.Namespace) -> int:
+    from acestep_api.jobs.distributed.schema import migrate
+
+    settings = Settings()
+    if not settings.distributed:
+        print("error: set ACESTEP_DATABASE_URL=postgresql://...", file=sys.stderr)
+        return 2
+    created = migrate(settings.database_url)
+    print("database schema created" if created else "database schema up to date")
     return 0
 
 
@@ -162,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         from acestep_api.ui import command as ui_command
 
         return ui_command.run(args)
-    handlers = {"serve": serve, "demo-checkpoints": demo_checkpoints, "download": download}
+    handlers = {"serve": serve, "worker": worker, "db": db, "demo-checkpoints": demo_checkpoints,
+                "download": download}
     return handlers[args.command](args)
 
 

@@ -29,7 +29,7 @@ from acestep_api.jobs.events import Outcome
 from acestep_api.jobs.models import Job, JobKind
 
 if TYPE_CHECKING:
-    from acestep_api.jobs.queue import JobQueue
+    from acestep_api.jobs.backend import JobBackend
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class ServerMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.queue: JobQueue | None = None
+        self.queue: JobBackend | None = None
         self.served: ServedModels | None = None
         self._early: list[tuple[Job, Outcome]] = []  # jobs ended before attach (recovery)
         self._lock = threading.Lock()
@@ -94,7 +94,7 @@ class ServerMetrics:
         registry.register(QueueCollector(self))
         registry.register(GpuMemoryCollector())
 
-    def attach(self, queue: "JobQueue", served: ServedModels) -> None:
+    def attach(self, queue: "JobBackend", served: ServedModels) -> None:
         with self._lock:
             self.queue, self.served = queue, served
             early, self._early = self._early, []

@@ -102,6 +102,14 @@ class Settings(BaseSettings):
     avg_window: int = Field(default=50, ge=1)
     batch_max: int = Field(default=8, ge=1, description="Larger batch_size requests are clamped to this.")
 
+    # Distributed mode (docs/deploy.md): a postgresql:// URL puts the jobs and their queue in
+    # that database, shared by API replicas and GPU workers; unset, one process holds all.
+    database_url: str | None = Field(default=None, description="postgresql://user:password@host:port/db")
+    # A worker whose heartbeat is older than this is dead: its job goes to another worker.
+    worker_stall_seconds: float = Field(default=10.0, ge=2, le=600)
+    # The name a worker reports in /health and logs; unset: host name and process id.
+    worker_name: str | None = None
+
     # Encoding (the worker's CPU pool for audio files; docs/architecture.md#the-encoding-pool)
     encode_workers: int = Field(default=0, ge=0, description="Threads that encode audio files; 0: one per CPU core.")
     encode_backlog: int = Field(
@@ -209,6 +217,17 @@ class Settings(BaseSettings):
             )
         return text
 
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _postgres_url(cls, value):
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                return None
+            if not value.startswith(("postgresql://", "postgres://")):
+                raise ValueError("ACESTEP_DATABASE_URL must be a postgresql:// URL")
+        return value
+
     @field_validator("input_dir", "lora_dir", mode="before")
     @classmethod
     def _blank_input_dir_is_none(cls, value):
@@ -232,6 +251,10 @@ class Settings(BaseSettings):
     @property
     def adapters_dir(self) -> Path:
         return self.lora_dir if self.lora_dir is not None else self.checkpoint_dir / LORA_FOLDER
+
+    @property
+    def distributed(self) -> bool:
+        return bool(self.database_url)
 
     @property
     def audio_dir(self) -> Path:

@@ -89,3 +89,35 @@ def answers_show_no_internals():
     yield
     found = SUITE_LOG.take()
     assert not found, "answers that show internals:\n" + "\n".join(found)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the session (tests/postgres_server.py), with a template
+    database already migrated; skipped where PostgreSQL is not installed (scripts/test.sh
+    installs it)."""
+    from tests.postgres_server import PostgresServer, postgres_bin
+
+    if postgres_bin() is None:
+        pytest.skip("PostgreSQL is not installed (scripts/test.sh installs it)")
+    from acestep_api.jobs.distributed.schema import migrate
+
+    import shutil
+    import tempfile
+
+    # Outside pytest's temporary tree, whose folders only root may enter.
+    root = Path(tempfile.mkdtemp(prefix="acestep-pg-"))
+    server = PostgresServer(root / "pg").start()
+    try:
+        server.template = server.create_database()
+        migrate(server.url(server.template))
+        yield server
+    finally:
+        server.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres) -> str:
+    """A fresh, migrated database of its own for one test."""
+    return postgres.url(postgres.create_database(template=postgres.template))

@@ -49,6 +49,10 @@ class JobCancelled(GenerationError):
 
 
 class JobQueue:
+    """The embedded job backend (jobs/backend.py): one process, SQLite, the worker in-process."""
+
+    mode = "embedded"
+
     def __init__(
         self,
         store: JobStore,
@@ -134,6 +138,10 @@ class JobQueue:
     def cancel_requested(self, job_id: str) -> bool:
         with self._lock:
             return job_id in self._cancelling
+
+    def workers(self) -> dict:
+        """The one worker of this process."""
+        return {"alive": 1}
 
     def stats(self) -> dict:
         return {

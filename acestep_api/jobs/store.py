@@ -361,3 +361,10 @@ class JobStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+# The row shape of a job, shared with the distributed store (jobs/distributed/store.py), so a
+# field added here is stored there the same way.
+JOB_FIELDS = _FIELDS
+job_to_row = JobStore._values
+row_to_job = JobStore._job

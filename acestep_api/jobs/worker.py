@@ -26,7 +26,7 @@ from acestep_api.engine.lm_tasks import LMRequest, LMTaskResult
 from acestep_api.engine.request import GenerationError, GenerationRequest, GenerationResult
 from acestep_api.jobs.events import Outcome
 from acestep_api.jobs.models import Job, JobKind, JobResult
-from acestep_api.jobs.queue import JobQueue
+from acestep_api.jobs.backend import JobBackend
 from acestep_api.jobs.retention import purge_expired
 from acestep_api.storage import LocalOutputs, OutputStore
 
@@ -88,7 +88,7 @@ def job_failure(error: BaseException, job_id: str) -> str:
 class JobWorker:
     def __init__(
         self,
-        queue: JobQueue,
+        queue: JobBackend,
         engine: Engine,
         retention_seconds: float | None = None,
         purge_interval: float = PURGE_INTERVAL_SECONDS,
@@ -116,8 +116,10 @@ class JobWorker:
         # Set by stop(): a generate call still finishing in its thread must not write any more.
         self._stopped = False
 
-    def start(self) -> None:
-        if self._tasks:
+    def start(self, take_jobs: bool = True) -> None:
+        """Start the engine thread and the encoding pool, and with `take_jobs` the loop taking
+        jobs from the queue (the distributed worker hands jobs to `run_job` itself)."""
+        if self._tasks or self._executor is not None:
             return
         self._stopped = False
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="acestep-engine")
@@ -126,7 +128,8 @@ class JobWorker:
         self._coordinator = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.encode_backlog + 1, thread_name_prefix="acestep-encode-job")
         self._slots = asyncio.Semaphore(self.encode_backlog + 1)
-        self._tasks.append(asyncio.create_task(self._run_jobs(), name="acestep-job-worker"))
+        if take_jobs:
+            self._tasks.append(asyncio.create_task(self._run_jobs(), name="acestep-job-worker"))
         if self.retention_seconds:
             self._tasks.append(asyncio.create_task(self._purge_periodically(), name="acestep-job-purge"))
 

@@ -14,6 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from acestep_api import __version__
 from acestep_api.engine.startup import build_engine
 from acestep_api.dialects import official
+from acestep_api.jobs.backend import BackendUnavailable
 from acestep_api.jobs.crash_evidence import CRASH_LOG_NAME, CrashEvidence, SystemFiles
 from acestep_api.jobs.events import EventFanout
 from acestep_api.jobs.queue import JobQueue
@@ -33,6 +34,7 @@ from acestep_api.server.routes import (
 from acestep_api.server.services.webhooks import server_endpoints
 from acestep_api.settings import Settings
 from acestep_api.storage import build_output_store
+from acestep_api.webhooks.deliveries import NO_DELIVERIES
 from acestep_api.webhooks.observer import WebhookEvents
 from acestep_api.webhooks.sender import WebhookSender
 from acestep_api.webhooks.sqlite_deliveries import SQLiteDeliveryStore
@@ -50,6 +52,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     settings.audio_dir.mkdir(parents=True, exist_ok=True)
     app.state.outputs = build_output_store(settings)
+    if settings.distributed:
+        async with distributed_lifespan(app, settings):
+            yield
+        return
     store = JobStore(settings.database_path, settings.upload_dir)
     deliveries = SQLiteDeliveryStore(settings.database_path)
     webhooks = WebhookEvents(deliveries, official.final_item)
@@ -108,10 +114,54 @@ def _webhook_sender(settings: Settings, deliveries: SQLiteDeliveryStore, own) ->
                          allow_private=settings.webhook_allow_private, own=own)
 
 
+@asynccontextmanager
+async def distributed_lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
+    """An API replica of the distributed mode: the jobs live in PostgreSQL; with
+    `start_worker` this process is also a GPU worker (`serve --with-worker`), else it loads no
+    model and serves what the live workers report."""
+    from acestep_api.jobs.distributed.runner import DistributedWorker
+    from acestep_api.jobs.distributed.setup import open_backend
+
+    backend = await asyncio.to_thread(open_backend, settings, app.state.metrics)
+    runner_task = None
+    try:
+        app.state.queue, app.state.store = backend, backend.store
+        app.state.deliveries = NO_DELIVERIES
+        # Default adapters (POST /v1/lora/*) belong to one engine: only a process that is a
+        # worker has them.
+        app.state.adapters = None
+        if app.state.start_worker:
+            if app.state.engine is None:
+                app.state.engine = await asyncio.to_thread(build_engine, settings)
+            served = app.state.engine.served()
+            app.state.adapters = getattr(getattr(app.state.engine, "adapters", None), "ledger", None)
+            worker = JobWorker(backend, app.state.engine, retention_seconds=settings.retention_days * SECONDS_PER_DAY,
+                               encode_workers=settings.encode_workers or None, encode_backlog=settings.encode_backlog,
+                               outputs=app.state.outputs)
+            runner = DistributedWorker(settings.database_url, backend, worker, served, name=settings.worker_name,
+                                       stall_seconds=settings.worker_stall_seconds)
+            runner_task = asyncio.create_task(runner.run(), name="acestep-distributed-worker")
+        app.state.served_source = backend.served
+        try:
+            app.state.served = backend.served()
+        except BackendUnavailable:  # the database comes later: requests get 503 until then
+            app.state.served = backend.fallback_served
+        app.state.metrics.attach(backend, app.state.served)
+        log.info("Distributed mode: jobs in PostgreSQL%s", ", with a GPU worker in this process" if runner_task else "")
+        yield
+    finally:
+        if runner_task is not None:
+            runner_task.cancel()
+            await asyncio.gather(runner_task, return_exceptions=True)
+        backend.close()
+
+
 def create_app(settings: Settings, engine=None, *, start_worker: bool = True) -> FastAPI:
     """`engine` None loads the configured checkpoints at startup; `start_worker` False leaves
-    submitted jobs waiting (for tests of the queue itself). A keys file that cannot be used
-    raises KeyFileError (its message names the file and the problem)."""
+    submitted jobs waiting (for tests of the queue itself). In the distributed mode
+    (ACESTEP_DATABASE_URL), `start_worker` makes this process a GPU worker too; without it
+    no model is loaded. A keys file that cannot be used raises KeyFileError (its message names
+    the file and the problem)."""
     # The document and its viewers are served by install_docs, guarded by the key when set.
     app = FastAPI(title="ACE-Step API", version=__version__, lifespan=lifespan,
                   openapi_url=None, docs_url=None, redoc_url=None, generate_unique_id_function=operation_id)

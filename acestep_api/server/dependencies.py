@@ -7,7 +7,7 @@ from fastapi import Request
 
 from acestep_api.engine.adapter_tasks import AdapterLedger
 from acestep_api.engine.served import ServedModels
-from acestep_api.jobs.queue import JobQueue
+from acestep_api.jobs.backend import JobBackend
 from acestep_api.metrics import ServerMetrics
 from acestep_api.settings import Settings
 from acestep_api.storage import OutputStore
@@ -18,7 +18,7 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_queue(request: Request) -> JobQueue:
+def get_queue(request: Request) -> JobBackend:
     return request.app.state.queue
 
 
@@ -39,7 +39,9 @@ def get_adapter_ledger(request: Request) -> AdapterLedger | None:
 def get_served(request: Request) -> ServedModels:
     """What the engine serves (its models, their tasks, the LM), as data: routes decide with
     this, never with the engine itself."""
-    return request.app.state.served
+    # The distributed mode's replica asks its workers (cached for a second).
+    source = getattr(request.app.state, "served_source", None)
+    return source() if source is not None else request.app.state.served
 
 
 def get_deliveries(request: Request) -> DeliveryStore:

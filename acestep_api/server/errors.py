@@ -22,6 +22,7 @@ from acestep_api.server.answer_started import WatchedSend
 
 from acestep_api.dialects.coercion import InvalidField
 from acestep_api.storage.output_store import OutputStoreError
+from acestep_api.jobs.backend import BackendUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +40,25 @@ class InternalErrorMiddleware:
         watched_send = WatchedSend(send)
         try:
             await self.app(scope, receive, watched_send)
+        except BackendUnavailable as error:
+            log.warning("%s %s: %s", scope.get("method"), scope.get("path"), error)
+            if watched_send.started:
+                raise
+            await unavailable_response(error)(scope, receive, send)
         except Exception:
             log.exception("Unhandled error on %s %s", scope.get("method"), scope.get("path"))
             if watched_send.started:
                 raise  # half an answer is out: only closing the connection can tell the client
             await JSONResponse({"detail": INTERNAL_ERROR}, status_code=500)(scope, receive, send)
+
+
+def unavailable_response(error: BackendUnavailable) -> JSONResponse:
+    """The job state is out of reach for a moment (the distributed mode's database)."""
+    return JSONResponse({"detail": str(error)}, status_code=503, headers={"Retry-After": "5"})
+
+
+async def backend_unavailable(request: Request, error: BackendUnavailable) -> JSONResponse:
+    return unavailable_response(error)
 
 
 async def invalid_field(request: Request, error: InvalidField) -> JSONResponse:
@@ -60,4 +75,5 @@ async def output_store_unavailable(request: Request, error: OutputStoreError) ->
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InvalidField, invalid_field)
     app.add_exception_handler(OutputStoreError, output_store_unavailable)
+    app.add_exception_handler(BackendUnavailable, backend_unavailable)
     app.add_middleware(InternalErrorMiddleware)

@@ -69,6 +69,8 @@ class Health(_Answer):
     loaded_model: str | None
     loaded_lm_model: str | None
     demo: bool
+    mode: Literal["embedded", "distributed"] = Field(description="One process, or API replicas and GPU workers on PostgreSQL.")
+    workers_alive: int = Field(ge=0, description="GPU workers with a recent heartbeat (1 in the embedded mode).")
     note: str | None = Field(default=None, description="Only in demo mode.")
 
 
@@ -148,6 +150,7 @@ class Stats(_Answer):
     keys: dict[str, KeyStats] | None = Field(
         default=None, description="With auth on: per API key name (ACESTEP_API_KEY sees every key, a key of "
                                   "ACESTEP_API_KEYS_FILE its own).")
+    workers: int | None = Field(default=None, description="Distributed mode only: live GPU workers.")
 
 
 class FormattedInput(_Answer):

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException
 
 from acestep_api.dialects import official
-from acestep_api.jobs.queue import JobQueue
+from acestep_api.jobs.backend import JobBackend
 from acestep_api.server.auth import authorized_fields
 from acestep_api.server.dependencies import get_queue
 from acestep_api.server.services.cancel import NOT_FOUND, CancelOutcome, cancel_job, cancel_jobs
@@ -27,7 +27,7 @@ def _item(outcome: CancelOutcome) -> dict:
              openapi_extra=merged(body(CancelTaskBody), key_required(body_token=True)))
 async def cancel_task(
     fields: Annotated[dict, Depends(authorized_fields)],
-    queue: Annotated[JobQueue, Depends(get_queue)],
+    queue: Annotated[JobBackend, Depends(get_queue)],
 ) -> dict:
     """`task_id`: one job, refused with 404 / 409. `task_id_list`: several, each answered in
     the list (refusals carry a `reason`), so one finished job does not spoil the rest."""

@@ -21,7 +21,7 @@ from acestep_api.dialects.chat import ChatCompletion, ChatCompletionRequest
 from acestep_api.dialects.coercion import InvalidField
 from acestep_api.jobs.models import Job, JobApi, JobStatus
 from acestep_api.engine.served import ServedModels
-from acestep_api.jobs.queue import JobQueue
+from acestep_api.jobs.backend import JobBackend
 from acestep_api.server.auth import require_api_key
 from acestep_api.server.dependencies import get_outputs, get_served, get_queue, get_settings
 from acestep_api.server.services.audio_files import first_audio
@@ -66,7 +66,7 @@ def parse_body(raw: bytes) -> ChatCompletionRequest:
     return dialect.read_request(body)
 
 
-async def stream_completion(queue: JobQueue, outputs: OutputStore, job_id: str, model: str,
+async def stream_completion(queue: JobBackend, outputs: OutputStore, job_id: str, model: str,
                             timeout: float) -> AsyncIterator[str]:
     """Server-sent events for one job; the job is cancelled if the stream stops before it ends."""
     writer = dialect.ChunkWriter(model)
@@ -112,7 +112,7 @@ async def stream_completion(queue: JobQueue, outputs: OutputStore, job_id: str, 
 async def chat_completions(
     request: Request,
     settings: Annotated[Settings, Depends(get_settings)],
-    queue: Annotated[JobQueue, Depends(get_queue)],
+    queue: Annotated[JobBackend, Depends(get_queue)],
     served: Annotated[ServedModels, Depends(get_served)],
     outputs: Annotated[OutputStore, Depends(get_outputs)],
 ):

@@ -15,7 +15,7 @@ from acestep_api.dialects.fal import RANDOM_SEED, FalPromptInput, FalPromptOutpu
 from acestep_api.engine.request import SEED_MAX
 from acestep_api.engine.served import ServedModels
 from acestep_api.jobs.models import JobApi, JobStatus
-from acestep_api.jobs.queue import JobQueue
+from acestep_api.jobs.backend import JobBackend
 from acestep_api.server.auth import require_api_key
 from acestep_api.server.dependencies import get_outputs, get_queue, get_served, get_settings
 from acestep_api.server.openapi.route_docs import FAL_WEBHOOK_QUERY, answers, key_required, merged
@@ -39,7 +39,7 @@ async def prompt_to_audio(
     fal: FalPromptInput,
     request: Request,
     settings: Annotated[Settings, Depends(get_settings)],
-    queue: Annotated[JobQueue, Depends(get_queue)],
+    queue: Annotated[JobBackend, Depends(get_queue)],
     served: Annotated[ServedModels, Depends(get_served)],
     outputs: Annotated[OutputStore, Depends(get_outputs)],
 ) -> FalPromptOutput:

@@ -1,4 +1,6 @@
-"""GET /health: never authenticated; clients treat the server as up iff data.status == "ok"."""
+"""GET /health: never authenticated; clients treat the server as up iff data.status == "ok".
+In the distributed mode it also says how many GPU workers are alive, and answers 503 while
+the job database cannot be reached (a replica's readiness)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from acestep_api.engine.served import ServedModels
-from acestep_api.server.dependencies import get_served, get_settings
+from acestep_api.jobs.backend import JobBackend
+from acestep_api.server.dependencies import get_queue, get_served, get_settings
 from acestep_api.dialects.official import wrap
 from acestep_api.server.services.inventory import lm_model_name
 from acestep_api.settings import Settings
@@ -25,7 +28,10 @@ DEMO_NOTE = (
 @router.get("/health", response_model=None, summary="Whether the server is up (never needs the key)",
             responses=answers(Envelope[Health]))
 async def health(served: Annotated[ServedModels, Depends(get_served)],
-                 settings: Annotated[Settings, Depends(get_settings)]) -> dict:
+                 settings: Annotated[Settings, Depends(get_settings)],
+                 queue: Annotated[JobBackend, Depends(get_queue)]) -> dict:
+    # Distributed mode: a database out of reach makes this a 503 (a replica is not ready).
+    workers = queue.workers()
     data = {
         "status": "ok",
         "service": "ACE-Step API",
@@ -35,6 +41,8 @@ async def health(served: Annotated[ServedModels, Depends(get_served)],
         "loaded_model": served.default_model,
         "loaded_lm_model": lm_model_name(served, settings),
         "demo": served.is_demo,
+        "mode": queue.mode,  # "embedded" (one process) or "distributed" (PostgreSQL)
+        "workers_alive": workers["alive"],
     }
     if data["demo"]:
         data["note"] = DEMO_NOTE

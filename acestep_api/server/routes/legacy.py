@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from acestep_api.dialects import legacy
 from acestep_api.jobs.models import JobApi
 from acestep_api.engine.served import ServedModels
-from acestep_api.jobs.queue import JobQueue
+from acestep_api.jobs.backend import JobBackend
 from acestep_api.server.auth import authorized_fields, require_api_key, verify_body_token
 from acestep_api.server.bodies import read_request_body
 from acestep_api.server.dependencies import get_deliveries, get_outputs, get_served, get_queue, get_settings
@@ -53,7 +53,7 @@ LEGACY_LINKS = {
 async def generate(
     request: Request,
     settings: Annotated[Settings, Depends(get_settings)],
-    queue: Annotated[JobQueue, Depends(get_queue)],
+    queue: Annotated[JobBackend, Depends(get_queue)],
     served: Annotated[ServedModels, Depends(get_served)],
     outputs: Annotated[OutputStore, Depends(get_outputs)],
 ) -> dict:
@@ -80,7 +80,7 @@ async def generate(
 async def random_song(
     request: Request,
     settings: Annotated[Settings, Depends(get_settings)],
-    queue: Annotated[JobQueue, Depends(get_queue)],
+    queue: Annotated[JobBackend, Depends(get_queue)],
     served: Annotated[ServedModels, Depends(get_served)],
 ) -> dict:
     """A sample-mode job: the LM invents caption, lyrics and metadata. `thinking` (or
@@ -100,7 +100,7 @@ async def random_song(
 @router.get("/v1/jobs/{job_id}", dependencies=[Depends(require_api_key)], response_model=None,
             summary="A job (the older API)", responses=answers(LegacyJob, 401, 404),
             openapi_extra=key_required())
-async def get_job(job_id: str, queue: Annotated[JobQueue, Depends(get_queue)],
+async def get_job(job_id: str, queue: Annotated[JobBackend, Depends(get_queue)],
                   deliveries: Annotated[DeliveryStore, Depends(get_deliveries)]) -> dict:
     job = client_job(queue, job_id)
     if job is None:
@@ -116,7 +116,7 @@ async def get_job(job_id: str, queue: Annotated[JobQueue, Depends(get_queue)],
              summary="Cancel a job (the older API)",
              responses=answers(LegacyCancelled, 400, 401, 404, 409, 413),
              openapi_extra=merged(body(AuthOnlyBody), key_required(body_token=True)))
-async def cancel(job_id: str, queue: Annotated[JobQueue, Depends(get_queue)]) -> dict:
+async def cancel(job_id: str, queue: Annotated[JobBackend, Depends(get_queue)]) -> dict:
     """The job as GET /v1/jobs shows it once the cancel took effect, plus `stopped`: false
     while a running job has not yet reached the step where it stops."""
     outcome = await cancel_job(queue, job_id)
@@ -133,7 +133,7 @@ async def cancel(job_id: str, queue: Annotated[JobQueue, Depends(get_queue)]) ->
              openapi_extra=merged(body(ReplayBody), key_required(body_token=True)))
 async def replay(job_id: str, request: Request, fields: Annotated[dict, Depends(authorized_fields)],
                  settings: Annotated[Settings, Depends(get_settings)],
-                 queue: Annotated[JobQueue, Depends(get_queue)]) -> dict:
+                 queue: Annotated[JobBackend, Depends(get_queue)]) -> dict:
     """A new job that runs the stored, fully resolved request of `job_id` (its seeds, length,
     caption, lyrics and audio codes as they were settled), optionally in another
     `audio_format`. On the same device and versions its files are bit-identical."""

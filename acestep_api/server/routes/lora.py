@@ -16,7 +16,7 @@ from acestep_api.dialects import official_lora
 from acestep_api.dialects.official import wrap
 from acestep_api.engine.adapter_tasks import AdapterLedger, AdapterTask
 from acestep_api.engine.served import ServedModels
-from acestep_api.jobs.queue import JobQueue
+from acestep_api.jobs.backend import JobBackend
 from acestep_api.server.auth import authorized_fields, require_api_key
 from acestep_api.server.dependencies import get_adapter_ledger, get_queue, get_served, get_settings
 from acestep_api.server.openapi.answers import Envelope, LoraChange, LoraStatus
@@ -28,12 +28,12 @@ from acestep_api.settings import Settings
 router = APIRouter(tags=["lora"])
 
 Ledger = Annotated[AdapterLedger | None, Depends(get_adapter_ledger)]
-Queue = Annotated[JobQueue, Depends(get_queue)]
+Queue = Annotated[JobBackend, Depends(get_queue)]
 Fields = Annotated[dict, Depends(authorized_fields)]
 Config = Annotated[Settings, Depends(get_settings)]
 
 
-async def _run(queue: JobQueue, task: AdapterTask, settings: Settings, request: Request):
+async def _run(queue: JobBackend, task: AdapterTask, settings: Settings, request: Request):
     return await run_adapter_job(queue, task, settings.generation_timeout, request)
 
 

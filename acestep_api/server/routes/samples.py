@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Request
 
 from acestep_api.dialects.official_lm import parse_create_sample, parse_format_input, render_formatted, render_sample
 from acestep_api.engine.served import ServedModels
-from acestep_api.jobs.queue import JobQueue
+from acestep_api.jobs.backend import JobBackend
 from acestep_api.server.auth import authorized_fields
 from acestep_api.server.dependencies import get_queue, get_served, get_settings
 from acestep_api.server.services.lm import require_lm, run_lm_job
@@ -61,7 +61,7 @@ async def format_input(
     fields: Annotated[dict, Depends(authorized_fields)],
     request: Request,
     served: Annotated[ServedModels, Depends(get_served)],
-    queue: Annotated[JobQueue, Depends(get_queue)],
+    queue: Annotated[JobBackend, Depends(get_queue)],
     settings: Annotated[Settings, Depends(get_settings)],
 ) -> dict:
     require_lm(served)
@@ -79,7 +79,7 @@ async def create_sample(
     fields: Annotated[dict, Depends(authorized_fields)],
     request: Request,
     served: Annotated[ServedModels, Depends(get_served)],
-    queue: Annotated[JobQueue, Depends(get_queue)],
+    queue: Annotated[JobBackend, Depends(get_queue)],
     settings: Annotated[Settings, Depends(get_settings)],
 ) -> dict:
     require_lm(served)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
-from acestep_api.jobs.queue import JobQueue
+from acestep_api.jobs.backend import JobBackend
 from acestep_api.jobs.store import KeyCounts
 from acestep_api.server.auth import require_api_key
 from acestep_api.server.dependencies import get_queue
@@ -21,7 +21,7 @@ from acestep_api.server.openapi.route_docs import answers, key_required
 router = APIRouter(tags=["stats"], dependencies=[Depends(require_api_key)])
 
 
-def key_stats(queue: JobQueue, shown_to: str) -> dict:
+def key_stats(queue: JobBackend, shown_to: str) -> dict:
     """Per key name: its jobs by status, and its jobs and audio seconds today (UTC). The
     single ACESTEP_API_KEY sees every key; a key of the keys file sees its own only."""
     counts = queue.store.key_counts(day_start(time.time()))
@@ -33,7 +33,7 @@ def key_stats(queue: JobQueue, shown_to: str) -> dict:
 
 @router.get("/v1/stats", response_model=None, summary="Job counts and queue figures",
             responses=answers(Envelope[Stats], 401), openapi_extra=key_required())
-async def stats(request: Request, queue: Annotated[JobQueue, Depends(get_queue)]) -> dict:
+async def stats(request: Request, queue: Annotated[JobBackend, Depends(get_queue)]) -> dict:
     figures = queue.stats()
     key = caller(request.scope)
     if key is not None:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from acestep_api.dialects import official
 from acestep_api.jobs.models import JobApi, JobStatus
 from acestep_api.engine.served import ServedModels
-from acestep_api.jobs.queue import JobQueue
+from acestep_api.jobs.backend import JobBackend
 from acestep_api.server.auth import authorized_fields, verify_body_token
 from acestep_api.server.bodies import read_request_body
 from acestep_api.server.dependencies import get_deliveries, get_outputs, get_served, get_queue, get_settings
@@ -43,7 +43,7 @@ router = APIRouter(tags=["tasks"])
 async def release_task(
     request: Request,
     settings: Annotated[Settings, Depends(get_settings)],
-    queue: Annotated[JobQueue, Depends(get_queue)],
+    queue: Annotated[JobBackend, Depends(get_queue)],
     served: Annotated[ServedModels, Depends(get_served)],
     outputs: Annotated[OutputStore, Depends(get_outputs)],
 ) -> dict:
@@ -66,7 +66,7 @@ async def release_task(
              openapi_extra=merged(body(QueryResultBody), key_required(body_token=True)))
 async def query_result(
     fields: Annotated[dict, Depends(authorized_fields)],
-    queue: Annotated[JobQueue, Depends(get_queue)],
+    queue: Annotated[JobBackend, Depends(get_queue)],
     deliveries: Annotated[DeliveryStore, Depends(get_deliveries)],
 ) -> dict:
     items = []

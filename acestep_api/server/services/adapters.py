@@ -7,7 +7,7 @@ from fastapi import HTTPException, Request
 
 from acestep_api.engine.adapter_tasks import AdapterAnswer, AdapterLedger, AdapterTask
 from acestep_api.jobs.models import JobApi, JobStatus
-from acestep_api.jobs.queue import JobQueue
+from acestep_api.jobs.backend import JobBackend
 from acestep_api.server.services.sync_jobs import refuse_if_full, run_to_end
 
 MODEL_NOT_INITIALIZED = "Model not initialized"
@@ -20,7 +20,7 @@ def require_adapters(ledger: AdapterLedger | None) -> AdapterLedger:
     return ledger
 
 
-async def run_adapter_job(queue: JobQueue, task: AdapterTask, timeout: float,
+async def run_adapter_job(queue: JobBackend, task: AdapterTask, timeout: float,
                           connection: Request | None = None) -> tuple[AdapterAnswer | None, str | None]:
     """(the answer, None), or (None, the failed job's sentence). A full queue is a 429, the
     time running out a 504."""

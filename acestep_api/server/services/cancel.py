@@ -11,7 +11,7 @@ import asyncio
 from dataclasses import dataclass
 
 from acestep_api.jobs.models import Job, JobStatus
-from acestep_api.jobs.queue import JobQueue
+from acestep_api.jobs.backend import JobBackend
 from acestep_api.server.services.task_lookup import client_job
 from acestep_api.jobs.store import CANCELLED_STAGE
 
@@ -38,7 +38,7 @@ def _was_cancelled(job: Job) -> bool:
     return job.status is JobStatus.FAILED and job.stage == CANCELLED_STAGE
 
 
-def request_cancel(queue: JobQueue, job_id: str) -> CancelOutcome:
+def request_cancel(queue: JobBackend, job_id: str) -> CancelOutcome:
     """Cancel without waiting: a waiting job has ended when this returns, a running one is
     asked to stop. A job that had already ended is refused, and left as it is."""
     before = client_job(queue, job_id)
@@ -55,7 +55,7 @@ def request_cancel(queue: JobQueue, job_id: str) -> CancelOutcome:
     return CancelOutcome(job_id, job)
 
 
-async def settle(queue: JobQueue, outcome: CancelOutcome) -> CancelOutcome:
+async def settle(queue: JobBackend, outcome: CancelOutcome) -> CancelOutcome:
     """Give an accepted cancel of a running job a short while to take effect."""
     if outcome.refusal is not None or outcome.stopped:
         return outcome
@@ -63,11 +63,11 @@ async def settle(queue: JobQueue, outcome: CancelOutcome) -> CancelOutcome:
     return CancelOutcome(outcome.job_id, job if job is not None else outcome.job)
 
 
-async def cancel_job(queue: JobQueue, job_id: str) -> CancelOutcome:
+async def cancel_job(queue: JobBackend, job_id: str) -> CancelOutcome:
     return await settle(queue, request_cancel(queue, job_id))
 
 
-async def cancel_jobs(queue: JobQueue, job_ids: list[str]) -> list[CancelOutcome]:
+async def cancel_jobs(queue: JobBackend, job_ids: list[str]) -> list[CancelOutcome]:
     """Every cancel is asked for first, then the running ones are waited for together."""
     requested = [request_cancel(queue, job_id) for job_id in job_ids]
     return list(await asyncio.gather(*(settle(queue, outcome) for outcome in requested)))

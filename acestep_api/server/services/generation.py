@@ -15,7 +15,7 @@ from acestep_api.admission.task_check import check_task
 from acestep_api.engine.request import GenerationRequest
 from acestep_api.engine.served import ServedModels
 from acestep_api.jobs.models import Job, JobApi
-from acestep_api.jobs.queue import JobQueue
+from acestep_api.jobs.backend import JobBackend
 from acestep_api.server.bodies import RequestBody
 from acestep_api.server.services.key_quotas import KeyQuota
 from acestep_api.server.services.uploads import discarded_on_failure, resolve_own_audio
@@ -31,7 +31,7 @@ async def check_audio_inputs(generation: GenerationRequest, body: RequestBody, s
 
 
 async def accept_generation(generation: GenerationRequest, body: RequestBody, settings: Settings,
-                            queue: JobQueue, served: ServedModels,
+                            queue: JobBackend, served: ServedModels,
                             outputs: OutputStore | None = None) -> GenerationRequest:
     """Check a parsed request against the models, its audio and the queue: the request with
     its audio paths resolved, or an InvalidField (or a 429). Refused, its uploads go.
@@ -52,7 +52,7 @@ def publish_uploads(outputs: OutputStore, paths) -> None:
         outputs.publish_upload(path)
 
 
-def submit_generation(queue: JobQueue, generation: GenerationRequest, body: RequestBody, api: JobApi,
+def submit_generation(queue: JobBackend, generation: GenerationRequest, body: RequestBody, api: JobApi,
                       quota: KeyQuota | None = None, webhook_url: str | None = None) -> tuple[Job, int]:
     """Queue an accepted request (the job owns its uploads from now on), charged to `quota`'s
     key, with its checked callback URL if any; on a full queue or a key over its limits its

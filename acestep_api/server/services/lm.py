@@ -7,7 +7,7 @@ from fastapi import HTTPException, Request
 from acestep_api.engine.lm_tasks import LMRequest, LMTaskResult
 from acestep_api.engine.served import ServedModels
 from acestep_api.jobs.models import JobApi, JobStatus
-from acestep_api.jobs.queue import JobQueue
+from acestep_api.jobs.backend import JobBackend
 from acestep_api.server.services.key_quotas import key_quota
 from acestep_api.server.services.sync_jobs import refuse_if_full, run_to_end
 
@@ -23,7 +23,7 @@ def require_lm(served: ServedModels) -> None:
     raise HTTPException(status_code=503, detail=LLM_NOT_INITIALIZED)
 
 
-async def run_lm_job(queue: JobQueue, task: LMRequest, timeout: float,
+async def run_lm_job(queue: JobBackend, task: LMRequest, timeout: float,
                      connection: Request | None = None) -> tuple[LMTaskResult | None, str | None]:
     """Queue an LM-only job behind whatever is waiting and wait for it: (result, None), or
     (None, the job's error sentence). A full queue is a 429, the time running out a 504, and

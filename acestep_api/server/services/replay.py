@@ -11,14 +11,14 @@ from acestep_api.admission.audio_paths import AUDIO_PATH_FIELDS
 from acestep_api.dialects.coercion import to_choice
 from acestep_api.engine.request import AUDIO_FORMATS, GenerationRequest, GenerationResult
 from acestep_api.jobs.models import JobStatus
-from acestep_api.jobs.queue import JobQueue
+from acestep_api.jobs.backend import JobBackend
 from acestep_api.server.bodies import RequestBody
 from acestep_api.server.services.task_lookup import client_job
 
 JOB_NOT_FOUND = "Job not found"
 
 
-def replay_request(queue: JobQueue, job_id: str, audio_format=None) -> GenerationRequest:
+def replay_request(queue: JobBackend, job_id: str, audio_format=None) -> GenerationRequest:
     """The request that replays `job_id`, in `audio_format` if given (else the job's own).
     404 for an unknown job; 409 for one that did not succeed, made no audio, or read input
     audio that is gone (uploads are deleted when their job ends)."""
@@ -41,7 +41,7 @@ def replay_request(queue: JobQueue, job_id: str, audio_format=None) -> Generatio
     return resolved.model_copy(update={"audio_format": fmt, "replay_of": job.id})
 
 
-def replay_from_body(body: RequestBody, queue: JobQueue) -> GenerationRequest | None:
+def replay_from_body(body: RequestBody, queue: JobBackend) -> GenerationRequest | None:
     """A submission body's `replay_of` (a succeeded job's id) as the replay to queue, in the
     body's `audio_format` if it names one; None without the field. Nothing else of the body
     applies, and any upload it brought is not needed."""

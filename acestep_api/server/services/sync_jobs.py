@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from fastapi import HTTPException, Request
 
 from acestep_api.jobs.models import Job, JobApi, JobRequest
-from acestep_api.jobs.queue import JobQueue, QueueFullError
+from acestep_api.jobs.backend import JobBackend
+from acestep_api.jobs.queue import QueueFullError
 from acestep_api.jobs.retention import remove_files
 from acestep_api.server.services.key_quotas import JobCharge, KeyQuota
 
@@ -20,7 +21,7 @@ GENERATION_TIMEOUT = "Generation timeout"
 RETRY_AFTER_MAX = 3600
 
 
-def queue_full(queue: JobQueue) -> HTTPException:
+def queue_full(queue: JobBackend) -> HTTPException:
     """The 429, with Retry-After: the average job's seconds, when the worker should have freed
     a place (1 to RETRY_AFTER_MAX seconds, whatever ACESTEP_AVG_JOB_SECONDS says)."""
     average = queue.avg_job_seconds
@@ -28,7 +29,7 @@ def queue_full(queue: JobQueue) -> HTTPException:
     return HTTPException(status_code=429, detail=QUEUE_FULL, headers={"Retry-After": str(seconds)})
 
 
-def refuse_if_full(queue: JobQueue) -> None:
+def refuse_if_full(queue: JobBackend) -> None:
     """A 429 now, before a request spends time (decoding audio, running the LM) on a job the
     queue could not take; `submit` still decides for certain."""
     if queue.size >= queue.maxsize:
@@ -36,7 +37,7 @@ def refuse_if_full(queue: JobQueue) -> None:
 
 
 def submit(
-    queue: JobQueue, request: JobRequest, api: JobApi, temp_files: Sequence[str] = (),
+    queue: JobBackend, request: JobRequest, api: JobApi, temp_files: Sequence[str] = (),
     quota: KeyQuota | None = None,
     webhook_url: str | None = None,
 ) -> tuple[Job, int]:
@@ -66,7 +67,7 @@ async def _client_gone(connection: Request) -> None:
 
 
 async def run_to_end(
-    queue: JobQueue,
+    queue: JobBackend,
     request: JobRequest,
     api: JobApi,
     timeout: float,
