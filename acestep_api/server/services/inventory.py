@@ -12,12 +12,14 @@ def lm_model_name(served: ServedModels) -> str | None:
 
 
 def model_entries(served: ServedModels) -> list[dict]:
-    """Every DiT, loaded or only on disk, by name (as the official inventory lists them)."""
-    loaded = {model.name: model for model in served.models} if served.initialized else {}
-    every = {model.name: model for model in served.dit_on_disk} | {model.name: model for model in served.models}
+    """Every DiT, loaded or only on disk: the served ones in slot order (the primary first),
+    then the others on disk by name."""
+    loaded = {model.name for model in served.models} if served.initialized else set()
+    every = {model.name: model for model in served.models}
+    every |= {model.name: model for model in sorted(served.dit_on_disk, key=lambda m: m.name) if model.name not in every}
     return [{"name": name, "is_default": name == served.default_model, "is_loaded": name in loaded,
              "is_turbo": model.is_turbo, "supported_task_types": list(model.supported_task_types)}
-            for name, model in sorted(every.items())]
+            for name, model in every.items()]
 
 
 def lm_entries(served: ServedModels) -> list[dict]:
