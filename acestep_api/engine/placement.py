@@ -82,12 +82,14 @@ class Placement:
             self._units.pop(unit, None)
             self._resident.discard(unit)
 
+    def on_device(self, unit: str) -> bool:
+        """Whether the unit sits on the execution device now (a kind never offloaded always does)."""
+        kind, _ = self._units[unit]
+        return not self.policy.offloads(kind) or unit in self._resident
+
     def where(self, unit: str) -> torch.device:
         """The device the unit's modules sit on now."""
-        kind, _ = self._units[unit]
-        if not self.policy.offloads(kind) or unit in self._resident:
-            return self.device
-        return self.offload_device
+        return self.device if self.on_device(unit) else self.offload_device
 
     @contextmanager
     def use(self, *units: str) -> Iterator[None]:

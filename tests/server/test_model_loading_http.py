@@ -156,6 +156,7 @@ async def test_a_missing_official_model_is_fetched_or_the_job_says_why(tiny_engi
         assert (job.status.value, job.result.dit_model) == ("succeeded", TURBO_FOLDER)
 
 
+@pytest.mark.slow  # loads the LM and runs it
 async def test_lm_model_path_loads_that_lm_for_its_job(tiny_engine, checkpoints, settings):
     from acestep_api.engine.lm.planner import DEMO_TEXT_LIMITS
 
@@ -173,6 +174,7 @@ async def test_lm_model_path_loads_that_lm_for_its_job(tiny_engine, checkpoints,
         assert inventory["lm_models"] == [{"name": LM_0_6B_FOLDER, "is_loaded": True}]
 
 
+@pytest.mark.slow  # loads the LM twice
 async def test_init_llm_and_reinitialize_load_the_lm(tiny_engine, checkpoints, settings):
     from acestep_api.engine.lm.planner import DEMO_TEXT_LIMITS
 
