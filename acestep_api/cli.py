@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from acestep_api.engine.downloads import EXTRA_REPOS, download_main, download_model
+from acestep_api.engine.downloads import EXTRA_REPOS, DownloadError, download_main, download_model
 from acestep_api.settings import Settings
 
 logger = logging.getLogger("acestep_api")
@@ -138,7 +138,11 @@ def download(args: argparse.Namespace) -> int:
         return 2
     download_main(args.dir)
     for name in args.models:
-        download_model(name, args.dir)
+        try:
+            download_model(name, args.dir)
+        except DownloadError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
     print(args.dir)
     return 0
 
