@@ -329,7 +329,8 @@ class MusicEngine:
 
         # 1. Model (loaded now if it must be), LM, task and capability checks; one seed per batch item.
         dit = self.select_model(request.model)
-        self.slots.planner_for(request.lm_model_path)
+        if not request.skip_lm:  # a replay never runs the LM: nothing to load for it
+            self.slots.planner_for(request.lm_model_path)
         self._check_request(request, dit)
         batch_size = min(request.batch_size, self.max_batch)
         seeds_used = seeds.resolve_seeds(request.use_random_seed, request.seeds, batch_size)
