@@ -10,7 +10,6 @@ reference timbre and audio codes (docs/pipeline.md#audio-tasks).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
@@ -36,7 +35,7 @@ from acestep_api.engine.loading.vae import load_vae
 from acestep_api.engine.layout import DEFAULT_LM_FOLDER, LORA_FOLDER, TEXT_ENCODER_FOLDER, VAE_FOLDER, is_demo_folder
 from acestep_api.engine.lm_tasks import LMRequest, LMTaskResult, run_lm_task
 from acestep_api.engine.model_requests import ModelRequest, ModelResult
-from acestep_api.engine.model_slots import LM_UNIT, ModelOptions, ModelSlots, dit_unit, load_dit
+from acestep_api.engine.model_slots import LM_UNIT, ModelOptions, ModelSlots, SlotBacked, dit_unit, load_dit
 from acestep_api.engine.placement import TEXT_ENCODER, VAE
 from acestep_api.engine.served import ServedModels
 from acestep_api.engine.request import (
@@ -136,7 +135,7 @@ def stage_timings(clock: StageClock, plan: Plan) -> Timings:
     )
 
 
-class MusicEngine:
+class MusicEngine(SlotBacked):
     """The text encoder, the VAE and every configured DiT, loaded once."""
 
     def __init__(
@@ -176,43 +175,6 @@ class MusicEngine:
         self.sample_rate = int(vae.config.sampling_rate)
         self.hop_length = math.prod(vae.config.downsampling_ratios)
         self.adapters = adapters or AdapterManager(None)  # LoRA / LoKr on the DiT
-
-    def __copy__(self) -> "MusicEngine":
-        """The same models, with a slot table of its own: a copy loads and swaps models without
-        changing what the original serves."""
-        twin = object.__new__(type(self))
-        twin.__dict__.update(self.__dict__)
-        twin.slots = copy.copy(self.slots)
-        return twin
-
-    # The loaded models, as the slots hold them.
-    dits = property(lambda self: self.slots.dits)
-    model_names = property(lambda self: self.slots.names)
-    default_model = property(lambda self: self.slots.primary)
-
-    @property
-    def planner(self) -> LMPlanner | None:
-        return self.slots.planner
-
-    @planner.setter
-    def planner(self, planner: LMPlanner | None) -> None:
-        self.slots.planner = planner
-
-    @property
-    def lm_model(self) -> str:
-        return self.slots.lm_model
-
-    @lm_model.setter
-    def lm_model(self, name: str) -> None:
-        self.slots.lm_model = name
-
-    @property
-    def lm_error(self) -> str | None:
-        return self.slots.lm_error
-
-    @lm_error.setter
-    def lm_error(self, error: str | None) -> None:
-        self.slots.lm_error = error
 
     @classmethod
     def from_checkpoints(

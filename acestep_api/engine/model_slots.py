@@ -12,6 +12,7 @@ loaded now.
 
 from __future__ import annotations
 
+import copy
 import gc
 import itertools
 import logging
@@ -303,6 +304,49 @@ class ModelSlots:
                 watcher()
             except Exception:  # noqa: BLE001 - a watcher's failure must not fail the load
                 log.exception("A model-change watcher failed")
+
+
+class SlotBacked:
+    """What an engine reads from its ModelSlots, under the names the engine always had
+    (``dits``, ``model_names``, ``default_model``, ``planner``, ``lm_model``, ``lm_error``); a
+    copy of the engine gets a slot table of its own, so it loads and swaps models without
+    changing what the original serves."""
+
+    slots: ModelSlots
+
+    def __copy__(self):
+        twin = object.__new__(type(self))
+        twin.__dict__.update(self.__dict__)
+        twin.slots = copy.copy(self.slots)
+        return twin
+
+    dits = property(lambda self: self.slots.dits)
+    model_names = property(lambda self: self.slots.names)
+    default_model = property(lambda self: self.slots.primary)
+
+    @property
+    def planner(self) -> LMPlanner | None:
+        return self.slots.planner
+
+    @planner.setter
+    def planner(self, planner: LMPlanner | None) -> None:
+        self.slots.planner = planner
+
+    @property
+    def lm_model(self) -> str:
+        return self.slots.lm_model
+
+    @lm_model.setter
+    def lm_model(self, name: str) -> None:
+        self.slots.lm_model = name
+
+    @property
+    def lm_error(self) -> str | None:
+        return self.slots.lm_error
+
+    @lm_error.setter
+    def lm_error(self, error: str | None) -> None:
+        self.slots.lm_error = error
 
 
 def _free_memory(device: torch.device) -> None:
