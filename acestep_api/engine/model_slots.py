@@ -176,11 +176,13 @@ class ModelSlots:
         self._touch(name)
         loaded_lm = None
         if request.init_llm:
-            lm = folder_name(request.lm_model_path or self.options.lm_name)
-            if self.planner is None or lm != self.lm_model:
-                if not self._lm_loadable(lm):
-                    raise GenerationError(self._not_on_disk("5Hz LM", lm, list(lms_on_disk(self.options.checkpoint_dir))))
-                self._load_lm(lm)
+            # A request names a folder under the checkpoints; the configured LM may be a path.
+            source = folder_name(request.lm_model_path) if request.lm_model_path else self.options.lm_name
+            if self.planner is None or folder_name(source) != self.lm_model:
+                if not self._lm_loadable(source):
+                    raise GenerationError(self._not_on_disk("5Hz LM", folder_name(source),
+                                                            list(lms_on_disk(self.options.checkpoint_dir))))
+                self._load_lm(source)
             loaded_lm = self.lm_model
         return ModelResult(slot=request.slot, loaded_model=name, loaded_lm_model=loaded_lm)
 
@@ -189,10 +191,10 @@ class ModelSlots:
         failed, or it was never loaded); the DiTs in the slots are loaded already."""
         reloaded: list[str] = []
         if self.planner is None and self.options.lm_mode != "off" and self.options.checkpoint_dir is not None:
-            name = folder_name(self.lm_model or self.options.lm_name)
-            if self._lm_loadable(name):
+            source = self.options.lm_name
+            if self._lm_loadable(source):
                 try:
-                    self._load_lm(name)
+                    self._load_lm(source)
                     reloaded.append("LLM")
                 except GenerationError as error:
                     log.warning("Reinitialize: %s", error)
@@ -220,11 +222,13 @@ class ModelSlots:
             return False
         return is_dit_folder(root / name) or (self.options.download and name in DIT_NAMES)
 
-    def _lm_loadable(self, name: str) -> bool:
-        root = self.options.checkpoint_dir
+    def _lm_loadable(self, source: str) -> bool:
+        """A folder name under the checkpoints (or one to fetch), or the configured LM's path."""
+        root, name = self.options.checkpoint_dir, folder_name(source)
         if root is None:
             return False
-        return is_lm_folder(root / name) or (self.options.download and name in LM_MODEL_NAMES)
+        return (is_lm_folder(root / name) or (source != name and is_lm_folder(Path(source)))
+                or (self.options.download and name in LM_MODEL_NAMES))
 
     @staticmethod
     def _not_on_disk(what: str, name: str, on_disk: list[str]) -> str:
@@ -273,16 +277,18 @@ class ModelSlots:
         self._used.pop(name, None)
         _free_memory(self.device)
 
-    def _load_lm(self, name: str) -> None:
-        """Load LM ``name``; the loaded one goes only once the new one is loaded."""
-        self._fetch(name, is_lm_folder)
+    def _load_lm(self, source: str) -> None:
+        """Load the LM ``source`` (a folder name, or the configured path); the loaded one goes
+        only once the new one is loaded."""
+        if folder_name(source) == source:
+            self._fetch(source, is_lm_folder)
         options = self.options
-        log.info("Loading the 5 Hz LM %s", name)
-        planner, error = load_planner(options.checkpoint_dir, name, mode="on", backend=options.lm_backend,
+        log.info("Loading the 5 Hz LM %s", folder_name(source))
+        planner, error = load_planner(options.checkpoint_dir, source, mode="on", backend=options.lm_backend,
                                       device=options.lm_device or self.device, duration_max=options.lm_duration_max,
                                       limits=options.lm_limits)
         if planner is None:
-            raise GenerationError(error or f"the 5 Hz LM {name!r} could not be loaded")
+            raise GenerationError(error or f"the 5 Hz LM {folder_name(source)!r} could not be loaded")
         self.placement.forget(LM_UNIT)
         self.planner = None
         _free_memory(self.device)
