@@ -45,6 +45,10 @@ class LazyEngine:
     def served(self) -> ServedModels:
         return self._engine.served() if self._engine is not None else self._before
 
+    @property
+    def model_names(self) -> list[str]:
+        return self.served().model_names
+
     def watch_served(self, watcher: Callable[[ServedModels], None]) -> None:
         self._watchers.append(watcher)
         if self._engine is not None:

@@ -58,6 +58,7 @@ def test_no_init_loads_nothing_at_start_up(loads, tmp_path):
     assert loads == [] and not engine.loaded
     served = engine.served()
     assert not served.initialized and served.default_model == TURBO_FOLDER
+    assert engine.model_names == [TURBO_FOLDER]  # what the serverless worker logs at start
 
 
 def test_demo_settings_point_at_written_demo_checkpoints(tmp_path, monkeypatch):
