@@ -140,8 +140,9 @@ class Settings(BaseSettings):
     no_init: bool = Field(default=False, description="Start without loading models; the first job loads them.")
 
     # Memory (docs/configuration.md#memory)
-    offload_to_cpu: bool = Field(
-        default=False, description="The text encoder and the VAE wait on the CPU between their stages.")
+    offload_to_cpu: bool | None = Field(
+        default=None,
+        description="The text encoder and the VAE wait on the CPU between their stages; unset: on for GPUs under 16 GiB.")
     offload_dit_to_cpu: bool = Field(
         default=False, description="With offload_to_cpu, the DiT waits on the CPU too.")
     lm_offload_to_cpu: bool | None = Field(

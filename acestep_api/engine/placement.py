@@ -27,6 +27,17 @@ log = logging.getLogger(__name__)
 TEXT_ENCODER, VAE, DIT, LM = "text_encoder", "vae", "dit", "lm"
 
 
+AUTO_OFFLOAD_BELOW_GIB = 16  # the official threshold: smaller GPUs offload unless told otherwise
+
+
+def small_gpu(device: torch.device) -> bool:
+    """Whether ``device`` is a CUDA GPU with less memory than AUTO_OFFLOAD_BELOW_GIB."""
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return False
+    total = torch.cuda.get_device_properties(device.index or 0).total_memory
+    return total < AUTO_OFFLOAD_BELOW_GIB * 1024**3
+
+
 @dataclass(frozen=True)
 class OffloadPolicy:
     """Which kinds of model wait on the CPU between their stages."""

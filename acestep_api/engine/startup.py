@@ -63,15 +63,21 @@ def build_engine(settings: Settings) -> MusicEngine | LazyEngine:
 
 def model_options(settings: Settings):
     """Loading at run time and memory placement, as the settings say (engine/model_slots.py)."""
+    from acestep_api.engine.engine import resolve_device
     from acestep_api.engine.model_slots import ModelOptions
-    from acestep_api.engine.placement import OffloadPolicy
+    from acestep_api.engine.placement import OffloadPolicy, small_gpu
 
+    offload = settings.offload_to_cpu
+    if offload is None:  # as official: on by itself for a GPU under 16 GiB
+        offload = small_gpu(resolve_device(settings.device))
+        if offload:
+            log.info("Offloading models to the CPU between their stages: the GPU has less than 16 GiB "
+                     "(ACESTEP_OFFLOAD_TO_CPU=false turns it off)")
     return ModelOptions(
         slot_count=settings.model_slots,
         on_demand=settings.on_demand_model_load,
         download=settings.download_models,
-        policy=OffloadPolicy.from_flags(settings.offload_to_cpu, settings.offload_dit_to_cpu,
-                                        settings.lm_offload_to_cpu),
+        policy=OffloadPolicy.from_flags(offload, settings.offload_dit_to_cpu, settings.lm_offload_to_cpu),
         compile_model=settings.compile_model,
         flash_attention=settings.use_flash_attention,
     )
