@@ -39,7 +39,9 @@ log = logging.getLogger(__name__)
 
 DIT_NAMES = (TURBO_FOLDER, BASE_FOLDER, SFT_FOLDER)  # the official DiTs a load may download
 LM_UNIT = "lm"
-FLASH_BACKEND = "flash"  # diffusers' attention backend for ACESTEP_USE_FLASH_ATTENTION
+# diffusers' attention backend for ACESTEP_USE_FLASH_ATTENTION: the variable-length flash kernel,
+# since ACE-Step's packed caption and lyrics carry padding masks, which plain "flash" refuses.
+FLASH_BACKEND = "flash_varlen"
 
 
 @dataclass
