@@ -212,3 +212,18 @@ async def test_no_init_loads_the_models_with_the_first_job(checkpoints, tmp_path
         assert (await client.get("/health")).json()["data"]["models_initialized"] is True
         job = await generate(app, client)
         assert (job.status.value, job.result.dit_model) == ("succeeded", SFT)
+
+
+async def test_a_key_may_init_only_its_models(tiny_engine, checkpoints, settings, tmp_path):
+    keys = tmp_path / "keys.toml"
+    keys.write_text(f'[[keys]]\nname = "bob"\nkey = "b-secret"\nmodels = ["{TURBO_FOLDER}"]\n'
+                    f'[[keys]]\nname = "ops"\nkey = "o-secret"\n', encoding="utf-8")
+    settings = settings.model_copy(update={"api_keys_file": keys})
+    async with serve(settings, slot_engine(tiny_engine, checkpoints, settings)) as (app, client):
+        refused = await client.post("/v1/init", json={"model": SFT, "slot": 2},
+                                    headers={"Authorization": "Bearer b-secret"})
+        assert refused.status_code == 403
+        assert refused.json()["detail"] == f"key 'bob' may not use the model {SFT!r}; its models: {TURBO_FOLDER}"
+        answer = await client.post("/v1/init", json={"model": SFT, "slot": 2}, headers={"Authorization": "Bearer o-secret"})
+        assert answer.json()["data"]["loaded_model"] == SFT
+        assert app.state.store.counts()["total"] == 1  # the model job, recorded as any job
