@@ -220,14 +220,14 @@ class ModelSlots:
 
     def _dit_loadable(self, name: str) -> bool:
         root = self.options.checkpoint_dir
-        if root is None:
+        if root is None or not name:
             return False
         return is_dit_folder(root / name) or (self.options.download and name in DIT_NAMES)
 
     def _lm_loadable(self, source: str) -> bool:
         """A folder name under the checkpoints (or one to fetch), or the configured LM's path."""
         root, name = self.options.checkpoint_dir, folder_name(source)
-        if root is None:
+        if root is None or not name:
             return False
         return (is_lm_folder(root / name) or (source != name and is_lm_folder(Path(source)))
                 or (self.options.download and name in LM_MODEL_NAMES))

@@ -22,8 +22,10 @@ class ServedModel:
 
 
 def folder_name(name_or_path: str) -> str:
-    """The folder a request's model name or path stands for ("x/acestep-v15-base" -> "acestep-v15-base")."""
-    return Path(name_or_path.strip().rstrip("/\\")).name
+    """The folder a request's model name or path stands for ("x/acestep-v15-base" ->
+    "acestep-v15-base"): always a plain name directly under the checkpoints, "" for "." or ".."."""
+    name = Path(name_or_path.strip().rstrip("/\\")).name
+    return "" if name in (".", "..") else name
 
 
 @dataclass(frozen=True)

@@ -135,7 +135,11 @@ async def test_a_model_not_on_disk_is_a_400_naming_those_on_disk(tiny_engine, ch
         assert response.status_code == 400
         assert response.json()["detail"] == (
             f"5Hz LM 'acestep-5Hz-lm-4B' is not on this server; LM models on disk: {LM_0_6B_FOLDER}")
+        # A path names its last folder, and only one directly under the checkpoints.
+        assert (await client.post("/release_task", json={**SONG, "model": "../.."})).status_code == 400
         assert app.state.queue.size == 0
+        job = await generate(app, client, model=f"/elsewhere/{SFT}")
+        assert (job.status.value, job.result.dit_model) == ("succeeded", SFT)
 
 
 async def test_a_missing_official_model_is_fetched_or_the_job_says_why(tiny_engine, checkpoints, settings, monkeypatch):
