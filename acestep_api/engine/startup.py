@@ -117,6 +117,7 @@ def configured_models(settings: Settings) -> ServedModels:
         lm_available=settings.llm_mode != "off" and lm_name in lm_on_disk,
         is_demo=is_demo_folder(root), device=settings.device,
         dit_on_disk=dits_on_disk(root), lm_on_disk=lm_on_disk, on_demand=settings.on_demand_model_load,
-        slots=tuple(names + [None] * (settings.model_slots - len(names))), initialized=False,
+        slots=tuple([folder_name(name) for name in names] + [None] * (settings.model_slots - len(names))),
+        initialized=False,
         checkpoint_dir=str(root),
     )
