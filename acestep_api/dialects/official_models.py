@@ -34,13 +34,13 @@ def parse_init(fields: dict[str, Any], served: ServedModels) -> ModelRequest:
     if model is not None:
         name = folder_name(model)
         loaded = name in served.model_names
-        fetchable = name in served.downloadable
+        fetchable = name in served.downloadable_dits
         if not loaded and not fetchable and name not in {m.name for m in served.dit_on_disk}:
             on_disk = ", ".join(m.name for m in served.dit_on_disk) or "none"
             raise InvalidField("model", f"model {name!r} is not on this server; DiT models on disk: {on_disk}")
     if init_llm and lm_model_path is not None:
         name = folder_name(lm_model_path)
-        if name not in served.lm_on_disk and name not in served.downloadable and name != served.loaded_lm:
+        if name not in served.lm_on_disk and name not in served.downloadable_lms and name != served.loaded_lm:
             on_disk = ", ".join(served.lm_on_disk) or "none"
             raise InvalidField("lm_model_path", f"5Hz LM {name!r} is not on this server; LM models on disk: {on_disk}")
     return ModelRequest(action="init", model=model, slot=slot, init_llm=init_llm, lm_model_path=lm_model_path)

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import torch
 
 from acestep_api.engine.disk_models import dits_on_disk, lms_on_disk
-from acestep_api.engine.downloads import DOWNLOADABLE, DownloadError, download_model
+from acestep_api.engine.downloads import DownloadError, download_model
 from acestep_api.engine.layout import BASE_FOLDER, DEFAULT_LM_FOLDER, LM_MODEL_NAMES, SFT_FOLDER, TURBO_FOLDER
 from acestep_api.engine.lm.folders import is_lm_folder
 from acestep_api.engine.lm.planner import LMPlanner, TextLimits, load_planner
@@ -123,10 +123,11 @@ class ModelSlots:
     def served_fields(self) -> dict[str, Any]:
         """The ServedModels fields that describe loading (engine.served adds the rest)."""
         root = self.options.checkpoint_dir
-        downloadable = DOWNLOADABLE if self.options.download and root is not None else ()
+        fetch = self.options.download and root is not None
         return {
             "dit_on_disk": dits_on_disk(root), "lm_on_disk": lms_on_disk(root),
-            "on_demand": self.options.on_demand and root is not None, "downloadable": tuple(downloadable),
+            "on_demand": self.options.on_demand and root is not None, "downloadable_dits": DIT_NAMES if fetch else (),
+            "downloadable_lms": LM_MODEL_NAMES if fetch else (),
             "slots": tuple(self.slots), "checkpoint_dir": str(root) if root is not None else None,
         }
 

@@ -42,8 +42,9 @@ class ServedModels:
     lm_on_disk: tuple[str, ...] = ()
     # A request may name a model that is not loaded: the job loads it (ACESTEP_ON_DEMAND_MODEL_LOAD).
     on_demand: bool = False
-    # Official folders a load may fetch when they are missing (empty: no downloads).
-    downloadable: tuple[str, ...] = ()
+    # Official DiT and LM folders a load may fetch when they are missing (empty: no downloads).
+    downloadable_dits: tuple[str, ...] = ()
+    downloadable_lms: tuple[str, ...] = ()
     slots: tuple[str | None, ...] = ()  # the DiT in each slot, slot 1 first
     initialized: bool = True  # False until the models are loaded (ACESTEP_NO_INIT)
     checkpoint_dir: str | None = None  # where the folders on disk are (engine/disk_models.py rescans it)
@@ -85,7 +86,7 @@ class ServedModels:
         name = folder_name(requested)
         if self._on_disk(name) is not None:
             return None if self.on_demand else f"model {name!r} is on disk but not loaded; {ON_DEMAND_HINT}"
-        if self.on_demand and name in self.downloadable:
+        if self.on_demand and name in self.downloadable_dits:
             return None  # the job fetches it, or fails saying why
         on_disk = ", ".join(model.name for model in self.dit_on_disk) or "none"
         return f"model {name!r} is not on this server; DiT models on disk: {on_disk}"
@@ -99,7 +100,7 @@ class ServedModels:
             return None
         if name in self.lm_on_disk:
             return None if self.on_demand else f"5Hz LM {name!r} is on disk but not loaded; {ON_DEMAND_HINT}"
-        if self.on_demand and name in self.downloadable:
+        if self.on_demand and name in self.downloadable_lms:
             return None
         on_disk = ", ".join(self.lm_on_disk) or "none"
         return f"5Hz LM {name!r} is not on this server; LM models on disk: {on_disk}"

@@ -148,6 +148,9 @@ async def test_a_missing_official_model_is_fetched_or_the_job_says_why(tiny_engi
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no network in the tests
     async with serve(settings, slot_engine(tiny_engine, checkpoints, settings, on_demand=True,
                                            download=True)) as (app, client):
+        # Only official DiTs are fetched for `model`, only official LMs for `lm_model_path`.
+        assert (await client.post("/release_task", json={**SONG, "model": "vae"})).status_code == 400
+        assert (await client.post("/release_task", json={**SONG, "lm_model_path": BASE})).status_code == 400
         job = await generate(app, client, model=BASE)
         assert job.status.value == "failed"
         assert job.error == (f"the checkpoint {BASE!r} is not on this server and could not be downloaded "
