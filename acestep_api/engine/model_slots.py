@@ -107,7 +107,23 @@ class ModelSlots:
         twin = object.__new__(ModelSlots)
         twin.__dict__.update(self.__dict__)
         twin.slots, twin.dits, twin._used, twin.watchers = list(self.slots), dict(self.dits), dict(self._used), []
+        twin.placement = copy.copy(self.placement)
         return twin
+
+    def replace_dits(self, dits: dict[str, DitCheckpoint]) -> None:
+        """Serve these DiT objects under their names (a test's own copies of the modules); a
+        name no longer given leaves its slot."""
+        for name in set(self.dits) - set(dits):
+            self.placement.forget(dit_unit(name))
+        self.slots = [name if name in dits else None for name in self.slots]
+        for name in dits:
+            if name not in self.slots:
+                free = self.slots.index(None) if None in self.slots else len(self.slots)
+                self.slots[free:free + 1] = [name]
+        self.dits = {}
+        for dit in dits.values():
+            self.placement.register(dit_unit(dit.name), DIT, list(dit.modules.values()))
+            self.dits[dit.name] = dit
 
     # --- What is loaded ---------------------------------------------------------------
 
@@ -327,9 +343,17 @@ class SlotBacked:
         twin = object.__new__(type(self))
         twin.__dict__.update(self.__dict__)
         twin.slots = copy.copy(self.slots)
+        twin.placement = twin.slots.placement
         return twin
 
-    dits = property(lambda self: self.slots.dits)
+    @property
+    def dits(self) -> dict[str, DitCheckpoint]:
+        return self.slots.dits
+
+    @dits.setter
+    def dits(self, dits: dict[str, DitCheckpoint]) -> None:
+        self.slots.replace_dits(dits)
+
     model_names = property(lambda self: self.slots.names)
     default_model = property(lambda self: self.slots.primary)
 

@@ -75,6 +75,13 @@ class Placement:
         self._resident: set[str] = set()  # offloadable units on the device now
         self._lock = threading.RLock()
 
+    def __copy__(self) -> "Placement":
+        """The same units and where they sit, in tables of its own (a copied engine's)."""
+        twin = object.__new__(Placement)
+        twin.__dict__.update(self.__dict__)
+        twin._units, twin._resident, twin._lock = dict(self._units), set(self._resident), threading.RLock()
+        return twin
+
     @property
     def active(self) -> bool:
         """Whether any unit moves at all (the device is not the CPU, and something is offloaded)."""
