@@ -8,14 +8,10 @@ import logging
 import sys
 from pathlib import Path
 
-from acestep_api.engine.layout import BASE_FOLDER, LM_0_6B_FOLDER, LM_4B_FOLDER, SFT_FOLDER
+from acestep_api.engine.downloads import EXTRA_REPOS, DownloadError, download_main, download_model
 from acestep_api.settings import Settings
 
 logger = logging.getLogger("acestep_api")
-
-MAIN_REPO = "ACE-Step/Ace-Step1.5"
-# Each extra model's Hub repository is named like its folder.
-EXTRA_REPOS = {name: f"ACE-Step/{name}" for name in (BASE_FOLDER, SFT_FOLDER, LM_0_6B_FOLDER, LM_4B_FOLDER)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -220,15 +216,17 @@ def demo_checkpoints(args: argparse.Namespace) -> int:
 
 
 def download(args: argparse.Namespace) -> int:
-    from huggingface_hub import snapshot_download
-
     unknown = [m for m in args.models if m not in EXTRA_REPOS]
     if unknown:
         print(f"error: unknown model(s) {', '.join(unknown)}; choose from {', '.join(EXTRA_REPOS)}", file=sys.stderr)
         return 2
-    snapshot_download(MAIN_REPO, local_dir=args.dir)
+    download_main(args.dir)
     for name in args.models:
-        snapshot_download(EXTRA_REPOS[name], local_dir=args.dir / name)
+        try:
+            download_model(name, args.dir)
+        except DownloadError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
     print(args.dir)
     return 0
 

@@ -110,12 +110,12 @@ class ServerMetrics:
     # --- jobs (jobs.events.JobEvents) -----------------------------------------------------
 
     def model_of(self, job: Job) -> str:
-        """The model that runs the job: one of the served names (bounded, whatever a request
-        names), the LM's for the LM-only kinds."""
+        """The model that runs the job: one of the served or on-disk names (bounded, whatever a
+        request names), the LM's for the LM-only kinds."""
         served = self.served
         if served is None:
             return UNKNOWN_MODEL
-        if job.kind is not JobKind.GENERATION:
+        if job.kind in (JobKind.FORMAT, JobKind.SAMPLE):
             return served.lm_model
         return served.select(job.request.model).name
 

@@ -158,6 +158,26 @@ class Settings(BaseSettings):
         description="Adapters kept loaded for requests (least recently used go first), besides the defaults.",
     )
 
+    # Models loaded at run time (docs/configuration.md#models-loaded-at-run-time)
+    on_demand_model_load: bool = Field(
+        default=False, description="A request naming a model or LM on disk that is not loaded: its job loads it.")
+    model_slots: int = Field(default=3, ge=1, le=3, description="DiTs loaded at once (POST /v1/init slots 1-3).")
+    download_models: bool = Field(
+        default=True, description="A load naming a missing official checkpoint fetches it from the Hugging Face Hub.")
+    no_init: bool = Field(default=False, description="Start without loading models; the first job loads them.")
+
+    # Memory (docs/configuration.md#memory)
+    offload_to_cpu: bool | None = Field(
+        default=None,
+        description="The text encoder and the VAE wait on the CPU between their stages; unset: on for GPUs under 16 GiB.")
+    offload_dit_to_cpu: bool = Field(
+        default=False, description="With offload_to_cpu, the DiT waits on the CPU too.")
+    lm_offload_to_cpu: bool | None = Field(
+        default=None, description="The 5 Hz LM waits on the CPU between uses; unset: as offload_to_cpu.")
+    compile_model: bool = Field(default=False, description="torch.compile the DiT (slow first job, faster after).")
+    use_flash_attention: bool = Field(
+        default=True, description="The DiT uses diffusers' flash attention backend where it is available.")
+
     @property
     def llm_mode(self) -> Literal["auto", "on", "off"]:
         value = self.init_llm.strip().lower()

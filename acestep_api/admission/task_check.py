@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from acestep_api.admission.adapter_check import check_adapter
 from acestep_api.dialects.coercion import InvalidField
+from acestep_api.engine.disk_models import rescanned
 from acestep_api.engine.request import SOURCE_TASK_TYPES, GenerationRequest
 from acestep_api.engine.served import ServedModels
 
@@ -13,6 +14,18 @@ def check_model_supports(generation: GenerationRequest, served: ServedModels) ->
     problem = served.task_problem(generation.task_type, generation.model)
     if problem:
         raise InvalidField("task_type", problem)
+
+
+def check_models_named(generation: GenerationRequest, served: ServedModels) -> None:
+    """Refuse at once a `model` or `lm_model_path` the server neither has loaded nor may load for
+    the job (on disk, with ACESTEP_ON_DEMAND_MODEL_LOAD), naming those on disk."""
+    for field, problem_of in (("model", ServedModels.model_problem), ("lm_model_path", ServedModels.lm_problem)):
+        value = getattr(generation, field)
+        if problem_of(served, value) is None:
+            continue
+        problem = problem_of(rescanned(served), value)  # a folder added since the last load counts
+        if problem:
+            raise InvalidField(field, problem)
 
 
 def check_task(generation: GenerationRequest, served: ServedModels) -> None:

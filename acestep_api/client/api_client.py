@@ -159,7 +159,7 @@ class AceStepClient:
         return isinstance(data, dict) and data.get("status") == "ok"
 
     def models(self) -> list[dict]:
-        """The DiT models the server serves (`/v1/model_inventory`), default first."""
+        """The DiT models on the server (`/v1/model_inventory`), the loaded ones first (`is_loaded`)."""
         return self._get("/v1/model_inventory").get("models", [])
 
     def release_task(self, fields: Mapping[str, Any], files: Mapping[str, Path | str] | None = None) -> dict:

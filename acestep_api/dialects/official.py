@@ -226,6 +226,7 @@ def parse_release_task(body: dict, settings: Settings) -> GenerationRequest:
         time_signature=text("time_signature"),
         audio_duration=_audio_duration(fields.raw("audio_duration")),
         model=text("model").strip() or None,
+        lm_model_path=text("lm_model_path").strip() or None,
         task_type=choice("task_type", TASK_TYPES),
         batch_size=_batch_size(fields.raw("batch_size"), settings.batch_max),
         inference_steps=number("inference_steps"),

@@ -28,13 +28,16 @@ from acestep_api.engine.adapter_tasks import AdapterAnswer, AdapterTask
 from acestep_api.engine.adapters import DEFAULT_CACHE_SIZE, AdapterManager
 from acestep_api.engine.encoding import FILE_EXTENSIONS, PROGRESS_ENCODING, EncodePlan, Rendered
 from acestep_api.engine.audio_input import AudioInputError, load_audio
-from acestep_api.engine.loading.dit import DitCheckpoint, load_dit_checkpoint
+from acestep_api.engine.loading.dit import DitCheckpoint
 from acestep_api.engine.loading.folders import resolve_dit_folder
 from acestep_api.engine.loading.text_encoder import load_text_encoder
 from acestep_api.engine.loading.vae import load_vae
 from acestep_api.engine.layout import DEFAULT_LM_FOLDER, LORA_FOLDER, TEXT_ENCODER_FOLDER, VAE_FOLDER, is_demo_folder
 from acestep_api.engine.lm_tasks import LMRequest, LMTaskResult, run_lm_task
-from acestep_api.engine.served import ServedModel, ServedModels
+from acestep_api.engine.model_requests import ModelRequest, ModelResult
+from acestep_api.engine.model_slots import LM_UNIT, ModelOptions, ModelSlots, SlotBacked, dit_unit, load_dit
+from acestep_api.engine.placement import TEXT_ENCODER, VAE
+from acestep_api.engine.served import ServedModels
 from acestep_api.engine.request import (
     DEFAULT_INSTRUCTION,
     Analysis,
@@ -132,7 +135,7 @@ def stage_timings(clock: StageClock, plan: Plan) -> Timings:
     )
 
 
-class MusicEngine:
+class MusicEngine(SlotBacked):
     """The text encoder, the VAE and every configured DiT, loaded once."""
 
     def __init__(
@@ -150,23 +153,25 @@ class MusicEngine:
         planner: LMPlanner | None = None,
         lm_error: str | None = None,
         adapters: AdapterManager | None = None,
+        options: ModelOptions | None = None,
     ):
         if not dits:
             raise ValueError("MusicEngine needs at least one DiT checkpoint")
         self.tokenizer = tokenizer
         self.text_encoder = text_encoder
         self.vae = vae
-        self.dits = {dit.name: dit for dit in dits}
-        self.model_names = [dit.name for dit in dits]
-        self.default_model = self.model_names[0]
         self.output_dir = Path(output_dir)
         self.device = device
         self.dtype = dtype
         self.max_batch = max_batch
-        self.lm_model = planner.model_name if planner else lm_model
         self.is_demo = is_demo
-        self.planner = planner
-        self.lm_error = lm_error  # why the LM is not available, when it was asked for and failed
+        # The DiTs by slot and the LM, loaded and swapped at run time (engine/model_slots.py);
+        # lm_error: why the LM is not available, when it was asked for and failed.
+        self.slots = ModelSlots(dits, planner, planner.model_name if planner else lm_model, lm_error,
+                                device, dtype, options)
+        self.placement = self.slots.placement
+        self.placement.register(TEXT_ENCODER, TEXT_ENCODER, [text_encoder])
+        self.placement.register(VAE, VAE, [vae])
         self.sample_rate = int(vae.config.sampling_rate)
         self.hop_length = math.prod(vae.config.downsampling_ratios)
         self.adapters = adapters or AdapterManager(None)  # LoRA / LoKr on the DiT
@@ -187,23 +192,33 @@ class MusicEngine:
         lm_max_duration: float = 600.0,
         lora_dir: str | Path | None = None,
         lora_cache_size: int = DEFAULT_CACHE_SIZE,
+        options: ModelOptions | None = None,
     ) -> "MusicEngine":
         """Load the shared text encoder and VAE, each DiT in ``config_paths`` (primary first), and
-        the 5 Hz LM (``init_llm``: "auto" when its folder exists, "on", or "off")."""
+        the 5 Hz LM (``init_llm``: "auto" when its folder exists, "on", or "off"). ``options``:
+        loading at run time and memory placement (engine/model_slots.py)."""
         checkpoint_dir = Path(checkpoint_dir)
         torch_device = resolve_device(device)
         dtype, vae_dtype = compute_dtypes(torch_device)
-        tokenizer, text_encoder = load_text_encoder(checkpoint_dir / TEXT_ENCODER_FOLDER, torch_device, dtype)
-        vae = load_vae(checkpoint_dir / VAE_FOLDER, torch_device, vae_dtype)
+        is_demo = is_demo_folder(checkpoint_dir)
+        options = options or ModelOptions()
+        options.checkpoint_dir = options.checkpoint_dir or checkpoint_dir
+        options.lm_name, options.lm_mode, options.lm_backend = lm_model, init_llm, lm_backend
+        options.lm_device = torch_device if lm_device == "auto" else resolve_device(lm_device)
+        options.lm_duration_max = lm_max_duration
+        options.lm_limits = DEMO_TEXT_LIMITS if is_demo else TextLimits()
+        # A model that waits on the CPU is read there: a small GPU holds one model at a time.
+        cpu, policy = torch.device("cpu"), options.policy
+        tokenizer, text_encoder = load_text_encoder(checkpoint_dir / TEXT_ENCODER_FOLDER,
+                                                    cpu if policy.text_encoder else torch_device, dtype)
+        vae = load_vae(checkpoint_dir / VAE_FOLDER, cpu if policy.vae else torch_device, vae_dtype)
         dits = [
-            load_dit_checkpoint(resolve_dit_folder(checkpoint_dir, name), torch_device, dtype)
+            load_dit(resolve_dit_folder(checkpoint_dir, name), torch_device, dtype, policy)
             for name in dict.fromkeys(config_paths)  # a name configured twice loads once
         ]
-        is_demo = is_demo_folder(checkpoint_dir)
         planner, lm_error = load_planner(
-            checkpoint_dir, lm_model, mode=init_llm, backend=lm_backend,
-            device=torch_device if lm_device == "auto" else resolve_device(lm_device),
-            duration_max=lm_max_duration, limits=DEMO_TEXT_LIMITS if is_demo else TextLimits(),
+            checkpoint_dir, lm_model, mode=init_llm, backend=lm_backend, device=options.lm_device,
+            duration_max=lm_max_duration, limits=options.lm_limits,
         )
         return cls(
             tokenizer,
@@ -219,6 +234,7 @@ class MusicEngine:
             planner=planner,
             lm_error=lm_error,
             adapters=AdapterManager(Path(lora_dir) if lora_dir else checkpoint_dir / LORA_FOLDER, lora_cache_size),
+            options=options,
         )
 
     @property
@@ -230,25 +246,31 @@ class MusicEngine:
     def served(self) -> ServedModels:
         """What this engine serves, as data the HTTP layer may hold (engine/served.py)."""
         return ServedModels(
-            models=tuple(ServedModel(name, self.dits[name].is_turbo, tuple(self.dits[name].supported_task_types))
-                         for name in self.model_names),
+            models=tuple(self.slots.served_model(name) for name in self.model_names),
             lm_model=self.lm_model, lm_available=self.lm_available, lm_error=self.lm_error,
             is_demo=self.is_demo, device=str(self.device), lora_dir=self.adapters.lora_dir,
+            **self.slots.served_fields(),
         )
 
+    def watch_served(self, watcher: Callable[[ServedModels], None]) -> None:
+        """Call ``watcher`` with what the engine serves whenever a model is loaded or unloaded."""
+        self.slots.watchers.append(lambda: watcher(self.served()))
+
     def select_model(self, requested: str | None) -> DitCheckpoint:
-        """The DiT named by the request (by folder name or path); unknown or none -> primary."""
-        if requested:
-            for candidate in (requested, Path(requested).name):
-                if candidate in self.dits:
-                    return self.dits[candidate]
-        return self.dits[self.default_model]
+        """The DiT named by the request (by folder name or path), loaded now when it must be
+        and may be (engine/model_slots.py); unknown or none -> primary."""
+        return self.slots.dit_for(requested)
 
     def run_lm_task(self, task: LMRequest) -> LMTaskResult:
         """An LM-only job (format, sample): the 5 Hz LM's answer, or a GenerationError."""
         if self.planner is None:
             raise GenerationError(f"LLM init failed: {self.lm_error}" if self.lm_error else LM_NOT_LOADED)
-        return run_lm_task(self.planner, task)
+        with self.placement.use(LM_UNIT):
+            return run_lm_task(self.planner, task)
+
+    def run_model_task(self, task: ModelRequest) -> ModelResult:
+        """A model job: POST /v1/init or /v1/reinitialize (engine/model_requests.py)."""
+        return self.slots.init(task) if task.action == "init" else self.slots.reinitialize()
 
     def run_adapter_task(self, task: AdapterTask) -> AdapterAnswer:
         """A change to the default adapters (the /v1/lora/* routes), checked on the primary DiT."""
@@ -267,8 +289,10 @@ class MusicEngine:
         clock = StageClock()
         report = progress or (lambda fraction, stage: None)
 
-        # 1. Model, task and capability checks; one seed per batch item.
+        # 1. Model (loaded now if it must be), LM, task and capability checks; one seed per batch item.
         dit = self.select_model(request.model)
+        if not request.skip_lm:  # a replay never runs the LM: nothing to load for it
+            self.slots.planner_for(request.lm_model_path)
         self._check_request(request, dit)
         batch_size = min(request.batch_size, self.max_batch)
         seeds_used = seeds.resolve_seeds(request.use_random_seed, request.seeds, batch_size)
@@ -292,22 +316,26 @@ class MusicEngine:
         generators = seeds.item_generators(seeds_used, self.device)
 
         # 4. Audio inputs -> the task's DiT inputs (target/source latents, masks, timbre).
-        builder, inputs = self._prepare_inputs(request, dit, seeds_used, duration, codes, report)
+        with self.placement.use(VAE, dit_unit(dit.name)):
+            builder, inputs = self._prepare_inputs(request, dit, seeds_used, duration, codes, report)
 
         # 5. Initial noise.
         noise = self._initial_noise(dit, generators, inputs)
 
         # 6. Text encoding, 7. condition encoder (and a partial cover's second set, a repaint guide).
-        conditions, switch, repaint = self._conditions(request, dit, builder, inputs, batch_size, report)
+        with self.placement.use(TEXT_ENCODER, dit_unit(dit.name)):
+            conditions, switch, repaint = self._conditions(request, dit, builder, inputs, batch_size, report)
         clock.lap("text_encoding")
 
         # 8. Denoising loop, with the job's adapter on (and every adapter off after it).
-        with self.adapters.applied(dit.transformer, request.lora_name, request.lora_scale or 0.0):
+        with self.placement.use(dit_unit(dit.name)), \
+                self.adapters.applied(dit.transformer, request.lora_name, request.lora_scale or 0.0):
             latents, steps = self._denoise(request, dit, noise, inputs, conditions, switch, repaint, generators, report)
         clock.lap("diffusion")
 
         # 9. Checks, VAE decode, crop to the output length, a repaint's source spliced back, peak guard.
-        waves = self._decode(request, latents, inputs, report)
+        with self.placement.use(VAE):
+            waves = self._decode(request, latents, inputs, report)
         clock.lap("decoding")
 
         # 10. The encode plan: each item's file name and waveform (written by Rendered.write).
@@ -331,7 +359,8 @@ class MusicEngine:
         if self.planner is None or request.skip_lm:
             return Plan(request=request)
         planned = request.model_copy(update={"thinking": False}) if request.analysis_only else request
-        plan = self.planner.plan(planned, seeds_used, progress=lambda stage: report(PROGRESS_LM, stage))
+        with self.placement.use(LM_UNIT):
+            plan = self.planner.plan(planned, seeds_used, progress=lambda stage: report(PROGRESS_LM, stage))
         clock.lap("lm")
         return plan
 
@@ -516,12 +545,14 @@ class MusicEngine:
         report(PROGRESS_TEXT, "Extracting Audio Codes..." if request.extract_codes_only else "Starting Deep Analysis...")
         wave = self._read_audio(request, "src_audio_path")
         generator = torch.Generator(device=self.device).manual_seed(seeds_used[0])
-        latents = TaskBuilder(dit, self.vae, self.device, self.dtype).encode(wave.to(self.device), generator)
-        codes = format_audio_codes(conditioning.latents_to_codes(dit.audio_tokenizer, latents[None], dit.silence_latent))
+        with self.placement.use(VAE, dit_unit(dit.name)):
+            latents = TaskBuilder(dit, self.vae, self.device, self.dtype).encode(wave.to(self.device), generator)
+            codes = format_audio_codes(conditioning.latents_to_codes(dit.audio_tokenizer, latents[None], dit.silence_latent))
         understood = None
         if not request.extract_codes_only:
             report(PROGRESS_LM, "LM: understanding the audio codes")
-            understood = self.planner.understand_codes(codes, seed=seeds_used[0])
+            with self.placement.use(LM_UNIT):
+                understood = self.planner.understand_codes(codes, seed=seeds_used[0])
         return GenerationResult(
             audio_paths=[], seeds=seeds_used, prompt=request.prompt, lyrics=request.lyrics,
             dit_model=dit.name, lm_model=self.lm_model, sample_rate=self.sample_rate,

@@ -38,6 +38,7 @@ TEXT_MAX_CHARS: dict[str, int] = {
     "key_scale": TAG_MAX_CHARS,
     "time_signature": TAG_MAX_CHARS,
     "model": SHORT_TEXT_MAX_CHARS,
+    "lm_model_path": SHORT_TEXT_MAX_CHARS,
     "reference_audio_path": PATH_MAX_CHARS,
     "src_audio_path": PATH_MAX_CHARS,
     "audio_code_string": AUDIO_CODES_MAX_CHARS,

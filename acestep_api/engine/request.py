@@ -81,6 +81,8 @@ class GenerationRequest(BaseModel):
 
     # Model and task
     model: str | None = None
+    # The 5 Hz LM folder that serves this job (None: the loaded one); engine/model_slots.py.
+    lm_model_path: str | None = None
     task_type: TaskType = "text2music"
     batch_size: int = Field(default=2, ge=1)
 

@@ -14,7 +14,10 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from acestep_api.engine.disk_models import dits_on_disk, lms_on_disk, served_model
 from acestep_api.engine.layout import BASE_FOLDER, DEFAULT_LM_FOLDER, TURBO_FOLDER, is_demo_folder
+from acestep_api.engine.lazy_engine import LazyEngine
+from acestep_api.engine.served import ServedModels, folder_name
 from acestep_api.settings import Settings
 
 if TYPE_CHECKING:
@@ -44,7 +47,7 @@ def use_demo_checkpoints(settings: Settings) -> Settings:
     })
 
 
-def build_engine(settings: Settings) -> MusicEngine:
+def build_engine(settings: Settings) -> MusicEngine | LazyEngine:
     """The engine the settings describe.
 
     With demo on, settings that do not point at demo checkpoints yet are pointed at freshly
@@ -53,6 +56,34 @@ def build_engine(settings: Settings) -> MusicEngine:
     """
     if settings.demo and not is_demo_folder(settings.checkpoint_dir):
         settings = use_demo_checkpoints(settings)
+    if settings.no_init:
+        return LazyEngine(lambda: load_engine(settings), configured_models(settings))
+    return load_engine(settings)
+
+
+def model_options(settings: Settings):
+    """Loading at run time and memory placement, as the settings say (engine/model_slots.py)."""
+    from acestep_api.engine.engine import resolve_device
+    from acestep_api.engine.model_slots import ModelOptions
+    from acestep_api.engine.placement import OffloadPolicy, small_gpu
+
+    offload = settings.offload_to_cpu
+    if offload is None:  # as official: on by itself for a GPU under 16 GiB
+        offload = small_gpu(resolve_device(settings.device))
+        if offload:
+            log.info("Offloading models to the CPU between their stages: the GPU has less than 16 GiB "
+                     "(ACESTEP_OFFLOAD_TO_CPU=false turns it off)")
+    return ModelOptions(
+        slot_count=settings.model_slots,
+        on_demand=settings.on_demand_model_load,
+        download=settings.download_models,
+        policy=OffloadPolicy.from_flags(offload, settings.offload_dit_to_cpu, settings.lm_offload_to_cpu),
+        compile_model=settings.compile_model,
+        flash_attention=settings.use_flash_attention,
+    )
+
+
+def load_engine(settings: Settings) -> MusicEngine:
     # Imported here: torch and the model code load only when an engine is really built.
     from acestep_api.engine.engine import MusicEngine
 
@@ -69,4 +100,24 @@ def build_engine(settings: Settings) -> MusicEngine:
         lm_max_duration=settings.lm_max_duration,
         lora_dir=settings.adapters_dir,
         lora_cache_size=settings.lora_cache_size,
+        options=model_options(settings),
+    )
+
+
+def configured_models(settings: Settings) -> ServedModels:
+    """What a server started with ACESTEP_NO_INIT reports before its first job loads the models:
+    the configured DiTs and LM as their folders describe them, none loaded."""
+    root = settings.checkpoint_dir
+    names = list(dict.fromkeys(settings.dit_config_paths))
+    lm_name = folder_name(settings.lm_model_path)
+    lm_on_disk = lms_on_disk(root)
+    return ServedModels(
+        models=tuple(served_model(Path(root) / name) for name in names), lm_model=lm_name,
+        # The LM routes may queue work: the job loads the LM with the rest.
+        lm_available=settings.llm_mode != "off" and lm_name in lm_on_disk,
+        is_demo=is_demo_folder(root), device=settings.device,
+        dit_on_disk=dits_on_disk(root), lm_on_disk=lm_on_disk, on_demand=settings.on_demand_model_load,
+        slots=tuple([folder_name(name) for name in names] + [None] * (settings.model_slots - len(names))),
+        initialized=False,
+        checkpoint_dir=str(root),
     )

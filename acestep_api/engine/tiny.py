@@ -205,6 +205,12 @@ def write_tiny_adapter(folder: Path, seed: int, *, rank: int = 4, alpha: int = 8
     }
     (folder / ADAPTER_CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return folder
+def write_tiny_dit(folder: Path, *, turbo: bool, seed: int = 0) -> Path:
+    """One more tiny DiT folder (e.g. ``acestep-v15-sft`` beside the demo checkpoints), for
+    servers that load models at run time."""
+    variant = {"is_turbo": True, "model_version": "turbo"} if turbo else {"is_turbo": False, "model_version": "base"}
+    _write_dit(Path(folder), variant, seed)
+    return Path(folder)
 
 
 def is_demo_checkpoint(path: Path) -> bool:

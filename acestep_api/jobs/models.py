@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from acestep_api.engine.adapter_tasks import AdapterAnswer, AdapterTask
 from acestep_api.engine.lm_tasks import FormatRequest, LMRequest, LMTaskResult, SampleRequest
+from acestep_api.engine.model_requests import ModelRequest, ModelResult
 from acestep_api.engine.request import GenerationRequest, GenerationResult
 
 
@@ -33,6 +34,7 @@ class JobKind(str, enum.Enum):
     FORMAT = "format"  # FormatRequest -> LMTaskResult (the 5 Hz LM only)
     SAMPLE = "sample"  # SampleRequest -> LMTaskResult (the 5 Hz LM only)
     ADAPTER = "adapter"  # AdapterTask -> AdapterAnswer (the DiT's default adapters)
+    MODELS = "models"  # ModelRequest -> ModelResult (loading models: /v1/init, /v1/reinitialize)
 
     @classmethod
     def of(cls, request: "JobRequest") -> "JobKind":
@@ -42,11 +44,13 @@ class JobKind(str, enum.Enum):
             return cls.SAMPLE
         if isinstance(request, AdapterTask):
             return cls.ADAPTER
+        if isinstance(request, ModelRequest):
+            return cls.MODELS
         return cls.GENERATION
 
 
-JobRequest = GenerationRequest | LMRequest | AdapterTask
-JobResult = GenerationResult | LMTaskResult | AdapterAnswer
+JobRequest = GenerationRequest | LMRequest | AdapterTask | ModelRequest
+JobResult = GenerationResult | LMTaskResult | AdapterAnswer | ModelResult
 
 
 class JobApi(str, enum.Enum):
@@ -58,6 +62,7 @@ class JobApi(str, enum.Enum):
     FAL = "fal"  # POST /fal-ai/ace-step/prompt-to-audio
     LM = "lm"  # POST /format_input, /v1/create_sample: answered by their route, never queried
     LORA = "lora"  # POST /v1/lora/*: answered by their route, never queried
+    MODELS = "models"  # POST /v1/init, /v1/reinitialize: answered by their route, never queried
 
 
 @dataclass

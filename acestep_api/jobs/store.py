@@ -19,6 +19,7 @@ from pathlib import Path
 from acestep_api.engine.request import Analysis, GenerationRequest, GenerationResult, Timings
 from acestep_api.engine.adapter_tasks import AdapterAnswer, AdapterTask
 from acestep_api.engine.lm_tasks import FormatRequest, LMTaskResult, SampleRequest
+from acestep_api.engine.model_requests import ModelRequest, ModelResult
 from acestep_api.jobs.models import Job, JobApi, JobKind, JobStatus
 
 _SCHEMA = """
@@ -80,6 +81,7 @@ _TYPES = {
     JobKind.FORMAT: (FormatRequest, LMTaskResult),
     JobKind.SAMPLE: (SampleRequest, LMTaskResult),
     JobKind.ADAPTER: (AdapterTask, AdapterAnswer),
+    JobKind.MODELS: (ModelRequest, ModelResult),
 }
 
 

@@ -23,6 +23,7 @@ from typing import Callable, Protocol
 from acestep_api.engine.encoding import PROGRESS_ENCODING, Rendered, default_workers
 from acestep_api.engine.adapter_tasks import AdapterAnswer, AdapterTask
 from acestep_api.engine.lm_tasks import LMRequest, LMTaskResult
+from acestep_api.engine.model_requests import ModelRequest, ModelResult
 from acestep_api.engine.request import GenerationError, GenerationRequest, GenerationResult
 from acestep_api.jobs.events import Outcome
 from acestep_api.jobs.models import Job, JobKind, JobResult
@@ -44,6 +45,7 @@ class Engine(Protocol):
     def run_lm_task(self, request: LMRequest) -> LMTaskResult: ...
 
     def run_adapter_task(self, request: AdapterTask) -> AdapterAnswer: ...
+    def run_model_task(self, request: ModelRequest) -> ModelResult: ...
 
     # Optional, defined by the class (MusicEngine has it): generate up to the decoded audio,
     # the worker writes the files. def render(self, request, progress) -> Rendered: ...
@@ -55,7 +57,7 @@ class _Stopped(Exception):
 
 # What the engine must hand back for each kind of job.
 _RESULT_TYPES = {JobKind.GENERATION: GenerationResult, JobKind.FORMAT: LMTaskResult, JobKind.SAMPLE: LMTaskResult,
-                 JobKind.ADAPTER: AdapterAnswer}
+                 JobKind.ADAPTER: AdapterAnswer, JobKind.MODELS: ModelResult}
 
 
 INTERNAL_FAILURE = "an internal error occurred; the server log has the details"
@@ -246,6 +248,9 @@ class JobWorker:
         elif kind is JobKind.ADAPTER:
             progress(0.1, f"adapter: {job.request.op}")  # a cancel asked for while it waited ends it here
             result = self.engine.run_adapter_task(job.request)
+        elif kind is JobKind.MODELS:
+            progress(0.1, "loading models")  # a cancel asked for while it waited ends it here
+            result = self.engine.run_model_task(job.request)
         else:
             # One LM call: no steps to report between; a cancel asked for while it waited
             # in line ends it here, before the LM starts.

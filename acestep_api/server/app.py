@@ -76,6 +76,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             app.state.engine = await asyncio.to_thread(build_engine, settings)
         app.state.served = app.state.engine.served()
         app.state.adapters = getattr(getattr(app.state.engine, "adapters", None), "ledger", None)
+        watch = getattr(app.state.engine, "watch_served", None)
+        if watch is not None:  # a model loaded or unloaded: the routes decide with what is loaded now
+            watch(lambda served: served_changed(app, served))
         app.state.metrics.attach(queue, app.state.served)
         worker = JobWorker(queue, app.state.engine, retention_seconds=settings.retention_days * SECONDS_PER_DAY,
                            encode_workers=settings.encode_workers or None, encode_backlog=settings.encode_backlog,
@@ -154,6 +157,12 @@ async def distributed_lifespan(app: FastAPI, settings: Settings) -> AsyncIterato
             runner_task.cancel()
             await asyncio.gather(runner_task, return_exceptions=True)
         backend.close()
+
+
+def served_changed(app: FastAPI, served) -> None:
+    """Called on the engine thread after a load: the next request reads the new inventory."""
+    app.state.served = served
+    app.state.metrics.served = served
 
 
 def create_app(settings: Settings, engine=None, *, start_worker: bool = True) -> FastAPI:

@@ -65,12 +65,15 @@ def readable_error(exc: BaseException, api_url: str) -> str:
 
 
 def fetch_inventory(client: AceStepClient) -> list[dict]:
-    """The server's DiT models with their task types (/v1/model_inventory)."""
+    """The server's loaded DiT models with their task types (/v1/model_inventory also lists the
+    folders on disk that are not loaded; a request naming one is refused unless the server
+    loads models on demand)."""
     try:
         models = client.models()
     except Exception as exc:
         raise UiError(readable_error(exc, client.base_url)) from exc
-    return [entry for entry in models if isinstance(entry, dict) and entry.get("name")]
+    return [entry for entry in models
+            if isinstance(entry, dict) and entry.get("name") and entry.get("is_loaded", True)]
 
 
 def submit(client: AceStepClient, request: ReleaseRequest) -> str:

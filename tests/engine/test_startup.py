@@ -10,6 +10,7 @@ import pytest
 from acestep_api.engine import startup
 from acestep_api.engine.engine import MusicEngine
 from acestep_api.engine.layout import BASE_FOLDER, DEFAULT_LM_FOLDER, TURBO_FOLDER, is_demo_folder
+from acestep_api.engine.placement import OffloadPolicy
 from acestep_api.settings import Settings
 
 
@@ -33,8 +34,31 @@ def test_settings_reach_the_loader(loads, tmp_path):
     (args, kwargs), = loads
     assert args == (tmp_path, [settings.config_path, "b"], tmp_path / "out" / "api_audio", "cpu", settings.batch_max,
                     settings.lm_model_path)
+    options = kwargs.pop("options")
     assert kwargs == {"init_llm": "off", "lm_backend": "vllm", "lm_device": "auto", "lm_max_duration": 30,
                       "lora_dir": tmp_path / "loras", "lora_cache_size": 4}
+    assert (options.on_demand, options.slot_count, options.download, options.compile_model) == (False, 3, True, False)
+    assert options.policy == OffloadPolicy() and options.flash_attention is True
+
+
+def test_model_and_memory_settings_reach_the_loader(loads, tmp_path):
+    settings = Settings(_env_file=None, checkpoint_dir=tmp_path, on_demand_model_load=True, model_slots=2,
+                        download_models=False, offload_to_cpu=True, offload_dit_to_cpu=True,
+                        lm_offload_to_cpu=False, compile_model=True, use_flash_attention=False)
+    startup.build_engine(settings)
+    (_, kwargs), = loads
+    options = kwargs["options"]
+    assert (options.on_demand, options.slot_count, options.download) == (True, 2, False)
+    assert options.policy == OffloadPolicy(text_encoder=True, vae=True, dit=True, lm=False)
+    assert (options.compile_model, options.flash_attention) == (True, False)
+
+
+def test_no_init_loads_nothing_at_start_up(loads, tmp_path):
+    engine = startup.build_engine(Settings(_env_file=None, checkpoint_dir=tmp_path, no_init=True))
+    assert loads == [] and not engine.loaded
+    served = engine.served()
+    assert not served.initialized and served.default_model == TURBO_FOLDER
+    assert engine.model_names == [TURBO_FOLDER]  # what the serverless worker logs at start
 
 
 def test_demo_settings_point_at_written_demo_checkpoints(tmp_path, monkeypatch):

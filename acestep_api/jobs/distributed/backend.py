@@ -76,12 +76,20 @@ def served_to_json(served: ServedModels) -> str:
 
 def served_from_json(text: str) -> ServedModels:
     data = json.loads(text)
-    models = tuple(ServedModel(m["name"], m["is_turbo"], tuple(m["supported_task_types"])) for m in data["models"])
+
+    def model_list(items) -> tuple[ServedModel, ...]:
+        return tuple(ServedModel(m["name"], m["is_turbo"], tuple(m["supported_task_types"])) for m in items)
+
     known = {field.name for field in dataclasses.fields(ServedModels)}
     values = {key: value for key, value in data.items() if key in known}
+    # JSON has lists only: the dataclass holds tuples (and compares equal only so).
+    values = {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
+    for key in ("models", "dit_on_disk"):
+        if key in data:
+            values[key] = model_list(data[key])
     if values.get("lora_dir") is not None:
         values["lora_dir"] = Path(values["lora_dir"])
-    return ServedModels(**{**values, "models": models})
+    return ServedModels(**values)
 
 
 @dataclasses.dataclass(frozen=True)

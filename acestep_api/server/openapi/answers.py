@@ -142,6 +142,21 @@ class KeyStats(_Answer):
     audio_seconds_today: float = Field(description="Audio seconds charged to the key since 00:00 UTC.")
 
 
+class ModelsInitialized(_Answer):
+    message: str
+    slot: int
+    loaded_model: str | None
+    loaded_lm_model: str | None
+    models: list[ModelEntry]
+    lm_models: list[LmEntry]
+    llm_initialized: bool
+
+
+class Reinitialized(_Answer):
+    message: str
+    reloaded: list[str] = Field(description="What was loaded again: DiT/VAE/Text Encoder, LLM.")
+
+
 class Stats(_Answer):
     jobs: dict[str, int] = Field(description="Jobs by status.")
     queue_size: int

@@ -109,7 +109,12 @@ class ReleaseTaskFields(_Body):
     time_signature: like("time_signature", str) = Field(default="", json_schema_extra=_choice(SIGNATURES))
     audio_duration: like("audio_duration", float) | None = Field(
         default=None, description="Seconds; null or <= 0: the LM's, else random.")
-    model: like("model", str) | None = Field(default=None, description="A DiT name from /v1/model_inventory; unknown: the primary.")
+    model: like("model", str) | None = Field(default=None, description=(
+        "A DiT name from /v1/model_inventory: a loaded one, or with ACESTEP_ON_DEMAND_MODEL_LOAD one on disk "
+        "(the job loads it); any other: 400 naming those on disk."))
+    lm_model_path: like("lm_model_path", str) | None = Field(default=None, description=(
+        "The 5 Hz LM folder that serves this job: the loaded one, or with ACESTEP_ON_DEMAND_MODEL_LOAD one on "
+        "disk (the job loads it in place of the loaded one); any other: 400 naming those on disk."))
     task_type: str = Field(default="text2music", json_schema_extra=_choice(TASK_TYPES))
     batch_size: like("batch_size", int) = Field(default=2, description="Clamped to ACESTEP_BATCH_MAX.")
     inference_steps: like("inference_steps", int) = 8
@@ -206,6 +211,19 @@ class ReleaseTaskMultipart(ReleaseTaskForm):
     reference_audio: bytes = Field(default=None, description=UPLOAD.format("reference_audio_path"))
     ref_audio: bytes = Field(default=None, description=UPLOAD.format("reference_audio_path")
                              + " Alias of `reference_audio`.")
+
+
+class InitBody(_Body):
+    """POST /v1/init: a DiT into a slot, and optionally the 5 Hz LM."""
+
+    model: str | None = Field(default=None, max_length=256, description=(
+        "A DiT folder on disk (or an official one, fetched when ACESTEP_DOWNLOAD_MODELS allows); "
+        "absent: the slot's own model again."))
+    slot: int | None = Field(default=None, ge=1, le=3, description="1 (the primary, default), 2 or 3.")
+    init_llm: bool = Field(default=False, description="Also load the 5 Hz LM.")
+    lm_model_path: str | None = Field(default=None, max_length=256,
+                                      description="The LM folder init_llm loads; absent: ACESTEP_LM_MODEL_PATH.")
+    ai_token: str | None = Field(default=None, description=AI_TOKEN)
 
 
 class QueryResultBody(_Body):

@@ -10,10 +10,9 @@ from fastapi import APIRouter, Depends
 
 from acestep_api.engine.served import ServedModels
 from acestep_api.jobs.backend import JobBackend
-from acestep_api.server.dependencies import get_queue, get_served, get_settings
+from acestep_api.server.dependencies import get_queue, get_served
 from acestep_api.dialects.official import wrap
 from acestep_api.server.services.inventory import lm_model_name
-from acestep_api.settings import Settings
 from acestep_api.server.openapi.answers import Envelope, Health
 from acestep_api.server.openapi.route_docs import answers
 
@@ -28,7 +27,6 @@ DEMO_NOTE = (
 @router.get("/health", response_model=None, summary="Whether the server is up (never needs the key)",
             responses=answers(Envelope[Health]))
 async def health(served: Annotated[ServedModels, Depends(get_served)],
-                 settings: Annotated[Settings, Depends(get_settings)],
                  queue: Annotated[JobBackend, Depends(get_queue)]) -> dict:
     # Distributed mode: a database out of reach makes this a 503 (a replica is not ready).
     workers = queue.workers()
@@ -36,10 +34,10 @@ async def health(served: Annotated[ServedModels, Depends(get_served)],
         "status": "ok",
         "service": "ACE-Step API",
         "version": "1.0",
-        "models_initialized": served is not None,
-        "llm_initialized": served.lm_available,
+        "models_initialized": served.initialized,
+        "llm_initialized": lm_model_name(served) is not None,
         "loaded_model": served.default_model,
-        "loaded_lm_model": lm_model_name(served, settings),
+        "loaded_lm_model": lm_model_name(served),
         "demo": served.is_demo,
         "mode": queue.mode,  # "embedded" (one process) or "distributed" (PostgreSQL)
         "workers_alive": workers["alive"],

@@ -1,4 +1,5 @@
-"""GET /v1/models (OpenRouter list, open) and GET /v1/model_inventory (wrapped, header auth).
+"""GET /v1/models (OpenRouter list, open), GET /v1/model_inventory (wrapped, header auth), and
+the routes that load models: POST /v1/init and POST /v1/reinitialize (model jobs on the queue).
 
 The official server answers /v1/models with the OpenRouter list because that router shadows
 its documented wrapped route; clients rely on the actual behaviour, so we keep it and serve
@@ -10,16 +11,28 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
-from acestep_api.server.auth import require_api_key
+from acestep_api.dialects.official_models import INIT_FAILED, init_answer, parse_init, reinitialize_answer
+from acestep_api.engine.disk_models import rescanned
+from acestep_api.engine.model_requests import ModelRequest
+from acestep_api.server.auth import authorized_fields, require_api_key
 from acestep_api.engine.served import ServedModels
-from acestep_api.server.dependencies import get_served, get_settings
+from acestep_api.jobs.queue import JobQueue
+from acestep_api.server.dependencies import get_queue, get_served, get_settings
 from acestep_api.dialects.official import wrap
-from acestep_api.server.services.inventory import lm_folder_name, lm_model_name, model_entries
+from acestep_api.server.services.inventory import inventory
+from acestep_api.server.services.models import run_model_job
 from acestep_api.settings import Settings
-from acestep_api.server.openapi.answers import Envelope, ModelInventory, OpenRouterModels
-from acestep_api.server.openapi.route_docs import answers, key_required
+from acestep_api.server.openapi.answers import (
+    Envelope,
+    ModelInventory,
+    ModelsInitialized,
+    OpenRouterModels,
+    Reinitialized,
+)
+from acestep_api.server.openapi.request_bodies import AuthOnlyBody, InitBody
+from acestep_api.server.openapi.route_docs import answers, body, key_required, merged
 
 router = APIRouter(tags=["models"])
 
@@ -50,19 +63,40 @@ async def list_models(served: Annotated[ServedModels, Depends(get_served)]) -> d
 
 
 @router.get("/v1/model_inventory", dependencies=[Depends(require_api_key)], response_model=None,
-            summary="The DiT and LM models this server serves",
+            summary="Every DiT and LM on disk, and which are loaded",
             responses=answers(Envelope[ModelInventory], 401), openapi_extra=key_required())
-async def model_inventory(served: Annotated[ServedModels, Depends(get_served)],
-                          settings: Annotated[Settings, Depends(get_settings)]) -> dict:
-    lm_name = lm_folder_name(settings)
-    return wrap({
-        "models": model_entries(served),
-        "default_model": served.default_model,
-        "lm_models": [{"name": lm_name, "is_loaded": served.lm_available}],
-        "loaded_lm_model": lm_model_name(served, settings),
-        "llm_initialized": served.lm_available,
-        # One device serves every model in this server.
-        "gpus": [],
-        "gpu_mapping": {},
-        "device_map": {name: served.device for name in served.model_names},
-    })
+async def model_inventory(served: Annotated[ServedModels, Depends(get_served)]) -> dict:
+    return wrap(inventory(served))
+
+
+@router.post("/v1/init", response_model=None, summary="Load a DiT into a slot, and optionally the 5 Hz LM",
+             responses=answers(Envelope[ModelsInitialized | None], 400, 401, 413, 429, 504),
+             openapi_extra=merged(body(InitBody), key_required(body_token=True)))
+async def init_models(
+    fields: Annotated[dict, Depends(authorized_fields)],
+    request: Request,
+    served: Annotated[ServedModels, Depends(get_served)],
+    queue: Annotated[JobQueue, Depends(get_queue)],
+    settings: Annotated[Settings, Depends(get_settings)],
+) -> dict:
+    task = parse_init(fields, rescanned(served))  # an InvalidField is a 400 from the app's one handler
+    result, error = await run_model_job(queue, task, settings.generation_timeout, request)
+    if result is None:  # a failed load is reported in the envelope, as official
+        return wrap(None, code=500, error=f"{INIT_FAILED}: {error}")
+    return wrap(init_answer(result, inventory(request.app.state.served)))
+
+
+@router.post("/v1/reinitialize", response_model=None, summary="Load again what should be loaded but is not",
+             responses=answers(Envelope[Reinitialized | None], 401, 413, 429, 504),
+             openapi_extra=merged(body(AuthOnlyBody), key_required(body_token=True)))
+async def reinitialize(
+    fields: Annotated[dict, Depends(authorized_fields)],
+    request: Request,
+    queue: Annotated[JobQueue, Depends(get_queue)],
+    settings: Annotated[Settings, Depends(get_settings)],
+) -> dict:
+    result, error = await run_model_job(queue, ModelRequest(action="reinitialize"), settings.generation_timeout,
+                                        request)
+    if result is None:
+        return wrap(None, code=500, error=f"Reinitialization failed: {error}")
+    return wrap(reinitialize_answer(result))

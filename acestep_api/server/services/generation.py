@@ -11,7 +11,7 @@ from __future__ import annotations
 from starlette.concurrency import run_in_threadpool
 
 from acestep_api.admission.audio_check import check_audio_files
-from acestep_api.admission.task_check import check_task
+from acestep_api.admission.task_check import check_models_named, check_task
 from acestep_api.engine.request import GenerationRequest
 from acestep_api.engine.served import ServedModels
 from acestep_api.jobs.models import Job, JobApi
@@ -37,6 +37,7 @@ async def accept_generation(generation: GenerationRequest, body: RequestBody, se
     its audio paths resolved, or an InvalidField (or a 429). Refused, its uploads go.
     Accepted, its uploads are put where the worker that runs it reads them (`outputs`)."""
     with discarded_on_failure(body):
+        check_models_named(generation, served)
         check_task(generation, served)
         generation = resolve_own_audio(generation, body, settings)
         refuse_if_full(queue)

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from acestep_api.engine.model_requests import ModelRequest
 from acestep_api.engine.request import GenerationRequest
-from acestep_api.engine.served import ServedModels
+from acestep_api.engine.served import ServedModels, folder_name
 from acestep_api.jobs.models import JobRequest
 from acestep_api.jobs.store import JobStore
 from acestep_api.server.key_file import KeySpec
@@ -64,8 +65,12 @@ class KeyQuota:
         key = self.key
         if key is None:
             return JobCharge(None, seconds)
+        model = None
         if isinstance(request, GenerationRequest):
             model = self.served.select(request.model).name
+        elif isinstance(request, ModelRequest) and request.model:
+            model = folder_name(request.model)  # the model /v1/init would load
+        if model is not None:
             if not key.may_use_model(model):
                 raise KeyRefused(key, "models", 403, f"key {key.name!r} may not use the model {model!r}; "
                                                      f"its models: {', '.join(key.models) or 'none'}",
