@@ -163,7 +163,7 @@ class JobWorker:
             await self._slots.acquire()
             try:
                 if self._batches():
-                    jobs = await self.queue.next_batch(self._batch_key, self.engine.batch_items, self.batch_max_items)
+                    jobs = await self.queue.next_batch(self._batch_key, self._batch_items, self.batch_max_items)
                 else:
                     jobs = [await self.queue.next_job()]
                 if len(jobs) == 1:
@@ -201,8 +201,18 @@ class JobWorker:
         return all(_defined_by(cls, name) is owner for name in ("render_batch", "batch_key", "batch_items"))
 
     def _batch_key(self, job: Job):
-        """The engine's batch key of a generation job; None (run alone) for every other kind."""
-        return self.engine.batch_key(job.request) if job.kind is JobKind.GENERATION else None
+        """The engine's batch key of a generation job; None (run alone) for every other kind, and
+        for a request the key cannot be worked out for (its run will say what is wrong)."""
+        if job.kind is not JobKind.GENERATION:
+            return None
+        try:
+            return self.engine.batch_key(job.request)
+        except Exception:  # noqa: BLE001 - never stop the worker over one job's key
+            log.exception("Job %s: no batch key, it runs alone", job.id)
+            return None
+
+    def _batch_items(self, job: Job) -> int:
+        return self.engine.batch_items(job.request) if job.kind is JobKind.GENERATION else 1
 
     async def run_job(self, job: Job) -> None:
         """Run one job to its end, its files written; never raises except on cancellation."""
