@@ -1,8 +1,7 @@
 """Cross-attention that ignores the padding of a batch whose items have texts of different lengths.
 
 The DiT's cross-attention reads the condition encoder's packed sequence (lyrics, timbre,
-caption) with no mask (diffusers' ``AceStepTransformer1DModel`` passes none, as the official
-model does): every item of a single request has the same texts, so there is no padding. Items
+caption) with no mask (diffusers' ``AceStepTransformer1DModel`` passes none): every item of a single request has the same texts, so there is no padding. Items
 of different jobs have sequences of different lengths, padded at the end to the longest; the
 padding must weigh nothing, or an item would not come out as it does alone. While
 ``masked_cross_attention`` is active, each cross-attention module's processor is diffusers' own,
