@@ -8,9 +8,9 @@ facts only, so it can be computed once, when the job is submitted.
 
 A request gets no key (it runs alone) when its run depends on something the batch cannot share:
 
-- the 5 Hz LM would be asked anything (sample mode, format, thinking, or a missing bpm, key,
-  time signature or duration that phase 1 would fill in): the LM runs per job and may change
-  the length, so compatibility is only known after it;
+- the 5 Hz LM would be asked anything (sample mode, format, thinking, or, with
+  ``use_cot_metas``, a missing bpm, key, time signature or duration that phase 1 would fill
+  in): the LM runs per job and may change the length, so compatibility is only known after it;
 - source or reference audio, audio codes, a task other than text2music, a partial cover
   (``audio_cover_strength`` < 1) or an analysis mode: their inputs are per-job audio, read and
   checked in the run;
@@ -50,7 +50,7 @@ def lm_would_run(request: GenerationRequest, lm_loaded: bool) -> bool:
         return False
     if request.needs_lm:
         return True
-    return any(getattr(request, name) in (None, "") for name in _PHASE1_FIELDS)
+    return request.use_cot_metas and any(getattr(request, name) in (None, "") for name in _PHASE1_FIELDS)
 
 
 def batch_key(request: GenerationRequest, *, model: str, is_turbo: bool, lm_loaded: bool,

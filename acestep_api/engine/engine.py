@@ -444,7 +444,8 @@ class MusicEngine:
             return
         texts = conditioning.encode_texts(
             self.tokenizer, self.text_encoder,
-            [conditioning.caption_prompt(m.resolved, m.inputs.caption_duration) for m in members],
+            [conditioning.caption_prompt(m.resolved, m.inputs.caption_duration, lego_sft=self._lego_sft(dit))
+             for m in members],
             [conditioning.lyrics_prompt(m.resolved) for m in members],
         )
         owners = torch.tensor([j for j, m in enumerate(members) for _ in m.seeds], device=texts.caption_states.device)
@@ -589,7 +590,7 @@ class MusicEngine:
             return conditioning.encode_texts(self.tokenizer, self.text_encoder, [caption], [lyrics]).repeat(batch_size)
 
         conditions = conditioning.build_conditions(
-            dit.condition_encoder, encode(request, lego_sft=bool(dit.config.get("is_lego_sft", False))),
+            dit.condition_encoder, encode(request, lego_sft=self._lego_sft(dit)),
             inputs.timbre, builder.cover_source(inputs), inputs.chunk_mask,
         )
         switch = None
@@ -607,6 +608,11 @@ class MusicEngine:
                 inputs.repaint_mask, inputs.target_latents, settings.crossfade_frames, settings.injection_ratio
             )
         return conditions, switch, repaint
+
+    @staticmethod
+    def _lego_sft(dit: DitCheckpoint) -> bool:
+        """Whether the checkpoint reads captions in the lego-SFT Global/Local block."""
+        return bool(dit.config.get("is_lego_sft", False))
 
     def _denoise(self, request: GenerationRequest, dit: DitCheckpoint, noise: torch.Tensor, inputs, conditions,
                  switch: ConditionSwitch | None, repaint: RepaintGuide | None, generators: list[torch.Generator],

@@ -266,6 +266,9 @@ class JobWorker:
                     self.queue.report_progress(job, fraction, stage)
             return progress
 
+        for job in jobs:
+            for path in job.temp_files:  # uploads another machine received (a bucket's copies)
+                self.outputs.fetch_upload(path)
         outcomes = self.engine.render_batch([job.request for job in jobs], [progress_of(job) for job in jobs])
         checked: list[Rendered | JobResult | Exception] = []
         for job, outcome in zip(jobs, outcomes, strict=True):
@@ -275,7 +278,7 @@ class JobWorker:
                 checked.append(TypeError(f"engine rendered {type(outcome).__name__}, not Rendered"))
             elif outcome.plan is None:
                 try:
-                    checked.append(outcome.write(progress=progress_of(job)))
+                    checked.append(self._published(outcome.write(progress=progress_of(job))))
                 except Exception as error:  # noqa: BLE001
                     checked.append(error)
             else:

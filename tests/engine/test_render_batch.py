@@ -153,6 +153,7 @@ def test_the_batch_key_rule(tiny_engine, tiny_lm_engine):
     assert key(tiny_lm_engine) is None  # phase 1 would fill in bpm, key and time signature
     assert key(tiny_lm_engine, **full, thinking=True) is None
     assert key(tiny_lm_engine, skip_lm=True) is not None  # a replay: the LM's work is settled
+    assert key(tiny_lm_engine, use_cot_metas=False) is not None  # phase 1 writes no metadata
 
 
 def test_a_batch_with_the_lm_loaded_but_idle_matches_alone(tiny_lm_engine):
