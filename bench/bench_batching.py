@@ -8,7 +8,7 @@ alternating off/on for ``--repeats`` rounds so both see the same machine. The ti
 worker's start to the last job's files written (WAV, so the encoder does not hide the DiT); the
 best round of each mode is printed as songs per hour, and the ratio on/off.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_batching.py [--jobs 16] [--duration 20] [--configs tiny,mid]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_batching.py [--jobs 16] [--duration 10] [--configs tiny,mid]
 
 Run it on a quiet machine (`uptime`): it measures throughput, so a busy core shows as a slower mode.
 """
@@ -81,7 +81,7 @@ def run_queue(engine: MusicEngine, requests: list[GenerationRequest], max_items:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=16)
-    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--max-items", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--configs", default="tiny,mid")

@@ -375,7 +375,7 @@ class MusicEngine:
     ) -> list[Rendered | Exception]:
         """``render`` for several requests at once, one outcome per request, in order.
 
-        Requests with the same ``batch_key`` share one run of steps 5-9: their items are stacked
+        Requests with the same ``batch_key`` share one run of steps 6-9: their items are stacked
         into one batch (each item keeps its request's caption, lyrics, metadata and its own seed)
         and come out as they would alone, to float tolerance. Each request reports to its own
         ``progress``; one whose report raises (a cancel) or whose own input fails drops out with
@@ -471,7 +471,6 @@ class MusicEngine:
         diffusion_span = PROGRESS_DECODING - PROGRESS_DIFFUSION
         for member in members:
             member.report(PROGRESS_DIFFUSION, f"diffusion step 0/{len(schedule)}")
-        in_batch = list(members)
 
         def on_step(done: int, total: int) -> list[int] | None:
             nonlocal in_batch
