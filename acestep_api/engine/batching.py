@@ -34,6 +34,7 @@ class BatchKey:
     """What items of one DiT call must share. Requests with equal keys may be batched."""
 
     model: str  # the DiT that runs them (the resolved folder name, whatever the request wrote)
+    adapter: tuple[str | None, float]  # the LoRA/LoKr adapter and its scale (the default's when none is named)
     task: str
     latent_frames: int  # the length of the latent sequence: the duration at 25 frames per second, at least 128
     timesteps: tuple[float, ...]  # the schedule (steps, shift, custom timesteps, turbo snapping applied)
@@ -53,8 +54,8 @@ def lm_would_run(request: GenerationRequest, lm_loaded: bool) -> bool:
     return request.use_cot_metas and any(getattr(request, name) in (None, "") for name in _PHASE1_FIELDS)
 
 
-def batch_key(request: GenerationRequest, *, model: str, is_turbo: bool, lm_loaded: bool,
-              sample_rate: int, hop: int) -> BatchKey | None:
+def batch_key(request: GenerationRequest, *, model: str, adapter: tuple[str | None, float], is_turbo: bool,
+              lm_loaded: bool, sample_rate: int, hop: int) -> BatchKey | None:
     """The key of a request the DiT ``model`` would run, or None when it must run alone."""
     alone = (
         request.task_type != "text2music"
@@ -74,6 +75,7 @@ def batch_key(request: GenerationRequest, *, model: str, is_turbo: bool, lm_load
         guidance = (request.guidance_scale, request.use_adg, request.cfg_interval_start, request.cfg_interval_end)
     return BatchKey(
         model=model,
+        adapter=adapter,
         task=request.task_type,
         latent_frames=frames,
         timesteps=tuple(schedule.timesteps),

@@ -366,8 +366,10 @@ class MusicEngine:
     def batch_key(self, request: GenerationRequest) -> BatchKey | None:
         """Requests with equal keys may share one DiT call (``render_batch``); None: run alone."""
         dit = self.select_model(request.model)
-        return batch_key(request, model=dit.name, is_turbo=dit.is_turbo, lm_loaded=self.planner is not None,
-                         sample_rate=self.sample_rate, hop=self.hop_length)
+        name, scale = self.adapters.choose(request.lora_name, request.lora_scale)
+        adapter = (name, scale) if name and scale > 0 else (None, 0.0)  # scale 0: every adapter off
+        return batch_key(request, model=dit.name, adapter=adapter, is_turbo=dit.is_turbo,
+                         lm_loaded=self.planner is not None, sample_rate=self.sample_rate, hop=self.hop_length)
 
     @torch.inference_mode()
     def render_batch(
@@ -386,7 +388,10 @@ class MusicEngine:
         members = [_Member(request, progress) for request, progress in zip(requests, progresses, strict=True)]
         key = None
         for member in members:
-            member_key = self.batch_key(member.request)
+            try:
+                member_key = self.batch_key(member.request)
+            except Exception:  # noqa: BLE001 - e.g. an adapter name it cannot use: its own render says why
+                member_key = None
             if member_key is None or (key is not None and member_key != key):
                 continue
             key = member_key
@@ -417,6 +422,7 @@ class MusicEngine:
         dit = self.select_model(request.model)
         self._check_request(request, dit)
         seeds_used = seeds.resolve_seeds(request.use_random_seed, request.seeds, self.batch_items(request))
+        request = self._with_adapter(request, dit)
         # The batch key admits no request the LM would work on; the planner still settles the plan.
         plan = self._plan(request, seeds_used, member.report, clock)
         request = resolve_task(plan.request)
@@ -490,17 +496,20 @@ class MusicEngine:
         rows = torch.tensor([m.live for m in members for _ in m.seeds], dtype=torch.bool, device=noise.device)
         in_batch = _live(members)
         sampler = FlowMatchSampler(dit.transformer, getattr(dit.condition_encoder, "null_condition_emb", None))
-        latents = sampler(
-            noise[rows], conditions.encoder_hidden_states[rows], conditions.context_latents[rows], schedule,
-            guidance_scale=request.guidance_scale if guided else 1.0,
-            use_adg=request.use_adg,
-            guidance_interval=GuidanceInterval(request.cfg_interval_start, request.cfg_interval_end),
-            infer_method=request.infer_method,
-            generators=[g for m in in_batch for g in m.generators],
-            on_step=on_step,
-            start=None if start is None else start[rows],
-            encoder_mask=conditions.encoder_attention_mask[rows],
-        ) if in_batch else noise[:0]
+        latents = noise[:0]
+        if in_batch:  # the adapter is part of the key too
+            with self.adapters.applied(dit.transformer, request.lora_name, request.lora_scale or 0.0):
+                latents = sampler(
+                    noise[rows], conditions.encoder_hidden_states[rows], conditions.context_latents[rows], schedule,
+                    guidance_scale=request.guidance_scale if guided else 1.0,
+                    use_adg=request.use_adg,
+                    guidance_interval=GuidanceInterval(request.cfg_interval_start, request.cfg_interval_end),
+                    infer_method=request.infer_method,
+                    generators=[g for m in in_batch for g in m.generators],
+                    on_step=on_step,
+                    start=None if start is None else start[rows],
+                    encoder_mask=conditions.encoder_attention_mask[rows],
+                )
         clock.lap("diffusion")
 
         # 9. Each request's latents checked, then the VAE decode; each crops to its own length.

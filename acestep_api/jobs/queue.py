@@ -206,10 +206,12 @@ class JobQueue:
         oldest job never waits for company). When ``key_of(head)`` is not None, the jobs behind
         it follow in queue order whose ``key_of`` equals the head's, each taken only while the
         sum of ``items_of`` over the claimed jobs stays within ``max_items`` (a job too large
-        for the room left is passed over; a smaller one behind it may still join). Every
-        claimed job leaves the line and is marked running, atomically; the jobs passed over
-        keep their places. ``key_of`` and ``items_of`` depend on the job's request alone, so a
-        store may compute them once, at submission.
+        for the room left is passed over; a smaller one behind it may still join). The scan
+        stops at an adapter job (``JobKind.ADAPTER``): it changes the engine's default adapter
+        for the jobs behind it, so none of them may run before it. Every claimed job leaves the
+        line and is marked running, atomically; the jobs passed over keep their places.
+        ``key_of`` and ``items_of`` depend on the job's request alone (and the engine's state,
+        which only an adapter job changes), so a store may compute them once, at submission.
         """
         with self._lock:
             if not self._waiting:
@@ -219,7 +221,7 @@ class JobQueue:
             room = max_items - items_of(head)
             if key is not None:
                 for job in list(self._waiting)[1:]:
-                    if room <= 0:
+                    if room <= 0 or job.kind is JobKind.ADAPTER:
                         break
                     if job.kind is head.kind and items_of(job) <= room and key_of(job) == key:
                         claimed.append(job)
