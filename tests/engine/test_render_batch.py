@@ -165,3 +165,28 @@ def test_a_batch_with_the_lm_loaded_but_idle_matches_alone(tiny_lm_engine):
     for one, many in zip(alone, batched):
         assert_same_audio(one, many)
         assert many.result.lm_model == one.result.lm_model
+
+
+def test_requests_with_an_adapter_share_a_batch_only_with_the_same_adapter_and_scale(tiny_engine, tmp_path):
+    from acestep_api.engine.adapters import AdapterManager
+    from acestep_api.engine.tiny import write_tiny_adapter
+
+    write_tiny_adapter(tmp_path / "loras" / "first", seed=11)
+    write_tiny_adapter(tmp_path / "loras" / "second", seed=12)
+    engine = copy.copy(tiny_engine)
+    engine.dits = {name: copy.deepcopy(dit) for name, dit in tiny_engine.dits.items()}  # adapters change layers
+    engine.adapters = AdapterManager(tmp_path / "loras", 4)
+
+    first = key(engine, lora_name="first")
+    assert first is not None and first != key(engine)
+    assert first != key(engine, lora_name="second") and first != key(engine, lora_name="first", lora_scale=0.5)
+    assert key(engine, lora_name="first", lora_scale=0.0) == key(engine)  # scale 0: no adapter on
+
+    requests = [song("a", "la", [1], lora_name="first"), song("b b b", "", [2], lora_name="first")]
+    alone = [engine.render(r) for r in requests]
+    plain = engine.render(requests[0].model_copy(update={"lora_name": None}))
+    assert np.abs(plain.plan.waves[0] - alone[0].plan.waves[0]).max() > 100 * TOLERANCE  # the adapter counts
+    batched = engine.render_batch(requests, [None, None])
+    for one, many in zip(alone, batched):
+        assert_same_audio(one, many)
+        assert many.result.resolved.lora_name == "first"

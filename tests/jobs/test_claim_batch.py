@@ -20,12 +20,12 @@ def store(tmp_path):
 
 def key_of(job):
     """Jobs whose prompt starts with the same word share a key; "solo ..." has none."""
-    word = job.request.prompt.split()[0]
+    word = getattr(job.request, "prompt", "solo").split()[0]  # an adapter job has no prompt
     return None if word == "solo" else word
 
 
 def items_of(job):
-    return job.request.batch_size
+    return getattr(job.request, "batch_size", 1)
 
 
 def submit(queue, *specs):
@@ -91,3 +91,14 @@ def test_a_cancelled_waiting_job_is_never_claimed(store):
     first, second, third = submit(queue, ("e 1", 1), ("e 2", 1), ("e 3", 1))
     queue.cancel(second.id)
     assert prompts(queue.claim_batch(key_of, items_of, 8)) == ["e 1", "e 3"]
+
+
+def test_no_job_joins_from_behind_an_adapter_job(store):
+    from acestep_api.engine.adapter_tasks import AdapterTask
+
+    queue = JobQueue(store)
+    submit(queue, ("f 1", 1), ("f 2", 1))
+    queue.submit(AdapterTask(op="toggle", use_lora=True))
+    submit(queue, ("f 3", 1))
+    # f 3 would run with the defaults the adapter job sets: it waits for it
+    assert prompts(queue.claim_batch(key_of, items_of, 8)) == ["f 1", "f 2"]
