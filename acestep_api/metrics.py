@@ -41,6 +41,8 @@ disable_created_metrics()
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 # Job and stage times: a tenth of a second (a short LM phase) to half an hour (a long song).
 JOB_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0)
+# Jobs and items in one batched DiT call: 1 to a few times ACESTEP_BATCH_MAX_ITEMS' default of 8.
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
 # The phases of Timings a job is timed by; `total` is acestep_job_duration_seconds.
 STAGES = tuple(field.name for field in dataclasses.fields(Timings) if field.name != "total")
 # The route label of a request no route answers (bounded: never the raw path).
@@ -91,6 +93,12 @@ class ServerMetrics:
         self.key_refusals = Counter(
             "acestep_key_refusals", "Requests refused for an API key's limit: requests_per_minute, jobs_per_day, "
             "audio_seconds_per_day, max_waiting (429), models or routes (403).", ["key", "limit"], registry=registry)
+        self.batch_jobs = Histogram(
+            "acestep_batch_jobs", "Jobs claimed to share one DiT call, per claim of a job that can be batched.",
+            ["model"], buckets=BATCH_BUCKETS, registry=registry)
+        self.batch_items = Histogram(
+            "acestep_batch_items", "Batch items (the sum of batch_size) of those jobs together.",
+            ["model"], buckets=BATCH_BUCKETS, registry=registry)
         registry.register(QueueCollector(self))
         registry.register(GpuMemoryCollector())
 
@@ -134,6 +142,11 @@ class ServerMetrics:
     def job_started(self, job: Job) -> None:
         if job.started_at is not None and job.created_at:
             self.job_wait.labels(*self._labels(job)).observe(max(0.0, job.started_at - job.created_at))
+
+    def batch_claimed(self, jobs: list[Job], items: int) -> None:
+        model = self.model_of(jobs[0])
+        self.batch_jobs.labels(model).observe(len(jobs))
+        self.batch_items.labels(model).observe(items)
 
     def job_ended(self, job: Job, outcome: Outcome) -> None:
         with self._lock:

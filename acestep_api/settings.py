@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     avg_job_seconds: float = 5.0
     avg_window: int = Field(default=50, ge=1)
     batch_max: int = Field(default=8, ge=1, description="Larger batch_size requests are clamped to this.")
+    # Waiting jobs that may share a DiT call run as one batch of up to this many items (the sum
+    # of their batch_size); 1 turns batching off (docs/architecture.md#batching-jobs).
+    batch_max_items: int = Field(default=8, ge=1, description="Most batch items one batched DiT call runs; 1: no batching.")
 
     # Distributed mode (docs/deploy.md): a postgresql:// URL puts the jobs and their queue in
     # that database, shared by API replicas and GPU workers; unset, one process holds all.

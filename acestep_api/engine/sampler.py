@@ -17,11 +17,14 @@ cross-attention keys and values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
 from diffusers.guiders.adaptive_projected_guidance import MomentumBuffer, normalized_guidance
+
+from acestep_api.engine.cross_attention import masked_cross_attention
 
 TURBO_SHIFTS = (1.0, 2.0, 3.0)
 TURBO_STEPS = 8
@@ -124,6 +127,11 @@ class APG:
             norm_dim=(1,),
         )
 
+    def keep(self, rows: torch.Tensor) -> None:
+        """Only these batch rows go on (the others' jobs left the batch)."""
+        if isinstance(self.momentum.running_average, torch.Tensor):
+            self.momentum.running_average = self.momentum.running_average[rows]
+
 
 class ADG:
     """Angle-based dynamic guidance: rotates the x0 estimate away from the unconditional one.
@@ -136,6 +144,9 @@ class ADG:
 
     def __init__(self, guidance_scale: float):
         self.weight = max(guidance_scale - 1.0, 0.0) + 1e-3
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Stateless: nothing to drop."""
 
     def __call__(self, v_cond: torch.Tensor, v_uncond: torch.Tensor, x: torch.Tensor, t: float) -> torch.Tensor:
         x0_cond = (x - t * v_cond).double()
@@ -166,7 +177,9 @@ class GuidanceInterval:
         return self.start <= t <= self.end
 
 
-StepCallback = Callable[[int, int], None]
+# Called after each step with (steps done, steps in all). It may return the batch rows that go
+# on (indices into the current batch, in order): the others are dropped from the next step on.
+StepCallback = Callable[[int, int], Sequence[int] | None]
 
 REPAINT_INJECTION_RATIO = 0.5  # the official default: re-inject the source during the first half
 REPAINT_CROSSFADE_FRAMES = 10
@@ -186,6 +199,10 @@ class ConditionSwitch:
 
     def first_step(self, num_steps: int) -> int:
         return int(num_steps * self.strength)
+
+    def keep(self, rows: torch.Tensor) -> "ConditionSwitch":
+        return replace(self, encoder_hidden_states=self.encoder_hidden_states[rows],
+                       context_latents=self.context_latents[rows])
 
 
 @dataclass(frozen=True)
@@ -207,6 +224,9 @@ class RepaintGuide:
 
     def injection_steps(self, num_steps: int) -> int:
         return round(self.injection_ratio * num_steps)
+
+    def keep(self, rows: torch.Tensor) -> "RepaintGuide":
+        return replace(self, mask=self.mask[rows], clean_latents=self.clean_latents[rows])
 
     def inject(self, x: torch.Tensor, t_next: float, noise: torch.Tensor) -> torch.Tensor:
         noised_source = t_next * noise + (1.0 - t_next) * self.clean_latents
@@ -259,17 +279,21 @@ class FlowMatchSampler:
         self.null_condition_emb = null_condition_emb
 
     def predict_velocity(
-        self, x: torch.Tensor, t: torch.Tensor, encoder_hidden_states: torch.Tensor, context_latents: torch.Tensor
+        self, x: torch.Tensor, t: torch.Tensor, encoder_hidden_states: torch.Tensor, context_latents: torch.Tensor,
+        encoder_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """The DiT's velocity; ``encoder_mask`` [B, S] (True = a real token) hides the padding
+        of a batch whose items' condition sequences differ in length."""
         timestep = t.expand(x.shape[0])
-        return self.transformer(
-            hidden_states=x,
-            timestep=timestep,
-            timestep_r=timestep,
-            encoder_hidden_states=encoder_hidden_states,
-            context_latents=context_latents,
-            return_dict=False,
-        )[0]
+        with masked_cross_attention(self.transformer, encoder_mask):
+            return self.transformer(
+                hidden_states=x,
+                timestep=timestep,
+                timestep_r=timestep,
+                encoder_hidden_states=encoder_hidden_states,
+                context_latents=context_latents,
+                return_dict=False,
+            )[0]
 
     @torch.no_grad()
     def __call__(
@@ -287,6 +311,7 @@ class FlowMatchSampler:
         switch: ConditionSwitch | None = None,
         repaint: RepaintGuide | None = None,
         start: torch.Tensor | None = None,
+        encoder_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Denoise ``noise`` [B, T, C] into clean latents [B, T, C].
 
@@ -298,6 +323,10 @@ class FlowMatchSampler:
         source outside a repaint window, and ``start`` replaces the pure-noise start (a
         noised source, with ``schedule`` already cut to match; ``noise`` stays the noise
         that repaint re-injects).
+
+        ``encoder_mask`` [B, S] marks the real tokens of ``encoder_hidden_states`` when the
+        items' sequences were padded to one length (items of different jobs). ``on_step`` may
+        return the rows that go on; the result then holds those rows only.
         """
         device, dtype = noise.device, noise.dtype
         guidance_interval = guidance_interval or GuidanceInterval()
@@ -323,14 +352,15 @@ class FlowMatchSampler:
             t, t_next = timesteps[k], timesteps[k + 1]
             t_value = float(t)
             if guidance is not None and t_value in guidance_interval:
+                doubled_mask = None if encoder_mask is None else torch.cat([encoder_mask, encoder_mask], dim=0)
                 v_cond, v_uncond = self.predict_velocity(
-                    torch.cat([x, x], dim=0), t, doubled_states, doubled_context
+                    torch.cat([x, x], dim=0), t, doubled_states, doubled_context, doubled_mask
                 ).chunk(2, dim=0)
                 v = guidance(v_cond, v_uncond, x, t_value)
             else:
                 # Outside the interval the official result is v_cond; the unconditional half
                 # would be computed and discarded, so it is skipped.
-                v = self.predict_velocity(x, t, encoder_hidden_states, context_latents)
+                v = self.predict_velocity(x, t, encoder_hidden_states, context_latents, encoder_mask)
 
             if k == num_steps - 1:
                 x = x - v * t
@@ -345,7 +375,22 @@ class FlowMatchSampler:
                 x = repaint.inject(x, float(renoised_to), noise)
 
             if on_step is not None:
-                on_step(k + 1, num_steps)
+                kept = on_step(k + 1, num_steps)
+                if kept is not None and len(kept) < x.shape[0]:
+                    if not kept:
+                        return x[:0]
+                    rows = torch.tensor(list(kept), dtype=torch.long, device=device)
+                    x, noise = x[rows], noise[rows]
+                    encoder_hidden_states, context_latents = encoder_hidden_states[rows], context_latents[rows]
+                    doubled_states, doubled_context = self._doubled(guidance, encoder_hidden_states, context_latents)
+                    encoder_mask = None if encoder_mask is None else encoder_mask[rows]
+                    generators = [generators[i] for i in kept] if generators else generators
+                    if guidance is not None:
+                        guidance.keep(rows)
+                    if switch is not None:
+                        switch = switch.keep(rows)
+                    if repaint is not None:
+                        repaint = repaint.keep(rows)
         if repaint is not None:
             x = repaint.blend(x)
         return x

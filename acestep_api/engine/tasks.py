@@ -29,6 +29,11 @@ WINDOWED_TASKS = ("repaint", "lego")  # tasks whose repainting_start/end make a 
 AUTO_CHUNK_MASK = 2.0  # chunk_mask_mode "auto": the value by which the model decides where to generate
 
 
+def text2music_frames(duration: float, sample_rate: int, hop: int) -> int:
+    """The latent frames of a text2music song of ``duration`` seconds (before the 128-frame floor)."""
+    return int(duration * sample_rate / hop)
+
+
 def has_codes(request: GenerationRequest) -> bool:
     return bool(request.audio_code_string.strip() or any(c.strip() for c in request.lm_audio_codes or []))
 
@@ -241,7 +246,7 @@ class TaskBuilder:
             has_audio = not is_silent(source)
         else:
             caption_duration = duration
-            frames = int(duration * self.sample_rate / self.hop)
+            frames = text2music_frames(duration, self.sample_rate, self.hop)
             targets = [self.silence_frames(frames)] * batch_size
             output_samples = frames * self.hop
             has_audio = False

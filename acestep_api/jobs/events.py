@@ -39,6 +39,10 @@ class JobEvents(Protocol):
 
     def job_ended(self, job: Job, outcome: Outcome) -> None: ...
 
+    # Optional: jobs claimed together because they may share one run (jobs/queue.py:
+    # claim_batch), with the batch items they hold together; told once per claim whose first
+    # job can be batched (alone or not), after their starts.
+    def batch_claimed(self, jobs: list[Job], items: int) -> None: ...
 
 class EventFanout:
     """Several observers as one: each hears every event, in order; one that raises is logged
@@ -62,3 +66,13 @@ class EventFanout:
 
     def job_ended(self, job: Job, outcome: Outcome) -> None:
         self._tell("job_ended", job, outcome)
+
+    def batch_claimed(self, jobs: list[Job], items: int) -> None:
+        for observer in self.observers:
+            hear = getattr(observer, "batch_claimed", None)
+            if hear is None:
+                continue
+            try:
+                hear(jobs, items)
+            except Exception:  # noqa: BLE001 - as _tell
+                log.exception("Reporting a batch of %d jobs failed", len(jobs))

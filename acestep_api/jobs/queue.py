@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 from acestep_api.engine.request import GenerationError
 from acestep_api.jobs.crash_evidence import CrashEvidence
@@ -208,6 +208,57 @@ class JobQueue:
                 self._wakeup.clear()
             await self._wakeup.wait()
 
+    def claim_batch(
+        self, key_of: Callable[[Job], Hashable | None], items_of: Callable[[Job], int], max_items: int
+    ) -> list[Job]:
+        """Claim the job first in line plus the waiting jobs that may share its run.
+
+        Contract: returns [] when no job waits. Otherwise the head always comes first (the
+        oldest job never waits for company). When ``key_of(head)`` is not None, the jobs behind
+        it follow in queue order whose ``key_of`` equals the head's, each taken only while the
+        sum of ``items_of`` over the claimed jobs stays within ``max_items`` (a job too large
+        for the room left is passed over; a smaller one behind it may still join). The scan
+        stops at an adapter job (``JobKind.ADAPTER``): it changes the engine's default adapter
+        for the jobs behind it, so none of them may run before it. Every claimed job leaves the
+        line and is marked running, atomically; the jobs passed over keep their places.
+        ``key_of`` and ``items_of`` depend on the job's request alone (and the engine's state,
+        which only an adapter job changes), so a store may compute them once, at submission.
+        """
+        with self._lock:
+            if not self._waiting:
+                return []
+            head = self._waiting[0]
+            claimed, key = [head], key_of(head)
+            room = max_items - items_of(head)
+            if key is not None:
+                for job in list(self._waiting)[1:]:
+                    if room <= 0 or job.kind is JobKind.ADAPTER:
+                        break
+                    if job.kind is head.kind and items_of(job) <= room and key_of(job) == key:
+                        claimed.append(job)
+                        room -= items_of(job)
+            for job in claimed:
+                self._waiting.remove(job)
+                self._mark_running(job)
+        if key is not None:
+            self._tell_batch(claimed, max_items - room)
+        return claimed
+
+    async def next_batch(
+        self, key_of: Callable[[Job], Hashable | None], items_of: Callable[[Job], int], max_items: int
+    ) -> list[Job]:
+        """Wait until a job waits, then ``claim_batch``."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop, self._wakeup = loop, asyncio.Event()
+        while True:
+            with self._lock:
+                claimed = self.claim_batch(key_of, items_of, max_items)
+                if claimed:
+                    return claimed
+                self._wakeup.clear()
+            await self._wakeup.wait()
+
     def _mark_running(self, job: Job) -> None:
         job.status = JobStatus.RUNNING
         job.attempts += 1
@@ -323,6 +374,16 @@ class JobQueue:
                 if not loop.is_closed():
                     loop.call_soon_threadsafe(_resolve, future, job)
             self._tell("job_ended", job, outcome)
+
+    def _tell_batch(self, jobs: list[Job], items: int) -> None:
+        """A batch that may share one run was claimed (observers that count batches hear of it)."""
+        heard = getattr(self.events, "batch_claimed", None)
+        if heard is None:
+            return
+        try:
+            heard(jobs, items)
+        except Exception:  # noqa: BLE001 - an observer's fault must not change a job's fate
+            log.exception("Reporting a batch of %d jobs failed", len(jobs))
 
     def _tell(self, event: str, job: Job, *args) -> None:
         if self.events is None:

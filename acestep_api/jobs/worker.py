@@ -7,8 +7,12 @@ pool (``encode_workers`` threads) while the engine thread takes the next job; th
 once its files are written, and shows the stage "encoding" until then. At most
 ``encode_backlog`` jobs wait for or are in encoding while the next one renders; with the
 backlog full the worker waits before it takes another job, so decoded audio held in memory is
-bounded (docs/architecture.md#the-encoding-pool). When retention is set, a second task purges
-expired jobs at start and then hourly.
+bounded (docs/architecture.md#the-encoding-pool). With ``batch_max_items`` above 1 and an
+engine that has ``render_batch``, the worker claims the job first in line together with waiting
+jobs that may share its DiT call, up to that many batch items, and renders them at once; each
+job still reports, is cancelled, fails and is encoded on its own
+(docs/architecture.md#batching-jobs). When retention is set, a second task purges expired jobs
+at start and then hourly.
 """
 
 from __future__ import annotations
@@ -87,6 +91,11 @@ def job_failure(error: BaseException, job_id: str) -> str:
     return f"Generation failed: {describe_failure(error, job_id)}"
 
 
+def _defined_by(cls: type, name: str) -> type | None:
+    """The class in ``cls``'s MRO whose body defines ``name`` (None: none does)."""
+    return next((klass for klass in cls.__mro__ if name in vars(klass)), None)
+
+
 class JobWorker:
     def __init__(
         self,
@@ -97,6 +106,7 @@ class JobWorker:
         encode_workers: int | None = None,
         encode_backlog: int = DEFAULT_ENCODE_BACKLOG,
         outputs: OutputStore | None = None,
+        batch_max_items: int = 1,
     ):
         self.queue = queue
         self.engine = engine
@@ -106,13 +116,15 @@ class JobWorker:
         self.encode_backlog = max(0, encode_backlog)
         # Where the files go once written (a bucket, or nowhere else: the audio folder).
         self.outputs = outputs if outputs is not None else LocalOutputs(queue.store.path.parent, queue.store.upload_dir)
+        self.batch_max_items = max(1, batch_max_items)
         self._tasks: list[asyncio.Task] = []
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         # The encoding pool: pieces run on _encoder; each job's encoding waits for its pieces on
         # a _coordinator thread (never on a pool thread, so a job never waits on its own pool).
         self._encoder: concurrent.futures.ThreadPoolExecutor | None = None
         self._coordinator: concurrent.futures.ThreadPoolExecutor | None = None
-        # One slot per job whose decoded audio the worker holds: the one rendering, and the backlog.
+        # One slot per render (a job, or the jobs of one batch) whose decoded audio the worker
+        # holds: the one rendering, and the backlog.
         self._slots: asyncio.Semaphore | None = None
         self._encodings: set[asyncio.Task] = set()
         # Set by stop(): a generate call still finishing in its thread must not write any more.
@@ -152,23 +164,60 @@ class JobWorker:
 
     async def _run_jobs(self) -> None:
         while True:
-            # Back-pressure: a free slot before the next job, so the audio held stays bounded.
+            # Back-pressure: a free slot before the next render, so the audio held stays bounded.
             await self._slots.acquire()
             try:
-                job = await self.queue.next_job()
-                encoding = await self._start(job)
+                if self._batches():
+                    jobs = await self.queue.next_batch(self._batch_key, self._batch_items, self.batch_max_items)
+                else:
+                    jobs = [await self.queue.next_job()]
+                if len(jobs) == 1:
+                    encodings = [task for task in [await self._start(jobs[0])] if task is not None]
+                else:
+                    encodings = await self._start_batch(jobs)
             except BaseException:
                 self._slots.release()
                 raise
-            if encoding is None:
+            if not encodings:
                 self._slots.release()
-            else:
-                self._encodings.add(encoding)
-                encoding.add_done_callback(self._encoding_done)
+                continue
+            # The render's slot is free once every one of its jobs is encoded.
+            pending = set(encodings)
 
-    def _encoding_done(self, task: asyncio.Task) -> None:
-        self._encodings.discard(task)
-        self._slots.release()
+            def encoding_done(task: asyncio.Task, pending: set = pending) -> None:
+                self._encodings.discard(task)
+                pending.discard(task)
+                if not pending:
+                    self._slots.release()
+
+            for task in encodings:
+                self._encodings.add(task)
+                task.add_done_callback(encoding_done)
+
+    def _batches(self) -> bool:
+        """Whether jobs are claimed in batches: more than one item allowed, and an engine that
+        renders and whose class defines ``render_batch`` (with ``batch_key`` and ``batch_items``)
+        where it defines ``render``: a wrapper or subclass that changes ``render`` alone must
+        have its ``render`` called, job by job."""
+        if self.batch_max_items <= 1 or not self._renders():
+            return False
+        cls = type(self.engine)
+        owner = _defined_by(cls, "render")
+        return all(_defined_by(cls, name) is owner for name in ("render_batch", "batch_key", "batch_items"))
+
+    def _batch_key(self, job: Job):
+        """The engine's batch key of a generation job; None (run alone) for every other kind, and
+        for a request the key cannot be worked out for (its run will say what is wrong)."""
+        if job.kind is not JobKind.GENERATION:
+            return None
+        try:
+            return self.engine.batch_key(job.request)
+        except Exception:  # noqa: BLE001 - never stop the worker over one job's key
+            log.exception("Job %s: no batch key, it runs alone", job.id)
+            return None
+
+    def _batch_items(self, job: Job) -> int:
+        return self.engine.batch_items(job.request) if job.kind is JobKind.GENERATION else 1
 
     async def run_job(self, job: Job) -> None:
         """Run one job to its end, its files written; never raises except on cancellation."""
@@ -192,6 +241,58 @@ class JobWorker:
             return asyncio.create_task(self._encode(job, outcome), name=f"acestep-encode-{job.id}")
         self._end(job, result=outcome)
         return None
+
+    async def _start_batch(self, jobs: list[Job]) -> list[asyncio.Task]:
+        """Render ``jobs`` in one engine call; each ends or is encoded on its own. Returns the
+        tasks encoding those that rendered."""
+        log.info("Jobs %s started as one batch", ", ".join(job.id for job in jobs))
+        loop = asyncio.get_running_loop()
+        try:
+            outcomes = await loop.run_in_executor(self._executor, self._render_batch, jobs)
+        except asyncio.CancelledError:
+            raise  # the jobs stay 'running' and keep their uploads for the retry
+        except Exception as error:  # noqa: BLE001 - a failure of the shared call ends these jobs, not the worker
+            outcomes = [error] * len(jobs)
+        encodings = []
+        for job, outcome in zip(jobs, outcomes):
+            if isinstance(outcome, Exception):
+                self._failed(job, outcome)
+            elif isinstance(outcome, Rendered):
+                encodings.append(asyncio.create_task(self._encode(job, outcome), name=f"acestep-encode-{job.id}"))
+            else:
+                self._end(job, result=outcome)
+        return encodings
+
+    def _render_batch(self, jobs: list[Job]) -> list[Rendered | JobResult | Exception]:
+        """On the engine thread: one ``render_batch`` call, each job's outcome checked as ``_generate`` does."""
+        def progress_of(job: Job) -> Callable[[float, str], None]:
+            def progress(fraction: float, stage: str) -> None:
+                if not self._stopped:
+                    self.queue.report_progress(job, fraction, stage)
+            return progress
+
+        for job in jobs:
+            for path in job.temp_files:  # uploads another machine received (a bucket's copies)
+                self.outputs.fetch_upload(path)
+        outcomes = self.engine.render_batch([job.request for job in jobs], [progress_of(job) for job in jobs])
+        checked: list[Rendered | JobResult | Exception] = []
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                checked.append(outcome)
+            elif not isinstance(outcome, Rendered):
+                checked.append(TypeError(f"engine rendered {type(outcome).__name__}, not Rendered"))
+            elif outcome.plan is None:
+                try:
+                    checked.append(self._published(outcome.write(progress=progress_of(job))))
+                except Exception as error:  # noqa: BLE001
+                    checked.append(error)
+            else:
+                try:  # recorded before the engine thread moves on, as for a job alone
+                    progress_of(job)(PROGRESS_ENCODING, "encoding")
+                    checked.append(outcome)
+                except Exception as error:  # noqa: BLE001 - a cancel just now
+                    checked.append(error)
+        return checked
 
     async def _encode(self, job: Job, rendered: Rendered) -> None:
         """Write a rendered job's files on the encoding pool, then record the job."""

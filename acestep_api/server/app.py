@@ -82,7 +82,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.metrics.attach(queue, app.state.served)
         worker = JobWorker(queue, app.state.engine, retention_seconds=settings.retention_days * SECONDS_PER_DAY,
                            encode_workers=settings.encode_workers or None, encode_backlog=settings.encode_backlog,
-                           outputs=app.state.outputs)
+                           outputs=app.state.outputs, batch_max_items=settings.batch_max_items)
         app.state.store, app.state.queue, app.state.worker = store, queue, worker
         app.state.deliveries = deliveries
         app.state.webhook_endpoints = await asyncio.to_thread(server_endpoints, settings)

@@ -170,6 +170,24 @@ async def test_waiting_jobs_show_in_the_queue_gauges_and_a_cancelled_one_counts_
     assert metrics.value("acestep_job_stage_seconds_count") == 0
 
 
+async def test_jobs_that_share_a_dit_call_show_in_the_batch_histograms(idle):
+    app, client = idle
+    body = {"audio_duration": 10, "batch_size": 1}
+    ids = [(await client.post("/release_task", json={**body, "prompt": p, "audio_duration": d})).json()["data"]["task_id"]
+           for p, d in (("one", 10), ("two", 10), ("longer", 20), ("three", 10))]
+    app.state.worker.start()  # all four wait: one, two and three share one call, longer runs alone
+    for task_id in ids:
+        job = await wait_finished(app, task_id)
+        assert job.status is JobStatus.SUCCEEDED, job.error
+    metrics = await scrape(client)
+    turbo = {"model": "acestep-v15-turbo"}
+    assert metrics.value("acestep_batch_jobs_count", **turbo) == 2
+    assert metrics.value("acestep_batch_jobs_sum", **turbo) == 4
+    assert metrics.value("acestep_batch_jobs_bucket", **turbo, le="2.0") == 1  # longer, alone
+    assert metrics.value("acestep_batch_jobs_bucket", **turbo, le="3.0") == 2
+    assert metrics.value("acestep_batch_items_sum", **turbo) == 4
+
+
 async def test_failures_count_by_class_and_dialect(settings, engine):
     async with serve(settings, FailingEngine(engine)) as (app, client):
         refused, broken = await submit(client, "refuse"), await submit(client, "boom")
