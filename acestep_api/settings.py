@@ -149,6 +149,13 @@ class Settings(BaseSettings):
         default="transformers", description='"pt" is the official name of the transformers backend.'
     )
     lm_device: Literal["auto", "cpu", "cuda", "mps"] = Field(default="auto", description="auto = the DiT's device.")
+    # The transformers backend's decoding (docs/architecture.md, the 5 Hz LM planner).
+    lm_kv_cache: Literal["static", "dynamic"] = Field(
+        default="static", description="static: preallocated, fixed shapes (compilable); dynamic: grown per token."
+    )
+    lm_compile: Literal["auto", "on", "off"] = Field(
+        default="auto", description="Compile the LM's decoding step: auto = on CUDA only (compiling on CPU is slow)."
+    )
     lm_max_duration: float = Field(
         default=600.0, ge=10, le=600, description="Longest song (s) the LM may choose when the client gives no duration."
     )
@@ -187,6 +194,16 @@ class Settings(BaseSettings):
         if value in ("", "auto"):
             return "auto"
         return "on" if value in ("1", "true", "yes", "on") else "off"
+
+    @field_validator("lm_compile", mode="before")
+    @classmethod
+    def _boolean_lm_compile(cls, value):
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        if isinstance(value, str):
+            value = value.strip().lower()
+            return {"1": "on", "true": "on", "yes": "on", "0": "off", "false": "off", "no": "off", "": "auto"}.get(value, value)
+        return value
 
     @field_validator("public_url", mode="before")
     @classmethod

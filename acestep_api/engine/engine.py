@@ -227,6 +227,8 @@ class MusicEngine(SlotBacked):
         init_llm: str = "auto",
         lm_backend: str = "transformers",
         lm_device: str = "auto",
+        lm_kv_cache: str = "static",
+        lm_compile: str = "auto",
         lm_max_duration: float = 600.0,
         lora_dir: str | Path | None = None,
         lora_cache_size: int = DEFAULT_CACHE_SIZE,
@@ -244,6 +246,7 @@ class MusicEngine(SlotBacked):
         options.lm_name, options.lm_mode, options.lm_backend = lm_model, init_llm, lm_backend
         options.lm_device = torch_device if lm_device == "auto" else resolve_device(lm_device)
         options.lm_duration_max = lm_max_duration
+        options.lm_kv_cache, options.lm_compile = lm_kv_cache, lm_compile
         options.lm_limits = DEMO_TEXT_LIMITS if is_demo else TextLimits()
         # A model that waits on the CPU is read there: a small GPU holds one model at a time.
         cpu, policy = torch.device("cpu"), options.policy
@@ -257,6 +260,7 @@ class MusicEngine(SlotBacked):
         planner, lm_error = load_planner(
             checkpoint_dir, lm_model, mode=init_llm, backend=lm_backend, device=options.lm_device,
             duration_max=lm_max_duration, limits=options.lm_limits,
+            kv_cache=options.lm_kv_cache, compile=options.lm_compile,
         )
         return cls(
             tokenizer,

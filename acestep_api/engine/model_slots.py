@@ -58,6 +58,8 @@ class ModelOptions:
     lm_device: torch.device | None = None  # None: the DiT's device
     lm_duration_max: float = 600.0
     lm_limits: TextLimits = field(default_factory=TextLimits)
+    lm_kv_cache: str = "static"  # the transformers backend's decoding (ACESTEP_LM_KV_CACHE, _COMPILE)
+    lm_compile: str = "auto"
     policy: OffloadPolicy = field(default_factory=OffloadPolicy)
     compile_model: bool = False
     flash_attention: bool = False
@@ -305,7 +307,8 @@ class ModelSlots:
         log.info("Loading the 5 Hz LM %s", folder_name(source))
         planner, error = load_planner(options.checkpoint_dir, source, mode="on", backend=options.lm_backend,
                                       device=options.lm_device or self.device, duration_max=options.lm_duration_max,
-                                      limits=options.lm_limits)
+                                      limits=options.lm_limits, kv_cache=options.lm_kv_cache,
+                                      compile=options.lm_compile)
         if planner is None:
             raise GenerationError(error or f"the 5 Hz LM {folder_name(source)!r} could not be loaded")
         self.placement.forget(LM_UNIT)

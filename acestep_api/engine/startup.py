@@ -97,6 +97,8 @@ def load_engine(settings: Settings) -> MusicEngine:
         init_llm=settings.llm_mode,
         lm_backend=settings.lm_backend,
         lm_device=settings.lm_device,
+        lm_kv_cache=settings.lm_kv_cache,
+        lm_compile=settings.lm_compile,
         lm_max_duration=settings.lm_max_duration,
         lora_dir=settings.adapters_dir,
         lora_cache_size=settings.lora_cache_size,

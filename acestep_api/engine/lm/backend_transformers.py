@@ -1,7 +1,14 @@
 """The transformers backend: the official "pt" sampling loop, batched (docs/pipeline.md#lm-sampling).
 
 All rows (and, with CFG, their unconditional twins) are left-padded into one batch and decoded
-together with a KV cache: the prompt runs once, then each step feeds one token per row. Per
+together with a KV cache: the prompt runs once, then each step feeds one token per row.
+
+The cache is static by default (transformers' ``StaticCache``): allocated once per call at the
+prompt plus the token budget, rounded up to :data:`CACHE_LENGTH_STEP`, so that every decoding
+step has the same shapes. That is what lets the step be compiled (``torch.compile`` through
+transformers' ``get_compiled_call``, CUDA graphs included) when ``compile`` is on; the prefill
+always runs eagerly, its length varies. The dynamic cache (grown by one token a step) stays
+selectable; both give the same tokens. Per
 step, on the CFG-combined fp32 logits: constraint mask, repetition penalty, top-k, top-p,
 temperature, then a ``multinomial`` draw among the kept tokens from each row's own seeded
 generator, so a row's tokens depend on its seed, not on the rows beside it. (Up to float
@@ -15,11 +22,17 @@ from typing import Any
 
 import torch
 
+from transformers import CompileConfig, DynamicCache, StaticCache
+
 from acestep_api.engine.limits import LM_CONTEXT_TOKENS
 from acestep_api.engine.lm.budget import new_token_budget
 from acestep_api.engine.lm.types import SamplingParams, TokenConstraint
 
 TOP_P_FALLBACK = 0.9  # the official server's value when top_p is unset, 0 or >= 1
+KV_CACHES = ("static", "dynamic")
+# Static caches are sized in these steps, so that calls of similar lengths share one compiled
+# step (each new shape costs a compilation) at the price of a few unused slots.
+CACHE_LENGTH_STEP = 256
 
 
 # --------------------------------------------------------------------------- #
@@ -86,7 +99,26 @@ class TransformersBackend:
     name = "transformers"
     supports_cfg = True
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, model_name: str, device: torch.device):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        model_name: str,
+        device: torch.device,
+        *,
+        kv_cache: str = "static",
+        compile_step: bool = False,
+        compile_config: CompileConfig | None = None,
+    ):
+        """``kv_cache``: one of :data:`KV_CACHES`. ``compile_step`` compiles the decoding step
+        (static cache only) with ``compile_config``, by default transformers' own (inductor,
+        ``reduce-overhead``: CUDA graphs on CUDA)."""
+        if kv_cache not in KV_CACHES:
+            raise ValueError(f"kv_cache must be one of {', '.join(KV_CACHES)}, got {kv_cache!r}")
+        if compile_step and kv_cache != "static":
+            raise ValueError("a compiled decoding step needs the static KV cache")
+        self.kv_cache = kv_cache
+        self.compile_config = (compile_config or CompileConfig()) if compile_step else None
         self.model = model
         self.tokenizer = tokenizer
         self.model_name = model_name
@@ -152,8 +184,22 @@ class TransformersBackend:
         finished = torch.zeros(rows, dtype=torch.bool, device=device)
         outputs: list[list[int]] = [[] for _ in range(rows)]
 
+        static = self.kv_cache == "static"
+        if static:
+            cache_length = _rounded_up(input_ids.shape[1] + max_new_tokens, CACHE_LENGTH_STEP)
+            cache = StaticCache(config=self.model.config, max_cache_len=cache_length)
+            # One mask for every step, as long as the cache: the causal mask hides the slots not
+            # written yet, so only the left padding needs masking.
+            attention_mask = torch.cat(
+                [attention_mask, attention_mask.new_ones(len(texts), cache_length - input_ids.shape[1])], dim=1
+            )
+        else:
+            cache = DynamicCache(config=self.model.config)
+        step_forward = self._step_forward()
+
         out = self.model(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True, logits_to_keep=1
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, cache=cache,
+            use_cache=True, logits_to_keep=1,
         )
         next_position = positions[:, -1:] + 1
         for step in range(max_new_tokens):
@@ -177,16 +223,21 @@ class TransformersBackend:
                 break
 
             feed = tokens.repeat(2) if use_cfg else tokens
-            attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(texts), 1)], dim=1)
-            out = self.model(
-                input_ids=feed[:, None],
-                attention_mask=attention_mask,
-                position_ids=next_position,
-                past_key_values=out.past_key_values,
+            if not static:
+                attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(texts), 1)], dim=1)
+            out = step_forward(
+                input_ids=feed[:, None], attention_mask=attention_mask, position_ids=next_position, cache=cache,
                 use_cache=True,
             )
             next_position = next_position + 1
         return outputs
+
+    def _step_forward(self):
+        """The model call for one decoding step: compiled once (transformers keeps it on the model)
+        when compiling is on, else the model itself."""
+        if self.compile_config is None:
+            return self.model
+        return self.model.get_compiled_call(self.compile_config)
 
     def _guided_scores(self, logits: torch.Tensor, rows: int, use_cfg: bool, scale: float) -> torch.Tensor:
         """fp32 scores ``[rows, V]``: ``u + s·(c − u)`` with CFG, ids without a token removed."""
@@ -245,3 +296,7 @@ class TransformersBackend:
         counts = torch.zeros(input_ids.shape[0], self.vocab_size, dtype=torch.int32, device=input_ids.device)
         counts.scatter_add_(1, input_ids, attention_mask.to(torch.int32))
         return counts > 0
+
+
+def _rounded_up(value: int, step: int) -> int:
+    return -(-value // step) * step

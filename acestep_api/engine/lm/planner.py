@@ -371,6 +371,13 @@ class LMPlanner:
         return updates
 
 
+def _decoding_note(lm: LMBackend) -> str:
+    kv_cache = getattr(lm, "kv_cache", None)
+    if kv_cache is None:
+        return ""
+    return f", {kv_cache} KV cache, decoding step {'compiled' if getattr(lm, 'compile_config', None) else 'eager'}"
+
+
 def _seed(seed: int | None) -> int:
     return random.randint(0, SEED_MAX) if seed is None or seed < 0 else seed
 
@@ -384,6 +391,8 @@ def load_planner(
     device: torch.device | str = "cpu",
     duration_max: float = DURATION_MAX,
     limits: TextLimits = TextLimits(),
+    kv_cache: str = "static",
+    compile: str = "auto",
 ) -> tuple[LMPlanner | None, str | None]:
     """(planner, error) for the configured LM.
 
@@ -409,9 +418,10 @@ def load_planner(
         log.info("LM %s not found; using %s from %s", name_or_path, present[0], checkpoint_dir)
         folder = Path(checkpoint_dir) / present[0]
     try:
-        planner = LMPlanner(load_lm(folder, torch.device(device), backend), duration_max=duration_max, limits=limits)
+        lm = load_lm(folder, torch.device(device), backend, kv_cache=kv_cache, compile=compile)
+        planner = LMPlanner(lm, duration_max=duration_max, limits=limits)
     except Exception as error:  # a broken checkpoint must not take the DiT server down with it
         log.exception("Loading the 5 Hz LM from %s failed", folder)
         return None, f"the 5 Hz LM {folder.name!r} could not be loaded; the server log has the details"
-    log.info("5 Hz LM %s loaded on %s (%s backend)", folder.name, device, backend)
+    log.info("5 Hz LM %s loaded on %s (%s backend%s)", folder.name, device, backend, _decoding_note(lm))
     return planner, None
