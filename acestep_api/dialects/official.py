@@ -266,7 +266,6 @@ def parse_release_task(body: dict, settings: Settings) -> GenerationRequest:
         use_cot_language=flag("use_cot_language"),
         use_cot_metas=flag("use_cot_metas"),
         lm_temperature=number("lm_temperature"),
-        lm_cfg_scale=number("lm_cfg_scale"),
         lm_top_k=lm_top_k if lm_top_k and lm_top_k > 0 else None,
         lm_top_p=number("lm_top_p"),
         lm_negative_prompt=text("lm_negative_prompt"),
@@ -279,6 +278,9 @@ def parse_release_task(body: dict, settings: Settings) -> GenerationRequest:
         lora_name=lora_name(fields.raw("lora_name")),
         lora_scale=_float_field(fields, "lora_scale", None),
     )
+    # Only when sent: a server whose LM has no guidance tells a default from a choice (admission/lm_check.py).
+    if fields.raw("lm_cfg_scale") not in (None, ""):
+        values["lm_cfg_scale"] = number("lm_cfg_scale")
     try:
         return GenerationRequest(**values)
     except ValidationError as error:

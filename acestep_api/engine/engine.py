@@ -290,6 +290,8 @@ class MusicEngine(SlotBacked):
         return ServedModels(
             models=tuple(self.slots.served_model(name) for name in self.model_names),
             lm_model=self.lm_model, lm_available=self.lm_available, lm_error=self.lm_error,
+            lm_backend=self.planner.backend.name if self.planner else "transformers",
+            lm_guidance=bool(getattr(self.planner.backend, "supports_cfg", True)) if self.planner else True,
             is_demo=self.is_demo, device=str(self.device), lora_dir=self.adapters.lora_dir,
             **self.slots.served_fields(),
         )

@@ -34,6 +34,9 @@ class ServedModels:
     lm_model: str  # the LM's folder name, also when it is not loaded
     lm_available: bool = False
     lm_error: str | None = None  # why the LM is not there, when it was asked for and failed
+    lm_backend: str = "transformers"  # the loaded LM's backend
+    # Whether the LM samples with classifier-free guidance (lm_cfg_scale); vllm does not.
+    lm_guidance: bool = True
     is_demo: bool = False
     device: str = "cpu"
     lora_dir: Path | None = None  # the adapters folder: names a request may give as lora_name

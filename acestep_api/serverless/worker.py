@@ -23,6 +23,7 @@ from acestep_api.engine.startup import build_engine
 from acestep_api.jobs.worker import describe_failure
 from acestep_api.admission.audio_check import check_audio_files
 from acestep_api.admission.audio_paths import resolve_request_audio
+from acestep_api.admission.lm_check import fit_lm_guidance
 from acestep_api.admission.task_check import check_task
 from acestep_api.serverless.cleanup import prune_audio
 from acestep_api.serverless.outputs import v1_wav
@@ -86,7 +87,9 @@ class ServerlessWorker:
     def _checked(self, request: GenerationRequest, engine) -> GenerationRequest:
         """What /release_task checks before it queues a job: the task suits the model, and the
         audio files named lie in a readable folder (docs/security.md) and can be decoded."""
-        check_task(request, engine.served())
+        served = engine.served()
+        check_task(request, served)
+        request = fit_lm_guidance(request, served)
         request = resolve_request_audio(request, self.settings.upload_dir, self.settings.input_dirs,
                                         allow_temp=self.settings.allow_temp_paths,
                                         private=self.settings.private_files)

@@ -29,14 +29,16 @@ def loads(monkeypatch):
 
 def test_settings_reach_the_loader(loads, tmp_path):
     settings = Settings(_env_file=None, checkpoint_dir=tmp_path, output_dir=tmp_path / "out", config_path2="b",
-                        device="cpu", init_llm="false", lm_backend="vllm", lm_max_duration=30)
+                        device="cpu", init_llm="false", lm_backend="vllm", lm_max_duration=30,
+                        lm_kv_cache="dynamic", lm_compile="on")
     assert startup.build_engine(settings) == "engine"
     (args, kwargs), = loads
     assert args == (tmp_path, [settings.config_path, "b"], tmp_path / "out" / "api_audio", "cpu", settings.batch_max,
                     settings.lm_model_path)
     options = kwargs.pop("options")
     assert kwargs == {"init_llm": "off", "lm_backend": "vllm", "lm_device": "auto", "lm_max_duration": 30,
-                      "lora_dir": tmp_path / "loras", "lora_cache_size": 4}
+                      "lora_dir": tmp_path / "loras", "lora_cache_size": 4,
+                      "lm_kv_cache": "dynamic", "lm_compile": "on"}
     assert (options.on_demand, options.slot_count, options.download, options.compile_model) == (False, 3, True, False)
     assert options.policy == OffloadPolicy() and options.flash_attention is True
 

@@ -8,9 +8,11 @@ batch belong to which :meth:`VllmBackend.generate` call and applies that call's 
 Limits, by design of vllm's public API:
 
 - **No classifier-free guidance.** vllm samples every sequence on its own, so a conditional
-  and an unconditional sequence cannot share one sampled token. With ``cfg_scale != 1`` the
-  call runs the conditional rows only and logs a warning; use the transformers backend for
-  guided sampling.
+  and an unconditional sequence cannot share one sampled token. ``supports_cfg`` says so
+  (``ServedModels.lm_guidance``): the admission checks refuse a request that asks for
+  ``lm_cfg_scale`` other than 1 and give 1 to one that leaves it unset, before it is queued;
+  a call with ``cfg_scale != 1`` that gets here anyway fails rather than sampling unguided.
+  Use the transformers backend for guided sampling.
 - vllm's sampler applies temperature before top-k/top-p and uses its own random numbers:
   outputs differ from the transformers backend even with the same seeds (as the official
   backends differ, docs/pipeline.md#lm-sampling).
@@ -22,7 +24,6 @@ Limits, by design of vllm's public API:
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 import threading
 from dataclasses import dataclass, field
@@ -37,14 +38,15 @@ from acestep_api.engine.lm.backend_transformers import effective_top_p
 from acestep_api.engine.lm.budget import new_token_budget
 from acestep_api.engine.lm.tokenizer import check_vocabulary, load_lm_tokenizer
 from acestep_api.engine.lm.types import SamplingParams, TokenConstraint
+from acestep_api.engine.request import GenerationError
 
-logger = logging.getLogger(__name__)
 
 ROW_TAG = "acestep_row"  # SamplingParams.extra_args key: (call id, row)
 # Prompt included. The official value is 4096, which a 600 s song's 3,000 codes after long
 # lyrics overrun; ours is the budget every LM call keeps (budget.py), on either backend.
 MAX_MODEL_LEN = LM_CONTEXT_TOKENS
 GPU_MEMORY_UTILIZATION = 0.5  # leave room for the DiT and VAE on the same GPU
+NO_GUIDANCE = "the vllm LM backend has no classifier-free guidance; lm_cfg_scale must be 1 (got {scale:g})"
 
 
 def load_vllm_backend(folder: Path, device: torch.device, dtype: torch.dtype) -> "VllmBackend":
@@ -200,18 +202,15 @@ class VllmBackend:
         constraint: TokenConstraint | None = None,
         seeds: list[int] | None = None,
     ) -> list[list[int]]:
-        from vllm import SamplingParams as VllmSamplingParams
-
         rows = len(prompts)
         if seeds is not None and len(seeds) != rows:
             raise ValueError(f"seeds has {len(seeds)} entries; it must match prompts ({rows})")
+        if uncond_prompts is not None and params.cfg_scale != 1.0:
+            raise GenerationError(NO_GUIDANCE.format(scale=params.cfg_scale))
         if rows == 0 or max_new_tokens <= 0:
             return [[] for _ in range(rows)]
-        if uncond_prompts is not None and params.cfg_scale != 1.0:
-            logger.warning(
-                "the vllm LM backend has no classifier-free guidance: cfg_scale %.2f ignored, "
-                "sampling the conditional prompts only", params.cfg_scale,
-            )
+        from vllm import SamplingParams as VllmSamplingParams
+
         # Each row's own budget: vllm refuses a prompt past max_model_len with an error of its own.
         prompt_lengths = [len(ids) for ids in self.tokenizer(list(prompts))["input_ids"]]
         budgets = [new_token_budget(length, max_new_tokens, MAX_MODEL_LEN) for length in prompt_lengths]

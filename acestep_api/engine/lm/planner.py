@@ -27,6 +27,7 @@ from acestep_api.engine.lm.constraints import CodesConstraint, MetadataConstrain
 from acestep_api.engine.lm.cot import format_cot, parse_cot
 from acestep_api.engine.lm.failure import lm_failure
 from acestep_api.engine.lm.folders import list_lm_folders, resolve_lm_folder
+from acestep_api.engine.lm.guidance import LM_SKIPPED_TASKS, writes_codes
 from acestep_api.engine.lm.loader import load_lm
 from acestep_api.engine.lm.types import NO_NEGATIVE_PROMPT, LMBackend, SamplingParams
 from acestep_api.engine.lm.vocab import LMVocab, format_audio_codes
@@ -42,7 +43,6 @@ from acestep_api.engine.request import (
 
 log = logging.getLogger(__name__)
 
-LM_SKIPPED_TASKS = ("cover", "cover-nofsq", "repaint")  # they follow their source audio, not a plan
 CODES_PER_SECOND = 5
 UNDERSTAND_TEMPERATURE = 0.3  # the official value for describing existing audio
 PHASE1_MAX_TOKENS = 1024  # metadata with the longest caption fits well within this
@@ -197,7 +197,7 @@ class LMPlanner:
                 plan.lm_metas = {k: v for k, v in sample.items() if k != "lyrics"}
 
             # 4. Phase 2: audio codes, exactly five per second, one sequence per batch item.
-            if request.thinking and not request.audio_code_string.strip():
+            if writes_codes(request):
                 duration = request.audio_duration or random.uniform(*self.duration_range)
                 duration = int(min(max(duration, self.duration_range[0]), self.duration_range[1]))
                 cot_text = format_cot({**cot_metas, "duration": duration})

@@ -8,6 +8,7 @@ goes away cancels its job.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -32,6 +33,7 @@ from acestep_api.server.services.chat_audio import save_audio
 from acestep_api.server.services.generation import publish_uploads
 from acestep_api.server.services.key_quotas import key_quota
 from acestep_api.admission.adapter_check import check_adapter
+from acestep_api.admission.lm_check import fit_lm_guidance
 from acestep_api.admission.task_check import check_model_supports
 from acestep_api.server.services.sync_jobs import GENERATION_TIMEOUT, refuse_if_full, run_to_end, submit
 from acestep_api.server.text_validity import invalid_unicode
@@ -126,6 +128,7 @@ async def chat_completions(
         raise HTTPException(status_code=503, detail=dialect.lm_missing_message(need, served.lm_error))
     check_model_supports(call.generation, served)
     check_adapter(call.generation, served)
+    call = dataclasses.replace(call, generation=fit_lm_guidance(call.generation, served))
     dialect.check_source_audio(call.found, call.generation)
     refuse_if_full(queue)
     targets = dialect.audio_targets(call)

@@ -13,6 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from acestep_api.dialects import fal as fal_dialect
 from acestep_api.dialects.fal import RANDOM_SEED, FalPromptInput, FalPromptOutput
 from acestep_api.engine.request import SEED_MAX
+from acestep_api.admission.lm_check import fit_lm_guidance
 from acestep_api.engine.served import ServedModels
 from acestep_api.jobs.models import JobApi, JobStatus
 from acestep_api.jobs.backend import JobBackend
@@ -47,7 +48,7 @@ async def prompt_to_audio(
     # fal's platform takes a callback URL as the `fal_webhook` query parameter.
     webhook = await accepted_webhook(request.query_params, request, settings, names=(FAL_WEBHOOK_FIELD,))
     seed = random.randint(0, SEED_MAX) if fal.seed in (None, RANDOM_SEED) else fal.seed
-    generation = fal_dialect.parse(fal, seed, lm_available=served.lm_available)
+    generation = fit_lm_guidance(fal_dialect.parse(fal, seed, lm_available=served.lm_available), served)
     job = await run_to_end(queue, generation, JobApi.FAL, settings.generation_timeout, connection=request,
                            quota=key_quota(request), webhook_url=webhook)
     if job.status is not JobStatus.SUCCEEDED or job.result is None or not job.result.audio_paths:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from starlette.concurrency import run_in_threadpool
 
 from acestep_api.admission.audio_check import check_audio_files
+from acestep_api.admission.lm_check import fit_lm_guidance
 from acestep_api.admission.task_check import check_models_named, check_task
 from acestep_api.engine.request import GenerationRequest
 from acestep_api.engine.served import ServedModels
@@ -39,6 +40,7 @@ async def accept_generation(generation: GenerationRequest, body: RequestBody, se
     with discarded_on_failure(body):
         check_models_named(generation, served)
         check_task(generation, served)
+        generation = fit_lm_guidance(generation, served)
         generation = resolve_own_audio(generation, body, settings)
         refuse_if_full(queue)
         await check_audio_inputs(generation, body, settings)
