@@ -15,6 +15,9 @@ Layout written under ``root`` (same names as the real ``checkpoints/`` folder)::
                             and a Qwen3-style chat template (see :mod:`acestep_api.engine.tiny_lm`)
     loras/demo-lora/        a tiny LoRA for the DiT, as the official trainer saves one with PEFT
     DEMO_CHECKPOINTS        marker
+
+The writers of each part (:func:`write_dit`, :func:`write_vae`, :func:`write_text_encoder`)
+also take other sizes: bench/bench_gpu.py writes the official sizes with random weights.
 """
 
 from __future__ import annotations
@@ -150,11 +153,11 @@ def write_tiny_checkpoints(root: Path, seed: int = 0, *, dit_overrides: dict[str
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     overrides = dict(dit_overrides or {})
-    _write_text_encoder(root / TEXT_ENCODER_FOLDER, seed)
+    write_text_encoder(root / TEXT_ENCODER_FOLDER, seed)
     write_tiny_lm(root / DEFAULT_LM_FOLDER, seed)
-    _write_vae(root / VAE_FOLDER, seed)
-    _write_dit(root / TURBO_FOLDER, {**overrides, "is_turbo": True, "model_version": "turbo"}, seed)
-    _write_dit(root / BASE_FOLDER, {**overrides, "is_turbo": False, "model_version": "base"}, seed + 1)
+    write_vae(root / VAE_FOLDER, seed)
+    write_dit(root / TURBO_FOLDER, {**overrides, "is_turbo": True, "model_version": "turbo"}, seed)
+    write_dit(root / BASE_FOLDER, {**overrides, "is_turbo": False, "model_version": "base"}, seed + 1)
     write_tiny_adapter(root / LORA_FOLDER / DEMO_ADAPTER, seed + 2, dit_overrides=overrides)
     (root / DEMO_MARKER).write_text(
         "Tiny random-weight ACE-Step 1.5 checkpoints written by acestep_api.engine.tiny "
@@ -224,7 +227,9 @@ def is_demo_checkpoint(path: Path) -> bool:
 # --------------------------------------------------------------------------- #
 
 
-def _write_dit(folder: Path, variant: dict[str, Any], seed: int) -> None:
+def write_dit(folder: Path, variant: dict[str, Any], seed: int, dtype: torch.dtype = torch.float32) -> None:
+    """A DiT folder: :data:`TINY_DIT_CONFIG` with ``variant``'s fields replaced, random weights
+    stored in ``dtype``."""
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -237,7 +242,7 @@ def _write_dit(folder: Path, variant: dict[str, Any], seed: int) -> None:
         modules = build_dit_modules(complete_official_config(raw_config))
     for name in sorted(modules):
         randomize_parameters(modules[name], generator)
-    state = {key: tensor.contiguous() for key, tensor in official_state_dict(modules).items()}
+    state = {key: tensor.to(dtype).contiguous() for key, tensor in official_state_dict(modules).items()}
     save_file(state, str(folder / OFFICIAL_WEIGHTS), metadata={"format": "pt"})
 
     # Official silence_latent.pt is [1, C, L]: a per-channel offset plus small noise.
@@ -253,12 +258,13 @@ def _write_dit(folder: Path, variant: dict[str, Any], seed: int) -> None:
 # --------------------------------------------------------------------------- #
 
 
-def _write_vae(folder: Path, seed: int) -> None:
+def write_vae(folder: Path, seed: int, config: dict[str, Any] | None = None) -> None:
+    """A VAE folder: an ``AutoencoderOobleck`` of ``config`` (:data:`TINY_VAE_CONFIG`), diffusers' init."""
     from diffusers import AutoencoderOobleck
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        vae = AutoencoderOobleck(**TINY_VAE_CONFIG)
+        vae = AutoencoderOobleck(**(config or TINY_VAE_CONFIG))
     vae.save_pretrained(str(folder), safe_serialization=True)
 
 
@@ -289,7 +295,10 @@ def build_tiny_tokenizer() -> Any:
     return tokenizer
 
 
-def _write_text_encoder(folder: Path, seed: int) -> None:
+def write_text_encoder(folder: Path, seed: int, dims: dict[str, Any] | None = None, vocab_size: int | None = None) -> None:
+    """A Qwen3-Embedding-style folder: the tiny tokenizer and a ``Qwen3Model`` of ``dims``
+    (:data:`TINY_TEXT_ENCODER_DIMS`) whose embedding table has ``vocab_size`` rows (by default
+    the tokenizer's, padded)."""
     from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3Model
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -301,13 +310,13 @@ def _write_text_encoder(folder: Path, seed: int) -> None:
     )
     fast.save_pretrained(str(folder))
 
-    vocab_size = 64 * math.ceil(len(fast) / 64)  # padded like real embedding tables
+    vocab_size = vocab_size or 64 * math.ceil(len(fast) / 64)  # padded like real embedding tables
     config = Qwen3Config(
         vocab_size=vocab_size,
         bos_token_id=None,
         eos_token_id=fast.eos_token_id,
         pad_token_id=fast.pad_token_id,
-        **TINY_TEXT_ENCODER_DIMS,
+        **(dims or TINY_TEXT_ENCODER_DIMS),
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
