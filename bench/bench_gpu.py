@@ -59,6 +59,10 @@ METADATA = {"bpm": 120, "key_scale": "C major", "time_signature": "4"}
 COT = "<think>\nbpm: 120\ncaption: {caption}\nduration: {duration}\nkeyscale: C major\nlanguage: en\n" \
       "timesignature: 4\n</think>"
 THROUGHPUT_SONGS = 8
+# Random weights give near-flat next-token distributions: top-p then ranks most of the
+# 64,000 codes at every step, work a trained model's peaked distribution never asks for.
+# Scaling the output layer sharpens them to a nucleus of a few dozen tokens.
+LOGIT_SHARPENING = 8.0
 
 # The official sizes (docs/pipeline.md; /work/shared/docs/model-pipeline.md 3, 4.1, 7.1):
 # the DiT's are the official config defaults, with the in_channels every shipped config says.
@@ -101,11 +105,13 @@ def load_engine(args: argparse.Namespace, root: Path) -> MusicEngine:
         lm_folder = write_full_size_checkpoints(root, torch.device(args.device))
     started = time.perf_counter()
     engine = MusicEngine.from_checkpoints(
-        root, [TURBO_FOLDER], root / "out", args.device, max(*args.batches, THROUGHPUT_SONGS), lm_folder,
+        root, [TURBO_FOLDER], root / "out", args.device, max(*args.batches, args.songs), lm_folder,
         init_llm="on", lm_kv_cache=args.lm_kv_cache, lm_compile=args.lm_compile,
     )
     if engine.planner is None:
         raise SystemExit(f"the LM did not load: {engine.lm_error}")
+    with torch.no_grad():
+        engine.planner.backend.model.get_output_embeddings().weight.mul_(LOGIT_SHARPENING)
     print(f"loaded in {time.perf_counter() - started:.0f} s")
     return engine
 
@@ -210,13 +216,12 @@ def stage_row(engine: MusicEngine, duration: int, batch: int, phase1: dict[int, 
     return row
 
 
-def songs_per_hour(engine: MusicEngine, duration: int) -> tuple[float, float]:
-    """(serial, batched) songs per hour for 8 songs of ``duration`` s with LM codes: 8 requests
-    of batch 1 one after another, against one request of batch 8."""
-    serial, _ = timed(lambda: [engine.generate(song_request(duration, 1, thinking=True))
-                               for _ in range(THROUGHPUT_SONGS)])
-    batched, _ = timed(lambda: engine.generate(song_request(duration, THROUGHPUT_SONGS, thinking=True)))
-    return THROUGHPUT_SONGS * 3600 / serial, THROUGHPUT_SONGS * 3600 / batched
+def songs_per_hour(engine: MusicEngine, duration: int, songs: int) -> tuple[float, float]:
+    """(serial, batched) songs per hour for ``songs`` songs of ``duration`` s with LM codes:
+    that many requests of batch 1 one after another, against one request of that batch."""
+    serial, _ = timed(lambda: [engine.generate(song_request(duration, 1, thinking=True)) for _ in range(songs)])
+    batched, _ = timed(lambda: engine.generate(song_request(duration, songs, thinking=True)))
+    return songs * 3600 / serial, songs * 3600 / batched
 
 
 # --------------------------------------------------------------------------- #
@@ -252,7 +257,8 @@ def table(rows: list[Row]) -> None:
         cells = " ".join(fmt.format(row.values[key]) for key, _, fmt in COLUMNS)
         print(f"{row.duration:>5}s {row.batch:>5} {cells}")
     print("LM tok/s: all rows of the call together (phase 1: metadata, one row per song; phase 2: codes, 5 per "
-          "second of song), CFG 2.5. DiT step: one of the turbo's 8. VAE enc: a source song of that length per item.")
+          f"second of song), CFG 2.5, top-p 0.9, logits sharpened x{LOGIT_SHARPENING:g} as a trained model's are.\n"
+          "DiT step: one of the turbo's 8. VAE enc: a source song of that length per item.")
 
 
 def main() -> None:
@@ -262,6 +268,7 @@ def main() -> None:
     parser.add_argument("--durations", default="30,240", help="song lengths in seconds, comma-separated")
     parser.add_argument("--batches", default="1,8", help="batch sizes, comma-separated")
     parser.add_argument("--throughput-duration", type=int, default=30, help="song length for songs per hour")
+    parser.add_argument("--songs", type=int, default=THROUGHPUT_SONGS, help="concurrent requests for songs per hour")
     parser.add_argument("--lm-compile", choices=("auto", "on", "off"), default="auto")
     parser.add_argument("--lm-kv-cache", choices=("static", "dynamic"), default="static")
     args = parser.parse_args()
@@ -287,11 +294,11 @@ def main() -> None:
         rows = [stage_row(engine, duration, batch, phase1) for duration in args.durations for batch in args.batches]
         table(rows)
 
-        serial, batched = songs_per_hour(engine, args.throughput_duration)
-        print(f"\nsongs per hour, {THROUGHPUT_SONGS} requests of {args.throughput_duration} s songs (LM codes with CFG, "
+        serial, batched = songs_per_hour(engine, args.throughput_duration, args.songs)
+        print(f"\nsongs per hour, {args.songs} requests of {args.throughput_duration} s songs (LM codes with CFG, "
               f"DiT 8 steps, VAE, mp3; metadata given):")
         print(f"  one after another, batch 1 each: {serial:8.1f}")
-        print(f"  one request of batch {THROUGHPUT_SONGS}:           {batched:8.1f}  "
+        print(f"  one request of batch {args.songs}:{'':>10} {batched:8.1f}  "
               f"({batched / serial:.2f}x; what batching queued requests can reach)")
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
 
