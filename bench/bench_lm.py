@@ -4,7 +4,9 @@ Runs on random weights, never downloads anything: ``tiny`` is the demo LM, ``1.7
 architecture of acestep-5Hz-lm-1.7B (model-pipeline.md 8.1) with random weights and the tiny
 LM's tokenizer (its code tokens sit at other ids; the logits are the real width). Codes are
 constrained to exactly 5 x duration per row when the codes constraint is available.
-The transformers backend always runs; vllm too when it is installed and the device is CUDA.
+The transformers backend always runs, once per KV cache (``--kv-caches``: static, dynamic)
+and, with ``--compile``, static with the compiled decoding step too; vllm too when it is
+installed and the device is CUDA.
 
     .venv/bin/python bench/bench_lm.py --config tiny --device cpu --duration 10 --batch 2
 """
@@ -40,6 +42,10 @@ LM_1_7B_DIMS = {
     "rms_norm_eps": 1e-6,
     "tie_word_embeddings": True,
 }
+# A mid-size shape for CPU runs: the 1.7B's logits width and head layout, a quarter of its depth
+# and half its width.
+LM_SMALL_DIMS = {**LM_1_7B_DIMS, "hidden_size": 1024, "num_hidden_layers": 8, "intermediate_size": 3072,
+                 "head_dim": 64}
 COT = (
     "<think>\nbpm: 120\ncaption: An upbeat pop song with bright synths and punchy drums.\n"
     "duration: {duration}\nkeyscale: C major\nlanguage: en\ntimesignature: 4\n</think>"
@@ -53,14 +59,15 @@ def random_lm_folder(config: str, root: Path, device: torch.device) -> Path:
     tiny = write_tiny_lm(root / "acestep-5Hz-lm-0.6B")
     if config == "tiny":
         return tiny
+    dims = LM_1_7B_DIMS if config == "1.7B" else LM_SMALL_DIMS
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     tokenizer = load_lm_tokenizer(tiny)
-    lm_config = Qwen3Config(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **LM_1_7B_DIMS)
+    lm_config = Qwen3Config(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **dims)
     lm_config.architectures = ["Qwen3ForCausalLM"]
     with torch.device(device):
         model = Qwen3ForCausalLM(lm_config)  # default init: random, the right cost
-    folder = root / "random-lm-1.7B"
+    folder = root / f"random-lm-{config}"
     model.to(torch.bfloat16).save_pretrained(str(folder), safe_serialization=True)
     tokenizer.save_pretrained(str(folder))
     del model
@@ -113,7 +120,7 @@ def report(name: str, backend, args: argparse.Namespace) -> None:
     for repeat in range(args.repeats):
         seconds, tokens = run_phase2(backend, args, n_codes)
         print(
-            f"{name:>13} | batch {args.batch} | {tokens:6d} tokens in {seconds:7.2f} s | "
+            f"{name:>15} | batch {args.batch} | {tokens:6d} tokens in {seconds:7.2f} s | "
             f"{tokens / seconds:8.1f} tok/s total | {tokens / seconds / args.batch:7.1f} tok/s per row | "
             f"{args.duration * args.batch / seconds:6.2f} s of audio per s"
         )
@@ -121,23 +128,37 @@ def report(name: str, backend, args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", choices=("tiny", "1.7B"), default="tiny")
+    parser.add_argument("--config", choices=("tiny", "small", "1.7B"), default="tiny")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--duration", type=int, default=30, help="seconds of audio; codes = 5 x duration")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--cfg-scale", type=float, default=2.5)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--sharpen", type=float, default=8.0,
+                        help="scale the random output layer: a nucleus of a few dozen tokens, as a trained "
+                             "model's, instead of most of the vocabulary (1: as initialised)")
+    parser.add_argument("--kv-caches", default="static,dynamic", help="the transformers backend's KV caches to run")
+    parser.add_argument("--compile", action="store_true", help="also the static cache with the compiled step")
     args = parser.parse_args()
     device = torch.device(args.device)
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = random_lm_folder(args.config, Path(tmp), device)
         print(f"config {args.config}, device {device}, {CODES_PER_SECOND * args.duration} codes per row, "
-              f"cfg {args.cfg_scale}, codes constraint: {has_codes_constraint()}")
-        backend = load_lm(folder, device, "transformers")
+              f"cfg {args.cfg_scale}, codes constraint: {has_codes_constraint()}, logits x{args.sharpen:g}, "
+              f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+        backend = load_lm(folder, device, "transformers", compile="off")
         assert isinstance(backend, TransformersBackend)
-        report("transformers", backend, args)
-        del backend
+        with torch.no_grad():  # random weights' flat distributions, sharpened as trained ones are
+            backend.model.get_output_embeddings().weight.mul_(args.sharpen)
+        variants = [(kv_cache, False) for kv_cache in args.kv_caches.split(",")]
+        if args.compile:
+            variants.append(("static", True))
+        for kv_cache, compiled in variants:
+            variant = TransformersBackend(backend.model, backend.tokenizer, backend.model_name, device,
+                                          kv_cache=kv_cache, compile_step=compiled)
+            report(f"{kv_cache}{'+compiled' if compiled else ''}", variant, args)
+        del backend, variant
         if importlib.util.find_spec("vllm") is not None and device.type == "cuda":
             report("vllm", load_lm(folder, device, "vllm"), args)
         else:

@@ -35,4 +35,4 @@ def test_the_tiny_run_prints_every_stage_and_the_throughput(tmp_path):
     serial = float(re.search(r"one after another, batch 1 each:\s+([\d.]+)", out).group(1))
     batched = float(re.search(r"one request of batch 2:\s+([\d.]+)", out).group(1))
     assert serial > 0 and batched > 0
-    assert list(tmp_path.iterdir()) == []  # its checkpoints went with it
+    assert not list(tmp_path.glob("bench-gpu-*"))  # its checkpoints went with it
