@@ -197,13 +197,16 @@ class TransformersBackend:
             cache = DynamicCache(config=self.model.config)
         step_forward = self._step_forward()
 
-        out = self.model(
+        logits = self.model(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, cache=cache,
             use_cache=True, logits_to_keep=1,
-        )
+        ).logits[:, -1, :]
         next_position = positions[:, -1:] + 1
         for step in range(max_new_tokens):
-            scores = self._guided_scores(out.logits[:, -1, :], rows, use_cfg, params.cfg_scale)
+            scores = self._guided_scores(logits, rows, use_cfg, params.cfg_scale)  # a copy
+            # Let go of the step's output: a compiled step with CUDA graphs writes the next one
+            # into the same memory.
+            del logits
             if constraint is not None:
                 scores = constraint.apply(scores)
             if seen is not None:
@@ -225,10 +228,10 @@ class TransformersBackend:
             feed = tokens.repeat(2) if use_cfg else tokens
             if not static:
                 attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(texts), 1)], dim=1)
-            out = step_forward(
+            logits = step_forward(
                 input_ids=feed[:, None], attention_mask=attention_mask, position_ids=next_position, cache=cache,
                 use_cache=True,
-            )
+            ).logits[:, -1, :]
             next_position = next_position + 1
         return outputs
 
