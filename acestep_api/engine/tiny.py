@@ -183,7 +183,7 @@ def write_tiny_adapter(folder: Path, seed: int, *, rank: int = 4, alpha: int = 8
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     raw_config = {**TINY_DIT_CONFIG, **(dit_overrides or {})}
-    if "layer_types" not in (dit_overrides or {}):  # as _write_dit: one entry per DiT layer
+    if "layer_types" not in (dit_overrides or {}):  # as write_dit: one entry per DiT layer
         raw_config["layer_types"] = alternating_layer_types(raw_config["num_hidden_layers"])
     with parameters_on_meta():
         transformer = build_dit_modules(complete_official_config(raw_config))["transformer"]
