@@ -251,11 +251,17 @@ def header(args: argparse.Namespace, engine: MusicEngine) -> None:
           f"LM {engine.planner.model_name}, {getattr(backend, 'kv_cache', '?')} KV cache, decoding step {compiled}")
 
 
-def table(rows: list[Row]) -> None:
-    print("\n" + f"{'song':>6} {'batch':>5} " + " ".join(f"{title:>{len(fmt.format(0))}}" for _, title, fmt in COLUMNS))
-    for row in rows:
-        cells = " ".join(fmt.format(row.values[key]) for key, _, fmt in COLUMNS)
-        print(f"{row.duration:>5}s {row.batch:>5} {cells}")
+def table_header() -> None:
+    print("\n" + f"{'song':>6} {'batch':>5} " + " ".join(f"{title:>{len(fmt.format(0))}}" for _, title, fmt in COLUMNS),
+          flush=True)
+
+
+def table_row(row: Row) -> None:
+    cells = " ".join(fmt.format(row.values[key]) for key, _, fmt in COLUMNS)
+    print(f"{row.duration:>5}s {row.batch:>5} {cells}", flush=True)
+
+
+def table_note() -> None:
     print("LM tok/s: all rows of the call together (phase 1: metadata, one row per song; phase 2: codes, 5 per "
           f"second of song), CFG 2.5, top-p 0.9, logits sharpened x{LOGIT_SHARPENING:g} as a trained model's are.\n"
           "DiT step: one of the turbo's 8. VAE enc: a source song of that length per item.")
@@ -285,14 +291,17 @@ def main() -> None:
 
         warm_up, _ = timed(lambda: (lm_phase1(engine, 1),
                                     engine.generate(song_request(min(args.durations), 1, thinking=True))))
-        print(f"warm-up (first calls, LM compiling when on): {warm_up:.1f} s")
+        print(f"warm-up (first calls, LM compiling when on): {warm_up:.1f} s", flush=True)
         phase1 = {}
         for batch in args.batches:
             lm_phase1(engine, batch)  # the same shapes first
             seconds, tokens = lm_phase1(engine, batch)
             phase1[batch] = tokens / seconds
-        rows = [stage_row(engine, duration, batch, phase1) for duration in args.durations for batch in args.batches]
-        table(rows)
+        table_header()
+        for duration in args.durations:
+            for batch in args.batches:
+                table_row(stage_row(engine, duration, batch, phase1))
+        table_note()
 
         serial, batched = songs_per_hour(engine, args.throughput_duration, args.songs)
         print(f"\nsongs per hour, {args.songs} requests of {args.throughput_duration} s songs (LM codes with CFG, "
