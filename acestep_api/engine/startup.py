@@ -117,6 +117,9 @@ def configured_models(settings: Settings) -> ServedModels:
         models=tuple(served_model(Path(root) / name) for name in names), lm_model=lm_name,
         # The LM routes may queue work: the job loads the LM with the rest.
         lm_available=settings.llm_mode != "off" and lm_name in lm_on_disk,
+        # As the backend will say once loaded: vllm has no classifier-free guidance.
+        lm_backend="vllm" if settings.lm_backend == "vllm" else "transformers",
+        lm_guidance=settings.lm_backend != "vllm",
         is_demo=is_demo_folder(root), device=settings.device,
         dit_on_disk=dits_on_disk(root), lm_on_disk=lm_on_disk, on_demand=settings.on_demand_model_load,
         slots=tuple([folder_name(name) for name in names] + [None] * (settings.model_slots - len(names))),

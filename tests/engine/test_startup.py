@@ -95,3 +95,10 @@ def test_start_up_modules_load_no_torch_until_an_engine_is_built():
             "import acestep_api.engine.engine\n"
             "assert 'acestep_api.engine.tiny' not in sys.modules, 'demo writers'\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_no_init_serves_the_lm_guidance_its_backend_will_have(loads, tmp_path):
+    vllm = startup.build_engine(Settings(_env_file=None, checkpoint_dir=tmp_path, no_init=True, lm_backend="vllm"))
+    pt = startup.build_engine(Settings(_env_file=None, checkpoint_dir=tmp_path, no_init=True, lm_backend="pt"))
+    assert (vllm.served().lm_backend, vllm.served().lm_guidance) == ("vllm", False)
+    assert (pt.served().lm_backend, pt.served().lm_guidance) == ("transformers", True)
