@@ -10,8 +10,10 @@ tokenizers, so token ids differ, the shapes do not), loads them with the server'
 - text encoding, one diffusion step, VAE decode, VAE encode (of a source song of that
   length, as cover and repaint do), and encoding the mp3 files;
 
-then songs per hour for 8 requests: one after another (batch 1 each) against one request
-of batch 8, the whole pipeline (LM codes, DiT, VAE, mp3). Nothing is downloaded.
+then songs per hour for 8 requests of batch 1 queued together on the server (its queue and
+worker in this process), with batching of queued jobs off and on (ACESTEP_BATCH_MAX_ITEMS 1
+and 8; songs without LM work, as batching asks), and for 8 songs with LM codes: 8 requests
+one after another against one request of batch 8. Nothing is downloaded.
 
     python bench/bench_gpu.py                  # CUDA, full size: a few minutes on one H100/H200
     python bench/bench_gpu.py --tiny           # the demo checkpoints on CPU: a smoke run
@@ -25,6 +27,8 @@ counted in the figures (its time is printed apart).
 from __future__ import annotations
 
 import argparse
+import asyncio
+import copy
 import dataclasses
 import importlib.metadata
 import platform
@@ -224,6 +228,49 @@ def songs_per_hour(engine: MusicEngine, duration: int, songs: int) -> tuple[floa
     return songs * 3600 / serial, songs * 3600 / batched
 
 
+def served_songs_per_hour(engine: MusicEngine, root: Path, duration: int, songs: int, batch_max_items: int) -> float:
+    """Songs per hour for ``songs`` requests of batch 1 queued together on the server (its own
+    queue and worker, in this process), with ``ACESTEP_BATCH_MAX_ITEMS`` = ``batch_max_items``.
+    The songs need no LM work (metadata given, no codes), as batching of queued jobs asks."""
+    return asyncio.run(_served_songs_per_hour(engine, root, duration, songs, batch_max_items))
+
+
+async def _served_songs_per_hour(engine: MusicEngine, root: Path, duration: int, songs: int,
+                                 batch_max_items: int) -> float:
+    import httpx
+
+    from acestep_api.server.app import create_app
+    from acestep_api.settings import Settings
+
+    settings = Settings(_env_file=None, output_dir=root / f"served-{batch_max_items}", checkpoint_dir=root,
+                        batch_max_items=batch_max_items, batch_max=max(songs, 1))
+    served = copy.copy(engine)  # the same models, writing to this server's audio folder
+    served.output_dir = settings.audio_dir
+    app = create_app(settings, served, start_worker=False)  # every request waits, then the worker starts
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as client:
+            ids = []
+            for seed in range(songs):
+                body = {"prompt": CAPTION, "lyrics": LYRICS, "audio_duration": duration, "batch_size": 1,
+                        "thinking": False, "inference_steps": 8, "audio_format": "mp3", "use_random_seed": False,
+                        "seed": seed, **METADATA}
+                answer = await client.post("/release_task", json=body)
+                answer.raise_for_status()
+                ids.append(answer.json()["data"]["task_id"])
+            started = time.perf_counter()
+            app.state.worker.start()
+            while True:
+                jobs = [app.state.queue.get(task_id) for task_id in ids]
+                if all(job.status.value in ("succeeded", "failed") for job in jobs):
+                    break
+                await asyncio.sleep(0.05)
+            elapsed = time.perf_counter() - started
+    failed = [job.error for job in jobs if job.status.value != "succeeded"]
+    if failed:
+        raise SystemExit(f"a served song failed: {failed[0]}")
+    return songs * 3600 / elapsed
+
+
 # --------------------------------------------------------------------------- #
 #  Report                                                                      #
 # --------------------------------------------------------------------------- #
@@ -303,6 +350,12 @@ def main() -> None:
                 table_row(stage_row(engine, duration, batch, phase1))
         table_note()
 
+        unbatched = served_songs_per_hour(engine, Path(tmp), args.throughput_duration, args.songs, 1)
+        batching = served_songs_per_hour(engine, Path(tmp), args.throughput_duration, args.songs, args.songs)
+        print(f"\nsongs per hour, {args.songs} requests of {args.throughput_duration} s songs queued together on the "
+              f"server (DiT 8 steps, VAE, mp3; no LM work, as batching of queued jobs asks):")
+        print(f"  ACESTEP_BATCH_MAX_ITEMS=1 (no batching): {unbatched:8.1f}")
+        print(f"  ACESTEP_BATCH_MAX_ITEMS={args.songs}:{'':>15} {batching:8.1f}  ({batching / unbatched:.2f}x)")
         serial, batched = songs_per_hour(engine, args.throughput_duration, args.songs)
         print(f"\nsongs per hour, {args.songs} requests of {args.throughput_duration} s songs (LM codes with CFG, "
               f"DiT 8 steps, VAE, mp3; metadata given):")

@@ -32,6 +32,9 @@ def test_the_tiny_run_prints_every_stage_and_the_throughput(tmp_path):
     for _, cells in rows:
         values = [float(cell) for cell in cells.split()]
         assert len(values) == 8 and all(value > 0 for value in values)
+    unbatched = float(re.search(r"ACESTEP_BATCH_MAX_ITEMS=1 \(no batching\):\s+([\d.]+)", out).group(1))
+    batching = float(re.search(r"ACESTEP_BATCH_MAX_ITEMS=2:\s+([\d.]+)", out).group(1))
+    assert unbatched > 0 and batching > 0
     serial = float(re.search(r"one after another, batch 1 each:\s+([\d.]+)", out).group(1))
     batched = float(re.search(r"one request of batch 2:\s+([\d.]+)", out).group(1))
     assert serial > 0 and batched > 0
