@@ -47,7 +47,7 @@ def test_a_delivery_is_registered_with_its_job(backends):
 def test_concurrent_claims_never_share_a_delivery_and_a_lease_runs_out(backends):
     first, second = backends
     ids = []
-    for i in range(30):
+    for i in range(60):
         job, _ = first.submit(make_request(str(i)), webhook_url=f"https://example.com/{i}")
         first.deliveries.job_ended(job.id, "{}", now=100.0 + i)
         ids.append(job.id)
@@ -57,7 +57,7 @@ def test_concurrent_claims_never_share_a_delivery_and_a_lease_runs_out(backends)
     def claim(n: int) -> None:
         store = backends[n].deliveries
         start.wait()
-        while batch := store.claim_due(now=1000.0, lease_until=2000.0, limit=3):
+        while batch := store.claim_due(now=1000.0, lease_until=2000.0, limit=2):
             claims[n].extend(delivery.job_id for delivery in batch)
 
     threads = [threading.Thread(target=claim, args=(n,)) for n in (0, 1)]
