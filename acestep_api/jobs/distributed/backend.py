@@ -16,6 +16,7 @@ through the same object.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -23,7 +24,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import psycopg_pool
@@ -52,6 +53,9 @@ DEFAULT_STALL_SECONDS = 10.0
 CACHE_SECONDS = 1.0
 WAIT_POLL_SECONDS = 0.2
 MAX_ATTEMPTS = 2
+# The advisory locks' constants: any, the same in every process.
+SUBMIT_LOCK = 7_215_513_002
+KEY_LOCK_CLASS = 7_215_513  # with a key name's hash: one lock per key
 END_RETRY_SECONDS = 60.0
 
 
@@ -287,7 +291,7 @@ class PostgresJobBackend:
         queue = self.queue_for(request)
         with self.store.connection() as conn, conn.transaction():
             # One submitter at a time checks the bound, so `maxsize` holds across replicas.
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (7_215_513_002,))
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SUBMIT_LOCK,))
             waiting = conn.execute("SELECT count(*) FROM acestep_jobs WHERE status = %s",
                                    (JobStatus.QUEUED.value,)).fetchone()[0]
             if waiting >= self.maxsize:
@@ -303,6 +307,21 @@ class PostgresJobBackend:
             conn.execute("UPDATE acestep_jobs SET procrastinate_id = %s WHERE id = %s", (deferred.id, job.id))
         self._tell("job_submitted", job)
         return job, waiting + 1
+
+    @contextlib.contextmanager
+    def key_guard(self, key_name: str | None) -> Iterator[None]:
+        """A key's quota check and its job's insert as one step over every replica: a session
+        advisory lock on the key's name, held on a connection of its own (a process that dies
+        holding it releases it with its session)."""
+        if key_name is None:
+            yield
+            return
+        with self.store.connection() as conn:
+            conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (KEY_LOCK_CLASS, key_name))
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (KEY_LOCK_CLASS, key_name))
 
     def cancel(self, job_id: str) -> Job | None:
         ended = None
