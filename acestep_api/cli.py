@@ -168,6 +168,7 @@ def worker(args: argparse.Namespace) -> int:
     from acestep_api.engine.startup import build_engine, use_demo_checkpoints
     from acestep_api.jobs.distributed.runner import DistributedWorker
     from acestep_api.jobs.distributed.setup import open_backend
+    from acestep_api.jobs.distributed.stranded import sweep_stranded
     from acestep_api.jobs.worker import JobWorker
     from acestep_api.server.services.webhooks import server_endpoints
     from acestep_api.storage import build_output_store
@@ -199,9 +200,12 @@ def worker(args: argparse.Namespace) -> int:
         if sender is not None:
             sender.start()
             webhooks.wake = sender.wake
+        stranded = asyncio.create_task(sweep_stranded(backend, webhooks))
         try:
             await runner.run(install_signal_handlers=True)
         finally:
+            stranded.cancel()
+            await asyncio.gather(stranded, return_exceptions=True)
             if sender is not None:
                 await sender.stop()
 

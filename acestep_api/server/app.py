@@ -111,6 +111,7 @@ async def distributed_lifespan(app: FastAPI, settings: Settings) -> AsyncIterato
     model and serves what the live workers report."""
     from acestep_api.jobs.distributed.runner import DistributedWorker
     from acestep_api.jobs.distributed.setup import open_backend
+    from acestep_api.jobs.distributed.stranded import sweep_stranded
 
     backend = await asyncio.to_thread(open_backend, settings, app.state.metrics)
     # The jobs' webhooks: a job ends in the worker process that ran it (or the replica that
@@ -118,6 +119,7 @@ async def distributed_lifespan(app: FastAPI, settings: Settings) -> AsyncIterato
     webhooks = WebhookEvents(backend.deliveries, official.final_item)
     backend.events = EventFanout(app.state.metrics, webhooks)
     runner_task = sender = None
+    stranded_task = asyncio.create_task(sweep_stranded(backend, webhooks), name="acestep-stranded-webhooks")
     try:
         app.state.queue, app.state.store = backend, backend.store
         app.state.deliveries = backend.deliveries
@@ -154,6 +156,8 @@ async def distributed_lifespan(app: FastAPI, settings: Settings) -> AsyncIterato
         if runner_task is not None:
             runner_task.cancel()
             await asyncio.gather(runner_task, return_exceptions=True)
+        stranded_task.cancel()
+        await asyncio.gather(stranded_task, return_exceptions=True)
         if sender is not None:
             await sender.stop()
         backend.close()

@@ -1,17 +1,21 @@
 """The distributed mode's webhook deliveries (jobs/distributed/deliveries.py) on a real
 PostgreSQL: a job submitted with a callback URL has its delivery in the same transaction and
 its URL on its row; sender loops of several processes claiming at once never take one delivery
-twice; a claim is a lease, due again when it runs out; deliveries of removed jobs are purged."""
+twice; a claim is a lease, due again when it runs out; deliveries of removed jobs are purged;
+a delivery left waiting by a process that ended its job and stopped gets its answer."""
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
 
 from acestep_api.jobs.distributed.backend import PostgresJobBackend
 from acestep_api.jobs.distributed.store import open_pool
+from acestep_api.jobs.distributed.stranded import announce_stranded
 from acestep_api.webhooks.deliveries import DeliveryState
+from acestep_api.webhooks.observer import WebhookEvents
 from tests.jobs import make_request
 
 
@@ -96,3 +100,22 @@ def test_deliveries_of_removed_jobs_are_purged(backends):
     assert first.deliveries.purge_orphans() == 1
     assert first.deliveries.get(gone.id) is None and first.deliveries.get(kept.id) is not None
     assert first.deliveries.purge_orphans() == 0
+
+
+def test_a_delivery_left_waiting_by_a_process_that_stopped_gets_its_answer(backends):
+    first, second = backends
+    job, _ = first.submit(make_request("x"), webhook_url="https://example.com/hook")
+    recent, _ = first.submit(make_request("y"), webhook_url="https://example.com/hook")
+    # Both ended in the table, as by a worker that then died before storing the answers.
+    with first.store.connection() as conn:
+        conn.execute("UPDATE acestep_jobs SET status = 'failed', stage = 'failed', error = 'gone', "
+                     "finished_at = %s WHERE id = %s", (1000.0, job.id))
+        conn.execute("UPDATE acestep_jobs SET status = 'failed', stage = 'failed', error = 'gone', "
+                     "finished_at = %s WHERE id = %s", (1095.0, recent.id))
+    webhooks = WebhookEvents(second.deliveries, lambda ended: {"task_id": ended.id, "error": ended.error})
+    assert announce_stranded(second, webhooks, now=1100.0) == 1  # the other ended too recently
+    delivery = first.deliveries.get(job.id)
+    assert delivery.state is DeliveryState.PENDING and json.loads(delivery.payload) == {"task_id": job.id,
+                                                                                          "error": "gone"}
+    assert first.deliveries.get(recent.id).state is DeliveryState.WAITING
+    assert announce_stranded(second, webhooks, now=1100.0) == 0  # done once

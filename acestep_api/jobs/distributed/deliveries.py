@@ -91,6 +91,18 @@ class PostgresDeliveryStore:
                  delivery.next_attempt_at, delivery.delivered_at, delivery.job_id),
             )
 
+    def stranded(self, ended_before: float, limit: int = 100) -> list[str]:
+        """Jobs that ended before `ended_before` while their delivery still waits: the process
+        that ended them stopped (or lost the database) before storing the answer."""
+        with self.store.connection() as conn:
+            rows = conn.execute(
+                f"SELECT d.job_id FROM {TABLE} AS d JOIN acestep_jobs AS j ON j.id = d.job_id "
+                "WHERE d.state = %s AND j.status IN ('succeeded', 'failed') AND j.finished_at < %s "
+                "ORDER BY j.finished_at LIMIT %s",
+                (DeliveryState.WAITING.value, ended_before, limit),
+            ).fetchall()
+        return [job_id for (job_id,) in rows]
+
     def purge_orphans(self) -> int:
         with self.store.connection() as conn:
             cursor = conn.execute(
