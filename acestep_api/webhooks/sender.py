@@ -35,7 +35,8 @@ STOP_GRACE = 2.0  # seconds a stop lets attempts in flight finish
 INTERRUPTED = "Interrupted by a server stop; sent again after the restart"
 
 
-def build_sender(settings: Settings, store: DeliveryStore, own: Iterable[tuple[IPAddress, int]] = ()) -> WebhookSender | None:
+def build_sender(settings: Settings, store: DeliveryStore,
+                 own: Iterable[tuple[IPAddress, int]] = ()) -> WebhookSender | None:
     """The delivery loop of a process; None without a secret (nothing is sent unsigned: stored
     deliveries wait for a process with a secret, and requests naming a webhook are refused)."""
     if settings.webhook_secret is None:
@@ -44,7 +45,8 @@ def build_sender(settings: Settings, store: DeliveryStore, own: Iterable[tuple[I
         except Exception:  # noqa: BLE001 - only a warning hangs on it (a database still starting)
             pending = False
         if pending:
-            log.warning("Webhook deliveries are pending but ACESTEP_WEBHOOK_SECRET is unset: this process does not send them")
+            log.warning("Webhook deliveries are pending but ACESTEP_WEBHOOK_SECRET is unset: "
+                        "this process does not send them")
         return None
     return WebhookSender(store, settings.webhook_secret.get_secret_value(), timeout=settings.webhook_timeout,
                         max_attempts=settings.webhook_max_attempts, retry_seconds=settings.webhook_retry_seconds,
