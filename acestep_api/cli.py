@@ -164,11 +164,16 @@ def worker(args: argparse.Namespace) -> int:
     (the running job ends first)."""
     import asyncio
 
+    from acestep_api.dialects import official
     from acestep_api.engine.startup import build_engine, use_demo_checkpoints
     from acestep_api.jobs.distributed.runner import DistributedWorker
     from acestep_api.jobs.distributed.setup import open_backend
+    from acestep_api.jobs.distributed.stranded import sweep_stranded
     from acestep_api.jobs.worker import JobWorker
+    from acestep_api.server.services.webhooks import server_endpoints
     from acestep_api.storage import build_output_store
+    from acestep_api.webhooks.observer import WebhookEvents
+    from acestep_api.webhooks.sender import build_sender
 
     settings = settings_from_args(args)
     if not settings.distributed:
@@ -180,13 +185,29 @@ def worker(args: argparse.Namespace) -> int:
     engine = build_engine(settings)
     backend = open_backend(settings)
 
+    # The jobs this worker ends get their webhook's answer stored here, and this process sends
+    # due deliveries as every replica with the secret does (leased claims: one sender at a time).
+    webhooks = WebhookEvents(backend.deliveries, official.final_item)
+    backend.events = webhooks
+
     async def run() -> None:
         job_worker = JobWorker(backend, engine, retention_seconds=settings.retention_days * 86400,
                                encode_workers=settings.encode_workers or None, encode_backlog=settings.encode_backlog,
                                outputs=build_output_store(settings))
         runner = DistributedWorker(settings.database_url, backend, job_worker, engine.served(),
                                    name=settings.worker_name, stall_seconds=settings.worker_stall_seconds)
-        await runner.run(install_signal_handlers=True)
+        sender = build_sender(settings, backend.deliveries, server_endpoints(settings))
+        if sender is not None:
+            sender.start()
+            webhooks.wake = sender.wake
+        stranded = asyncio.create_task(sweep_stranded(backend, webhooks))
+        try:
+            await runner.run(install_signal_handlers=True)
+        finally:
+            stranded.cancel()
+            await asyncio.gather(stranded, return_exceptions=True)
+            if sender is not None:
+                await sender.stop()
 
     try:
         asyncio.run(run())

@@ -11,6 +11,7 @@ query at most), so a request handler calls them directly.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -79,6 +80,10 @@ class JobBackend(Protocol):
                webhook_url: str | None = None) -> tuple[Job, int]:
         """Store the job and queue it in one step, charged to `key_name`, with its checked
         callback URL; (job, 1-based position). Raises QueueFullError when `maxsize` jobs wait."""
+
+    def key_guard(self, key_name: str | None) -> AbstractContextManager:
+        """Held from a key's quota check to its job's insert (server/services/sync_jobs.py):
+        no other submitter, in this process or another, checks or charges that key meanwhile."""
 
     def cancel(self, job_id: str) -> Job | None:
         """A waiting job ends at once and never runs; a running one is asked to stop at its

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import threading
 import time
@@ -181,6 +182,11 @@ class JobQueue:
         self._tell("job_submitted", job)
         self._wake_worker()
         return job, position
+
+    def key_guard(self, key_name: str | None) -> contextlib.AbstractContextManager:
+        """Nothing to hold: one process stores every job, and a key's quota check and its job's
+        insert run with no await between them."""
+        return contextlib.nullcontext()
 
     def _wake_worker(self) -> None:
         loop, wakeup = self._loop, self._wakeup

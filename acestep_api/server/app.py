@@ -34,9 +34,8 @@ from acestep_api.server.routes import (
 from acestep_api.server.services.webhooks import server_endpoints
 from acestep_api.settings import Settings
 from acestep_api.storage import build_output_store
-from acestep_api.webhooks.deliveries import NO_DELIVERIES
 from acestep_api.webhooks.observer import WebhookEvents
-from acestep_api.webhooks.sender import WebhookSender
+from acestep_api.webhooks.sender import build_sender
 from acestep_api.webhooks.sqlite_deliveries import SQLiteDeliveryStore
 
 log = logging.getLogger(__name__)
@@ -86,7 +85,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.store, app.state.queue, app.state.worker = store, queue, worker
         app.state.deliveries = deliveries
         app.state.webhook_endpoints = await asyncio.to_thread(server_endpoints, settings)
-        sender = _webhook_sender(settings, deliveries, app.state.webhook_endpoints)
+        sender = build_sender(settings, deliveries, app.state.webhook_endpoints)
         if sender is not None:
             sender.start()
             webhooks.wake = sender.wake
@@ -105,18 +104,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         crash_evidence.stop()
 
 
-def _webhook_sender(settings: Settings, deliveries: SQLiteDeliveryStore, own) -> WebhookSender | None:
-    """The delivery loop; None without a secret (nothing is sent unsigned: stored deliveries
-    wait for a secret, and requests naming a webhook are refused)."""
-    if settings.webhook_secret is None:
-        if deliveries.next_due_at() is not None:
-            log.warning("Webhook deliveries are pending but ACESTEP_WEBHOOK_SECRET is unset: they are not sent")
-        return None
-    return WebhookSender(deliveries, settings.webhook_secret.get_secret_value(), timeout=settings.webhook_timeout,
-                         max_attempts=settings.webhook_max_attempts, retry_seconds=settings.webhook_retry_seconds,
-                         allow_private=settings.webhook_allow_private, own=own)
-
-
 @asynccontextmanager
 async def distributed_lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     """An API replica of the distributed mode: the jobs live in PostgreSQL; with
@@ -124,12 +111,25 @@ async def distributed_lifespan(app: FastAPI, settings: Settings) -> AsyncIterato
     model and serves what the live workers report."""
     from acestep_api.jobs.distributed.runner import DistributedWorker
     from acestep_api.jobs.distributed.setup import open_backend
+    from acestep_api.jobs.distributed.stranded import sweep_stranded
 
     backend = await asyncio.to_thread(open_backend, settings, app.state.metrics)
-    runner_task = None
+    # The jobs' webhooks: a job ends in the worker process that ran it (or the replica that
+    # cancelled it while waiting), whose observer stores the answer to send.
+    webhooks = WebhookEvents(backend.deliveries, official.final_item)
+    backend.events = EventFanout(app.state.metrics, webhooks)
+    runner_task = sender = None
+    stranded_task = asyncio.create_task(sweep_stranded(backend, webhooks), name="acestep-stranded-webhooks")
     try:
         app.state.queue, app.state.store = backend, backend.store
-        app.state.deliveries = NO_DELIVERIES
+        app.state.deliveries = backend.deliveries
+        app.state.webhook_endpoints = await asyncio.to_thread(server_endpoints, settings)
+        # Every process with the secret sends: the claims are leased, so each delivery is
+        # attempted by one of them at a time (jobs/distributed/deliveries.py).
+        sender = await asyncio.to_thread(build_sender, settings, backend.deliveries, app.state.webhook_endpoints)
+        if sender is not None:
+            sender.start()
+            webhooks.wake = sender.wake
         # Default adapters (POST /v1/lora/*) belong to one engine: only a process that is a
         # worker has them.
         app.state.adapters = None
@@ -156,6 +156,10 @@ async def distributed_lifespan(app: FastAPI, settings: Settings) -> AsyncIterato
         if runner_task is not None:
             runner_task.cancel()
             await asyncio.gather(runner_task, return_exceptions=True)
+        stranded_task.cancel()
+        await asyncio.gather(stranded_task, return_exceptions=True)
+        if sender is not None:
+            await sender.stop()
         backend.close()
 
 

@@ -64,16 +64,6 @@ class DeliveryStore(Protocol):
     def close(self) -> None: ...
 
 
-class _NoDeliveries:
-    """The deliveries of a mode that takes no webhooks: none."""
-
-    def get(self, job_id: str) -> Delivery | None:
-        return None
-
-
-NO_DELIVERIES = _NoDeliveries()
-
-
 def delivery_view(delivery: Delivery) -> dict:
     """The `webhook` object a job's answer shows."""
     return {

@@ -20,6 +20,7 @@ import httpx
 from standardwebhooks.webhooks import Webhook
 
 from acestep_api import __version__
+from acestep_api.settings import Settings
 from acestep_api.webhooks.deliveries import Delivery, DeliveryState, DeliveryStore
 from acestep_api.webhooks.targets import IPAddress, RefusedTarget, Resolver, Target, check_target, system_resolver
 
@@ -32,6 +33,24 @@ LEASE_MARGIN = 30.0  # seconds past an attempt's timeout before a claimed delive
 PURGE_INTERVAL = 3600.0  # how often deliveries of jobs the retention removed are dropped
 STOP_GRACE = 2.0  # seconds a stop lets attempts in flight finish
 INTERRUPTED = "Interrupted by a server stop; sent again after the restart"
+
+
+def build_sender(settings: Settings, store: DeliveryStore,
+                 own: Iterable[tuple[IPAddress, int]] = ()) -> WebhookSender | None:
+    """The delivery loop of a process; None without a secret (nothing is sent unsigned: stored
+    deliveries wait for a process with a secret, and requests naming a webhook are refused)."""
+    if settings.webhook_secret is None:
+        try:
+            pending = store.next_due_at() is not None
+        except Exception:  # noqa: BLE001 - only a warning hangs on it (a database still starting)
+            pending = False
+        if pending:
+            log.warning("Webhook deliveries are pending but ACESTEP_WEBHOOK_SECRET is unset: "
+                        "this process does not send them")
+        return None
+    return WebhookSender(store, settings.webhook_secret.get_secret_value(), timeout=settings.webhook_timeout,
+                        max_attempts=settings.webhook_max_attempts, retry_seconds=settings.webhook_retry_seconds,
+                        allow_private=settings.webhook_allow_private, own=own)
 
 
 def retry_delay(attempts: int, first_delay: float) -> float:

@@ -14,6 +14,7 @@ from acestep_api.engine.served import ServedModel, ServedModels
 from acestep_api.jobs.distributed.backend import LM_QUEUE, PostgresJobBackend, queue_for_model
 from acestep_api.jobs.distributed.runner import DistributedWorker, worker_queues
 from acestep_api.jobs.distributed.store import open_pool
+from acestep_api.jobs.events import Outcome
 from acestep_api.jobs.models import JobStatus
 from tests.jobs import make_request, make_result
 
@@ -95,7 +96,24 @@ def test_a_job_goes_only_to_a_worker_serving_its_model_and_waits_saying_why(back
     assert taken == {base_job.id, lm_job.id, thinking_job.id}
 
 
+class EndsHeard:
+    """An observer that keeps the job ends it is told of (its webhook hangs on them)."""
+
+    def __init__(self):
+        self.ended: list[tuple[str, Outcome]] = []
+
+    def job_submitted(self, job) -> None:
+        pass
+
+    def job_started(self, job) -> None:
+        pass
+
+    def job_ended(self, job, outcome) -> None:
+        self.ended.append((job.id, outcome))
+
+
 def test_a_dead_workers_job_runs_again_once_and_a_second_death_fails_it_with_the_reason(backend, postgres_url):
+    backend.events = heard = EndsHeard()
     job, _ = backend.submit(make_request())
     later, _ = backend.submit(make_request("later"))
     first = ProcrastinateWorker(postgres_url, backend)
@@ -109,7 +127,9 @@ def test_a_dead_workers_job_runs_again_once_and_a_second_death_fails_it_with_the
     again = second.take()
     assert (again.id, again.attempts) == (job.id, 2)
     second.die()
+    assert heard.ended == []  # the first death queued it again: no end
     assert recover(postgres_url, backend) == [JobStatus.FAILED]
+    assert heard.ended == [(job.id, Outcome.CRASHED)]  # the recovering process tells of the end
     failed = backend.get(job.id)
     assert failed.status is JobStatus.FAILED
     assert failed.error == ("The server stopped while this job was running (attempt 2 of 2); "
@@ -119,6 +139,7 @@ def test_a_dead_workers_job_runs_again_once_and_a_second_death_fails_it_with_the
     # A run still going on a worker taken for dead cannot end the job a second time.
     backend.finish(again, make_result(["/out/late.wav"]))
     assert backend.get(job.id).status is JobStatus.FAILED
+    assert heard.ended == [(job.id, Outcome.CRASHED)]
 
 
 def test_retention_purges_old_finished_jobs_with_their_queue_entries(backend, postgres_url, tmp_path):

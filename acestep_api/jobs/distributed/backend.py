@@ -16,6 +16,7 @@ through the same object.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -23,7 +24,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import psycopg_pool
@@ -40,6 +41,7 @@ from acestep_api.jobs.queue import (
 )
 from acestep_api.jobs.retention import remove_uploads
 from acestep_api.jobs.store import CANCELLED_STAGE, interrupted_error
+from acestep_api.jobs.distributed.deliveries import PostgresDeliveryStore, register_in
 from acestep_api.jobs.distributed.store import PostgresJobStore
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,9 @@ DEFAULT_STALL_SECONDS = 10.0
 CACHE_SECONDS = 1.0
 WAIT_POLL_SECONDS = 0.2
 MAX_ATTEMPTS = 2
+# The advisory locks' constants: any, the same in every process.
+SUBMIT_LOCK = 7_215_513_002
+KEY_LOCK_CLASS = 7_215_513  # with a key name's hash: one lock per key
 END_RETRY_SECONDS = 60.0
 
 
@@ -136,14 +141,17 @@ class PostgresJobBackend:
         events: JobEvents | None = None,
     ):
         self.store = PostgresJobStore(pool, upload_dir)
+        # The jobs' webhook deliveries, in the same database: a job's is written with it.
+        self.deliveries = PostgresDeliveryStore(self.store)
         self.maxsize = maxsize
         self.default_job_seconds = avg_job_seconds
         self.avg_window = avg_window
         self.primary_model = primary_model
         self.fallback_served = fallback_served
         self.stall_seconds = stall_seconds
-        # This process's observer (its /metrics): a replica hears of the jobs it accepted and
-        # cancelled while waiting, a worker of the jobs it started and ended.
+        # This process's observers (its /metrics, its webhooks; assignable after the start):
+        # a replica hears of the jobs it accepted and cancelled while waiting, a worker of the
+        # jobs it started and ended, and of those it failed for a dead worker.
         self.events = events
         # Procrastinate writes its queue entries on our connections, inside our transactions.
         self.procrastinate = App(connector=SyncPsycopgConnector())
@@ -277,19 +285,20 @@ class PostgresJobBackend:
     def submit(self, request: JobRequest, api: JobApi = JobApi.RELEASE_TASK, temp_files: Sequence[str] = (),
                key_name: str | None = None, audio_seconds: float = 0.0,
                webhook_url: str | None = None) -> tuple[Job, int]:
-        if webhook_url is not None:  # refused before this by accepted_webhook; see there
-            raise ValueError("webhooks are not delivered in the distributed mode")
         job = Job(id=str(uuid.uuid4()), request=request, api=api, created_at=time.time(),
-                  temp_files=list(temp_files), key_name=key_name, audio_seconds=audio_seconds)
+                  temp_files=list(temp_files), key_name=key_name, audio_seconds=audio_seconds,
+                  webhook_url=webhook_url)
         queue = self.queue_for(request)
         with self.store.connection() as conn, conn.transaction():
             # One submitter at a time checks the bound, so `maxsize` holds across replicas.
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (7_215_513_002,))
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SUBMIT_LOCK,))
             waiting = conn.execute("SELECT count(*) FROM acestep_jobs WHERE status = %s",
                                    (JobStatus.QUEUED.value,)).fetchone()[0]
             if waiting >= self.maxsize:
                 raise QueueFullError("Server busy: queue is full")
             self.store.add(job, conn, queue)
+            if webhook_url is not None:
+                register_in(conn, job.id, webhook_url, job.created_at)
             deferred = self.procrastinate.job_manager.defer_job(
                 procrastinate_jobs.Job(id=None, queue=queue, lock=None, queueing_lock=None,
                                        task_name=TASK_NAME, task_kwargs={"job_id": job.id}),
@@ -298,6 +307,21 @@ class PostgresJobBackend:
             conn.execute("UPDATE acestep_jobs SET procrastinate_id = %s WHERE id = %s", (deferred.id, job.id))
         self._tell("job_submitted", job)
         return job, waiting + 1
+
+    @contextlib.contextmanager
+    def key_guard(self, key_name: str | None) -> Iterator[None]:
+        """A key's quota check and its job's insert as one step over every replica: a session
+        advisory lock on the key's name, held on a connection of its own (a process that dies
+        holding it releases it with its session)."""
+        if key_name is None:
+            yield
+            return
+        with self.store.connection() as conn:
+            conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (KEY_LOCK_CLASS, key_name))
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (KEY_LOCK_CLASS, key_name))
 
     def cancel(self, job_id: str) -> Job | None:
         ended = None
@@ -464,7 +488,8 @@ class PostgresJobBackend:
                                                         "new_priority": None, "new_queue_name": None,
                                                         "new_lock": None})
                 return JobStatus.QUEUED
-            if status is JobStatus.RUNNING:
+            failed_now = status is JobStatus.RUNNING
+            if failed_now:
                 conn.execute("UPDATE acestep_jobs SET status = %s, stage = 'failed', finished_at = %s, error = %s, "
                              "interrupted = TRUE WHERE id = %s",
                              (JobStatus.FAILED.value, time.time(), interrupted_error(row[1], MAX_ATTEMPTS), entry[1]))
@@ -473,6 +498,11 @@ class PostgresJobBackend:
             conn.execute(sql.queries["finish_job"], {"job_id": procrastinate_id, "status": end, "delete_job": False})
         if status is JobStatus.FAILED and row is not None:
             remove_uploads(json.loads(row[2]), self.store.upload_dir)
+        if failed_now:
+            # Its worker is gone: this process tells of its end (its webhook is sent).
+            job = self.store.get(entry[1])
+            if job is not None:
+                self._tell("job_ended", job, Outcome.CRASHED)
         return status
 
     def close(self) -> None:

@@ -45,6 +45,8 @@ CREATE TABLE IF NOT EXISTS acestep_jobs (
 -- Columns added after the first release: a database migrated before them gains them.
 ALTER TABLE acestep_jobs ADD COLUMN IF NOT EXISTS key_name TEXT;
 ALTER TABLE acestep_jobs ADD COLUMN IF NOT EXISTS audio_seconds DOUBLE PRECISION NOT NULL DEFAULT 0;
+-- the callback URL the job was submitted with (its delivery is in acestep_webhook_deliveries)
+ALTER TABLE acestep_jobs ADD COLUMN IF NOT EXISTS webhook_url TEXT;
 CREATE INDEX IF NOT EXISTS acestep_jobs_status ON acestep_jobs (status, seq);
 CREATE INDEX IF NOT EXISTS acestep_jobs_finished ON acestep_jobs (finished_at);
 CREATE INDEX IF NOT EXISTS acestep_jobs_procrastinate ON acestep_jobs (procrastinate_id);
@@ -59,6 +61,23 @@ CREATE TABLE IF NOT EXISTS acestep_workers (
     started_at  DOUBLE PRECISION NOT NULL,
     last_seen   TIMESTAMPTZ NOT NULL DEFAULT now()
 );
+
+-- One row per job submitted with a callback URL (jobs/distributed/deliveries.py); a pending
+-- row's next_attempt_at is also the end of the lease of the sender loop that claimed it.
+CREATE TABLE IF NOT EXISTS acestep_webhook_deliveries (
+    job_id           TEXT PRIMARY KEY,
+    url              TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    created_at       DOUBLE PRECISION NOT NULL,
+    payload          TEXT,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    last_status      INTEGER,
+    last_error       TEXT,
+    next_attempt_at  DOUBLE PRECISION,
+    delivered_at     DOUBLE PRECISION
+);
+CREATE INDEX IF NOT EXISTS acestep_webhook_deliveries_due
+    ON acestep_webhook_deliveries (next_attempt_at) WHERE state = 'pending';
 """
 
 

@@ -73,10 +73,10 @@ class PostgresJobStore:
 
     def add(self, job: Job, conn: psycopg.Connection, queue: str) -> int:
         """Insert within the caller's transaction (the queue entry is written with it)."""
-        placeholders = ", ".join(["%s"] * (len(JOB_FIELDS) + 1))
+        placeholders = ", ".join(["%s"] * (len(JOB_FIELDS) + 2))
         return conn.execute(
-            f"INSERT INTO acestep_jobs ({COLUMNS}, queue) VALUES ({placeholders}) RETURNING seq",
-            (*job_to_row(job), queue),
+            f"INSERT INTO acestep_jobs ({COLUMNS}, queue, webhook_url) VALUES ({placeholders}) RETURNING seq",
+            (*job_to_row(job), queue, job.webhook_url),
         ).fetchone()[0]
 
     def get(self, job_id: str) -> Job | None:

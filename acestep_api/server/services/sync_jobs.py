@@ -44,11 +44,14 @@ def submit(
     """Queue a request (job and its 1-based position), charged to the key of `quota` if its
     limits allow (key_quotas.py), with its checked callback URL if any. Refused (a full queue
     is a 429, a key over its limits a 429 or 403), its temp files go: no job owns them."""
+    key = quota.key if quota is not None else None
     try:
-        # No await between the key's check and the store's insert: the check holds.
-        charge = quota.charge(request) if quota is not None else JobCharge(None, 0.0)
-        return queue.submit(request, api=api, temp_files=temp_files, key_name=charge.key_name,
-                            audio_seconds=charge.audio_seconds, webhook_url=webhook_url)
+        # No await between the key's check and the store's insert, and no other replica
+        # charging the key meanwhile (key_guard): the check holds.
+        with queue.key_guard(key.name if key is not None else None):
+            charge = quota.charge(request) if quota is not None else JobCharge(None, 0.0)
+            return queue.submit(request, api=api, temp_files=temp_files, key_name=charge.key_name,
+                                audio_seconds=charge.audio_seconds, webhook_url=webhook_url)
     except BaseException as error:
         remove_files(temp_files)
         if isinstance(error, QueueFullError):
