@@ -44,6 +44,8 @@ ALIAS_CASES = {
     "audio_code_string": ("<|audio_code_1|>", "<|audio_code_1|>"),
     "track_name": ("drums", "drums"),
     "track_classes": ("vocals", ["vocals"]),
+    "lora_name": ("demo-lora", "demo-lora"),
+    "lora_scale": ("0.5", 0.5),
 }
 
 
