@@ -44,6 +44,17 @@ class JobEvents(Protocol):
     # job can be batched (alone or not), after their starts.
     def batch_claimed(self, jobs: list[Job], items: int) -> None: ...
 
+def tell(events: JobEvents | None, event: str, job: Job, *args) -> None:
+    """Tell `events` (if any) of a job's event; an observer's fault is logged, never raised:
+    it must not change a job's fate."""
+    if events is None:
+        return
+    try:
+        getattr(events, event)(job, *args)
+    except Exception:  # noqa: BLE001 - see above
+        log.exception("Reporting %s of job %s failed", event, job.id)
+
+
 class EventFanout:
     """Several observers as one: each hears every event, in order; one that raises is logged
     and the others still hear it."""
@@ -53,10 +64,7 @@ class EventFanout:
 
     def _tell(self, event: str, job: Job, *args) -> None:
         for observer in self.observers:
-            try:
-                getattr(observer, event)(job, *args)
-            except Exception:  # noqa: BLE001 - an observer's fault must not change a job's fate
-                log.exception("Reporting %s of job %s failed", event, job.id)
+            tell(observer, event, job, *args)
 
     def job_submitted(self, job: Job) -> None:
         self._tell("job_submitted", job)

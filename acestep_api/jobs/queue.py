@@ -19,9 +19,10 @@ import time
 import uuid
 from collections.abc import Callable, Hashable, Sequence
 
+from acestep_api.wakeup import set_from_any_thread
 from acestep_api.engine.request import GenerationError
 from acestep_api.jobs.crash_evidence import CrashEvidence
-from acestep_api.jobs.events import JobEvents, Outcome
+from acestep_api.jobs.events import JobEvents, Outcome, tell
 from acestep_api.jobs.models import Job, JobApi, JobKind, JobRequest, JobResult, JobStatus
 from acestep_api.jobs.retention import remove_orphan_uploads, remove_uploads
 from acestep_api.jobs.store import CANCELLED_STAGE, JobStore
@@ -189,17 +190,7 @@ class JobQueue:
         return contextlib.nullcontext()
 
     def _wake_worker(self) -> None:
-        loop, wakeup = self._loop, self._wakeup
-        if loop is None or wakeup is None or loop.is_closed():
-            return
-        try:
-            same_loop = asyncio.get_running_loop() is loop
-        except RuntimeError:
-            same_loop = False
-        if same_loop:
-            wakeup.set()
-        else:
-            loop.call_soon_threadsafe(wakeup.set)
+        set_from_any_thread(self._loop, self._wakeup)
 
     async def next_job(self) -> Job:
         loop = asyncio.get_running_loop()
@@ -392,12 +383,7 @@ class JobQueue:
             log.exception("Reporting a batch of %d jobs failed", len(jobs))
 
     def _tell(self, event: str, job: Job, *args) -> None:
-        if self.events is None:
-            return
-        try:
-            getattr(self.events, event)(job, *args)
-        except Exception:  # noqa: BLE001 - an observer's fault must not change a job's fate
-            log.exception("Reporting %s of job %s failed", event, job.id)
+        tell(self.events, event, job, *args)
 
 
 def _resolve(future: asyncio.Future, job: Job) -> None:

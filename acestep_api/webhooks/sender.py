@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 import httpx
 from standardwebhooks.webhooks import Webhook
 
+from acestep_api.wakeup import set_from_any_thread
 from acestep_api import __version__
 from acestep_api.settings import Settings
 from acestep_api.webhooks.deliveries import Delivery, DeliveryState, DeliveryStore
@@ -105,17 +106,7 @@ class WebhookSender:
 
     def wake(self) -> None:
         """A delivery became due; callable from any thread (the worker's ends jobs)."""
-        loop, wakeup = self._loop, self._wakeup
-        if loop is None or wakeup is None or loop.is_closed():
-            return
-        try:
-            same_loop = asyncio.get_running_loop() is loop
-        except RuntimeError:
-            same_loop = False
-        if same_loop:
-            wakeup.set()
-        else:
-            loop.call_soon_threadsafe(wakeup.set)
+        set_from_any_thread(self._loop, self._wakeup)
 
     async def stop(self) -> None:
         """Stop sending. Attempts in flight get STOP_GRACE seconds to finish; one still running

@@ -34,7 +34,7 @@ from procrastinate import sql
 
 from acestep_api.engine.served import ServedModel, ServedModels
 from acestep_api.jobs.backend import BackendUnavailable
-from acestep_api.jobs.events import JobEvents, Outcome
+from acestep_api.jobs.events import JobEvents, Outcome, tell
 from acestep_api.jobs.models import Job, JobApi, JobKind, JobRequest, JobResult, JobStatus
 from acestep_api.jobs.queue import (
     CANCELLED_ERROR, PROGRESS_MIN_INTERVAL, PROGRESS_MIN_STEP, JobCancelled, QueueFullError,
@@ -445,12 +445,7 @@ class PostgresJobBackend:
                 self._tell("job_ended", job, outcome)
 
     def _tell(self, event: str, job: Job, *args) -> None:
-        if self.events is None:
-            return
-        try:
-            getattr(self.events, event)(job, *args)
-        except Exception:  # noqa: BLE001 - an observer's fault must not change a job's fate
-            log.exception("Reporting %s of job %s failed", event, job.id)
+        tell(self.events, event, job, *args)
 
     def _save_end(self, job: Job) -> bool:
         """Record a job's end, waiting out a database restart (up to END_RETRY_SECONDS): a lost
