@@ -212,7 +212,7 @@ def write_tiny_dit(folder: Path, *, turbo: bool, seed: int = 0) -> Path:
     """One more tiny DiT folder (e.g. ``acestep-v15-sft`` beside the demo checkpoints), for
     servers that load models at run time."""
     variant = {"is_turbo": True, "model_version": "turbo"} if turbo else {"is_turbo": False, "model_version": "base"}
-    _write_dit(Path(folder), variant, seed)
+    write_dit(Path(folder), variant, seed)
     return Path(folder)
 
 
