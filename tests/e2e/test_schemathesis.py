@@ -29,7 +29,7 @@ MAX_EXAMPLES = 10
 # synchronous routes give up after 3 s (504, allowed there by schemathesis.toml) rather than
 # wait behind the queue.
 SERVER_ENV = {"ACESTEP_BATCH_MAX": "1", "ACESTEP_QUEUE_MAXSIZE": "100000", "ACESTEP_GENERATION_TIMEOUT": "3"}
-RUN_TIMEOUT = 420
+RUN_TIMEOUT = 600
 
 
 @pytest.fixture(scope="module")

@@ -87,7 +87,7 @@ async def init_models(
 
 
 @router.post("/v1/reinitialize", response_model=None, summary="Load again what should be loaded but is not",
-             responses=answers(Envelope[Reinitialized | None], 401, 413, 429, 504),
+             responses=answers(Envelope[Reinitialized | None], 400, 401, 413, 429, 504),
              openapi_extra=merged(body(AuthOnlyBody), key_required(body_token=True)))
 async def reinitialize(
     fields: Annotated[dict, Depends(authorized_fields)],
