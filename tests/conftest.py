@@ -34,6 +34,9 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.browser)
         elif module in E2E_MODULES or module.startswith("tests/e2e/"):
             item.add_marker(pytest.mark.e2e)
+        elif "postgres" in getattr(item, "fixturenames", ()) or "[postgres]" in item.name:
+            # They start a real PostgreSQL server process (tests/postgres_server.py).
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="session")
