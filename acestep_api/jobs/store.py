@@ -155,6 +155,18 @@ class KeyCounts:
         return cls(jobs={status.value: 0 for status in JobStatus})
 
 
+def key_counts_from_rows(rows) -> dict[str, KeyCounts]:
+    """Per key name, from rows of (key_name, status, jobs, jobs since, audio seconds since),
+    one per key and status, as both job stores' queries return them."""
+    counts: dict[str, KeyCounts] = {}
+    for key_name, status, n, jobs_since, seconds_since in rows:
+        entry = counts.setdefault(key_name, KeyCounts.empty())
+        entry.jobs[status] = n
+        entry.jobs_since += int(jobs_since)
+        entry.audio_seconds_since += float(seconds_since)
+    return counts
+
+
 # A cancelled job is failed at this stage; its partial run time is no job duration.
 CANCELLED_STAGE = "cancelled"
 UPLOAD_FOLDER = "uploads"  # next to the database by default, as Settings.upload_dir places it
@@ -284,13 +296,7 @@ class JobStore:
                 "FROM jobs WHERE key_name IS NOT NULL GROUP BY key_name, status ORDER BY key_name",
                 (since, since),
             ).fetchall()
-        counts: dict[str, KeyCounts] = {}
-        for key_name, status, n, jobs_since, seconds_since in rows:
-            entry = counts.setdefault(key_name, KeyCounts.empty())
-            entry.jobs[status] = n
-            entry.jobs_since += int(jobs_since)
-            entry.audio_seconds_since += float(seconds_since)
-        return counts
+        return key_counts_from_rows(rows)
 
     def recent_durations(self, n: int) -> list[float]:
         """Run times of the last `n` finished generation jobs, newest first (an LM-only job

@@ -119,19 +119,29 @@ class S3Outputs:
 
     # --- reading -------------------------------------------------------------------
 
-    def _download(self, key: str, target: str) -> bool:
-        """Download `key` to `target` whole or not at all; False when there is no such object."""
-        os.makedirs(os.path.dirname(target), exist_ok=True)
+    @staticmethod
+    def _read(call, *args, **kwargs):
+        """`call`'s answer; None when the object does not exist; any other failure is an
+        OutputStoreError naming only the service's code."""
         try:
-            with atomic_path(target) as temp:
-                self.client.download_file(self.bucket, key, str(temp))
+            return call(*args, **kwargs)
         except ClientError as error:
             if _missing(error):
-                return False
+                return None
             raise _failure("read a file", error) from None
         except BotoCoreError as error:
             raise _failure("read a file", error) from None
-        return True
+
+    def _download(self, key: str, target: str) -> bool:
+        """Download `key` to `target` whole or not at all; False when there is no such object."""
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+
+        def download() -> bool:
+            with atomic_path(target) as temp:
+                self.client.download_file(self.bucket, key, str(temp))
+            return True
+
+        return self._read(download) is not None
 
     def fetch(self, path: str) -> str | None:
         key = self._audio_key(path)
@@ -149,14 +159,7 @@ class S3Outputs:
             self._download(key, os.path.normpath(os.path.abspath(path)))
 
     def _head(self, key: str) -> dict | None:
-        try:
-            return self.client.head_object(Bucket=self.bucket, Key=key)
-        except ClientError as error:
-            if _missing(error):
-                return None
-            raise _failure("read a file", error) from None
-        except BotoCoreError as error:
-            raise _failure("read a file", error) from None
+        return self._read(self.client.head_object, Bucket=self.bucket, Key=key)
 
     def size(self, path: str) -> int | None:
         key = self._audio_key(path)
@@ -176,14 +179,9 @@ class S3Outputs:
                 "get_object", Params={"Bucket": self.bucket, "Key": key, "ResponseContentType": media_type},
                 ExpiresIn=self.presign_seconds)
             return RedirectResponse(url, status_code=307)
-        try:
-            obj = self.client.get_object(Bucket=self.bucket, Key=key)
-        except ClientError as error:
-            if _missing(error):
-                return None
-            raise _failure("read a file", error) from None
-        except BotoCoreError as error:
-            raise _failure("read a file", error) from None
+        obj = self._read(self.client.get_object, Bucket=self.bucket, Key=key)
+        if obj is None:
+            return None
         body = obj["Body"]
         return StreamingResponse(body.iter_chunks(STREAM_CHUNK), media_type=media_type,
                                  headers={"Content-Length": str(obj["ContentLength"])},

@@ -17,7 +17,8 @@ import psycopg_pool
 
 from acestep_api.jobs.backend import BackendUnavailable
 from acestep_api.jobs.models import Job, JobKind, JobStatus
-from acestep_api.jobs.store import CANCELLED_STAGE, JOB_FIELDS, KeyCounts, KeyUsage, job_to_row, row_to_job
+from acestep_api.jobs.store import (CANCELLED_STAGE, JOB_FIELDS, KeyCounts, KeyUsage, job_to_row,
+                                    key_counts_from_rows, row_to_job)
 
 UNAVAILABLE = "The job database cannot be reached right now; try again in a few seconds"
 
@@ -160,13 +161,7 @@ class PostgresJobStore:
                 "FROM acestep_jobs WHERE key_name IS NOT NULL GROUP BY key_name, status ORDER BY key_name",
                 {"since": since},
             ).fetchall()
-        counts: dict[str, KeyCounts] = {}
-        for key_name, status, n, jobs_since, seconds_since in rows:
-            entry = counts.setdefault(key_name, KeyCounts.empty())
-            entry.jobs[status] = n
-            entry.jobs_since += int(jobs_since)
-            entry.audio_seconds_since += float(seconds_since)
-        return counts
+        return key_counts_from_rows(rows)
 
     def recent_durations(self, n: int) -> list[float]:
         with self.connection() as conn:
