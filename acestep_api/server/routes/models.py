@@ -18,7 +18,7 @@ from acestep_api.engine.disk_models import rescanned
 from acestep_api.engine.model_requests import ModelRequest
 from acestep_api.server.auth import authorized_fields, require_api_key
 from acestep_api.engine.served import ServedModels
-from acestep_api.jobs.queue import JobQueue
+from acestep_api.jobs.backend import JobBackend
 from acestep_api.server.dependencies import get_queue, get_served, get_settings
 from acestep_api.dialects.official import wrap
 from acestep_api.server.services.inventory import inventory
@@ -76,7 +76,7 @@ async def init_models(
     fields: Annotated[dict, Depends(authorized_fields)],
     request: Request,
     served: Annotated[ServedModels, Depends(get_served)],
-    queue: Annotated[JobQueue, Depends(get_queue)],
+    queue: Annotated[JobBackend, Depends(get_queue)],
     settings: Annotated[Settings, Depends(get_settings)],
 ) -> dict:
     task = parse_init(fields, rescanned(served))  # an InvalidField is a 400 from the app's one handler
@@ -92,7 +92,7 @@ async def init_models(
 async def reinitialize(
     fields: Annotated[dict, Depends(authorized_fields)],
     request: Request,
-    queue: Annotated[JobQueue, Depends(get_queue)],
+    queue: Annotated[JobBackend, Depends(get_queue)],
     settings: Annotated[Settings, Depends(get_settings)],
 ) -> dict:
     result, error = await run_model_job(queue, ModelRequest(action="reinitialize"), settings.generation_timeout,

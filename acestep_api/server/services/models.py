@@ -7,12 +7,12 @@ from fastapi import Request
 
 from acestep_api.engine.model_requests import ModelRequest, ModelResult
 from acestep_api.jobs.models import JobApi, JobStatus
-from acestep_api.jobs.queue import JobQueue
+from acestep_api.jobs.backend import JobBackend
 from acestep_api.server.services.key_quotas import key_quota
 from acestep_api.server.services.sync_jobs import refuse_if_full, run_to_end
 
 
-async def run_model_job(queue: JobQueue, request: ModelRequest, timeout: float,
+async def run_model_job(queue: JobBackend, request: ModelRequest, timeout: float,
                         connection: Request | None = None) -> tuple[ModelResult | None, str | None]:
     """(result, None), or (None, the job's error sentence). A full queue is a 429, a key that
     may not use the model it names a 403 (keys file), the time running out a 504, and a client
